@@ -1,0 +1,153 @@
+"""CLIP loading through open_clip, the offline ``clipood-tiny`` model, and exact input adaptation."""
+import difflib
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torchvision import transforms
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+TINY_MODEL = "clipood-tiny"
+# CoOp / openai-CLIP style names -> open_clip names (openai weights use QuickGELU).
+MODEL_ALIASES = {
+    "ViT-B/16": "ViT-B-16", "ViT-B/32": "ViT-B-32", "ViT-L/14": "ViT-L-14",
+    "ViT-L/14@336px": "ViT-L-14-336", "RN50": "RN50", "RN101": "RN101",
+}
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_REACHABILITY_TIMEOUT_S = 3.0
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained CLIP weights are neither cached nor downloadable."""
+
+
+def _register_model_configs():
+    if TINY_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def resolve_model_name(model_name: str) -> str:
+    """Map CoOp-style names ("ViT-B/16") to open_clip's; reject unknown names with suggestions."""
+    _register_model_configs()
+    name = MODEL_ALIASES.get(model_name, model_name)
+    known = open_clip.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=4)
+        raise ValueError(f"unknown CLIP model {model_name!r}; did you mean one of {close}? "
+                         f"(any name from open_clip.list_models(), a CoOp-style name from {sorted(MODEL_ALIASES)}, "
+                         f"or {TINY_MODEL!r} for the tiny random-init test model)")
+    return name
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+
+
+def _cached_or_reachable(model_name: str, tag: str) -> bool:
+    """True when open_clip can get the tag's weights: already in the local cache, or its host answers."""
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        import huggingface_hub
+        repo_id, filename = os.path.split(hub)
+        for candidate in (Path(filename or "open_clip_pytorch_model.bin").with_suffix(".safetensors").name,
+                          filename or "open_clip_pytorch_model.bin"):
+            if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, candidate), str):
+                huggingface_hub.constants.HF_HUB_OFFLINE = True  # use the cache without network retries
+                return True
+        host = urllib.parse.urlparse(huggingface_hub.constants.ENDPOINT).hostname
+    else:
+        url = cfg.get("url", "")
+        if os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))):
+            return True
+        host = urllib.parse.urlparse(url).hostname
+    try:
+        socket.create_connection((host, 443), timeout=_REACHABILITY_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
+    """Build a CLIP model through open_clip; returns (model, preprocess_train, preprocess_val, tokenizer).
+
+    ``pretrained`` is an open_clip tag ("openai", "laion2b_s34b_b88k", ...), a local checkpoint file, or
+    None for random init. Weights that are neither cached nor reachable fail fast with a message on how to
+    use a local file instead. ``preprocess_train`` is the paper's augmentation (RandomResizedCrop scale
+    0.7-1 and horizontal flip); ``preprocess_val`` is open_clip's resize + center crop.
+    """
+    name = resolve_model_name(model_name)
+    if pretrained is not None:
+        pretrained = str(pretrained)
+        if os.path.isfile(pretrained):
+            pass
+        elif _looks_like_path(pretrained):
+            raise FileNotFoundError(f"CLIP checkpoint file not found: {pretrained}")
+        elif not open_clip.pretrained.is_pretrained_cfg(name, pretrained):
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            raise ValueError(f"{pretrained!r} is neither a file nor an open_clip pretrained tag of {name}; "
+                             f"its tags are {tags}" + (" (use pretrained=None for random init)" if not tags else ""))
+        elif not _cached_or_reachable(name, pretrained):
+            raise WeightsUnavailableError(
+                f"pretrained weights {name}/{pretrained} are not in the local cache and cannot be downloaded "
+                "(no network). Download the open_clip checkpoint on a machine with network access and pass its "
+                f"path as pretrained (e.g. --clip-pretrained /path/to/{name}.bin); for an offline smoke test use "
+                f"model {TINY_MODEL!r} with pretrained=None.")
+    model, _, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=pretrained,
+                                                                     device=device or "cpu")
+    model.float()
+    tokenizer = open_clip.get_tokenizer(name)
+    image_size = image_size_of(model.visual)
+    preprocess_train = transforms.Compose([
+        transforms.RandomResizedCrop(image_size, scale=(0.7, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(CLIP_MEAN, CLIP_STD),
+    ])
+    return model, preprocess_train, preprocess_val, tokenizer
+
+
+def image_size_of(image_encoder) -> int:
+    size = image_encoder.image_size
+    return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+
+class InputAdapter(torch.nn.Module):
+    """Maps images normalized with (source_mean, source_std) at any resolution to CLIP's input exactly.
+
+    One- and two-channel images get their missing planes first (gray repeated; an empty third plane).
+
+    x_clip = (x * source_std + source_mean - CLIP_MEAN) / CLIP_STD is one per-channel affine map,
+    then a bicubic resize to the encoder's resolution (a no-op when sizes already match).
+    """
+
+    def __init__(self, image_size, source_mean=CLIP_MEAN, source_std=CLIP_STD):
+        super().__init__()
+        source_mean, source_std = torch.tensor(source_mean), torch.tensor(source_std)
+        clip_mean, clip_std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
+        self.image_size = int(image_size)
+        self.identity_norm = bool(torch.equal(source_mean, clip_mean) and torch.equal(source_std, clip_std))
+        self.register_buffer("scale", (source_std / clip_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((source_mean - clip_mean) / clip_std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images):
+        if images.ndim != 4 or images.shape[1] not in (1, 2, 3):
+            raise ValueError(f"expected images of shape [batch, channels (1-3), H, W], got {tuple(images.shape)}")
+        if images.shape[1] == 1:  # grayscale
+            images = images.expand(-1, 3, -1, -1)
+        elif images.shape[1] == 2:  # two color planes (e.g. ColoredMNIST): an empty third one
+            images = torch.cat([images, torch.zeros_like(images[:, :1])], dim=1)
+        if not self.identity_norm:
+            images = torch.addcmul(self.shift, images, self.scale)
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic",
+                                   align_corners=False, antialias=True)
+        return images

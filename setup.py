@@ -1,0 +1,54 @@
+import os
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
+
+HOOK = "clipood_autoregister.pth"
+
+
+class BuildPyWithHook(build_py):
+    """``pip install .``: ship the .pth import hook at the root of site-packages (``data_files``
+    would miss editable installs, hence the twin below)."""
+
+    def run(self):
+        super().run()
+        self.copy_file(HOOK, os.path.join(self.build_lib, HOOK), preserve_mode=0)
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, HOOK)]
+
+
+class EditableWheelWithHook(editable_wheel):
+    """``pip install -e``: put the same .pth into the editable wheel's root."""
+
+    def _install_namespaces(self, installation_dir, pth_prefix):
+        super()._install_namespaces(installation_dir, pth_prefix)
+        self.copy_file(HOOK, os.path.join(installation_dir, HOOK), preserve_mode=0)
+
+
+setup(
+    name="clipood-plugin",
+    version="0.1.0",
+    description="CLIPood (ICML 2023) for DomainBed and Dassl/CoOp: MMS loss, Beta Moving Average, one learner",
+    long_description=open("README.md", encoding="utf-8").read() if os.path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["clipood_plugin", "clipood_plugin.*", "domainbed_adapter",
+                                    "domainbed_adapter.*", "dassl_trainers", "dassl_trainers.*"]),
+    py_modules=["clipood_autoregister"],
+    package_data={"clipood_plugin": ["model_configs/*.json"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=2.24",
+        "yacs>=0.1.8",
+        "tqdm",
+        "matplotlib>=3.5",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["clipood=clipood_plugin.cli:main"]},
+    cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},
+)
