@@ -51,7 +51,7 @@ def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
-def _cached_or_reachable(model_name: str, tag: str) -> bool:
+def pretrained_weights_available(model_name: str, tag: str) -> bool:
     """True when open_clip can get the tag's weights: already in the local cache, or its host answers."""
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     hub = cfg.get("hf_hub", "")
@@ -95,7 +95,7 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise ValueError(f"{pretrained!r} is neither a file nor an open_clip pretrained tag of {name}; "
                              f"its tags are {tags}" + (" (use pretrained=None for random init)" if not tags else ""))
-        elif not _cached_or_reachable(name, pretrained):
+        elif not pretrained_weights_available(name, pretrained):
             raise WeightsUnavailableError(
                 f"pretrained weights {name}/{pretrained} are not in the local cache and cannot be downloaded "
                 "(no network). Download the open_clip checkpoint on a machine with network access and pass its "

@@ -124,8 +124,12 @@ class CLIPoodLearner:
             self.averager.update(self.image_encoder)
         with torch.no_grad():
             acc = ((features.float() @ self.text_features.T).argmax(dim=1) == labels).float().mean()
-        return {"loss": loss.item(), "acc": acc.item(), "lr": lr,
-                "bma_weight": getattr(self.averager, "weight", 1.0)}
+        return {"loss": loss.item(), "acc": acc.item(), "lr": lr, "bma_weight": self.averaging_weight}
+
+    @property
+    def averaging_weight(self):
+        """Unnormalized weight a_t of the latest weights in the average (1.0 without averaging)."""
+        return getattr(self.averager, "weight", 1.0)
 
     @torch.no_grad()
     def encode_images(self, images, averaged=True):

@@ -1,0 +1,92 @@
+"""`clipood train` and `clipood demo`."""
+import argparse
+import dataclasses
+import sys
+import typing
+
+import torch
+
+from .backbone import TINY_MODEL, WeightsUnavailableError, pretrained_weights_available, resolve_model_name
+from .data import DataError
+from .standalone import TrainConfig, train
+from .synthetic import make_demo_dataset
+
+# The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
+# needs more steps and a far larger learning rate than the paper's fine-tuning.
+DEMO_TEST_DOMAIN = "painting"
+DEMO_REAL = dict(steps=300, batch_size=16, eval_every=50, checkpoint_every=100, eval_batch_size=256)
+DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=2e-3, steps=600, eval_every=100)
+
+
+def _add_config_flags(parser, defaults, skip=()):
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
+        if hints[f.name] is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+        elif hints[f.name] is list:
+            parser.add_argument(flag, nargs="+", default=default, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(hints[f.name].__name__, str)
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
+                                     "Softmax and Beta Moving Average (Shu et al., ICML 2023)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train on ROOT/<domain>/<class>/<image>, test on held-out domains",
+                                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_config_flags(train_parser, TrainConfig())
+    train_parser.set_defaults(model=TrainConfig.model)
+    for action in train_parser._actions:
+        if action.dest in ("data_dir", "test_domains"):
+            action.required = True
+    demo = commands.add_parser("demo", help="generate a small shapes dataset and run CLIPood on it "
+                               "(ViT-B-16 when a GPU and its weights are there, else clipood-tiny on the CPU)")
+    _add_config_flags(demo, TrainConfig(**DEMO_TINY), skip=("data_dir", "test_domains"))
+    for action in demo._actions:  # only flags the user gives override the preset the demo picks
+        if action.dest != "help":
+            action.default = argparse.SUPPRESS
+    return parser
+
+
+def _demo_config(args):
+    """Real CLIP only where it runs fast and its weights are there; the tiny model otherwise."""
+    chosen = {k: v for k, v in vars(args).items() if k != "command"}
+    if "model" in chosen:
+        preset = DEMO_REAL
+    else:
+        use_real = torch.cuda.is_available() and pretrained_weights_available(resolve_model_name("ViT-B-16"), "openai")
+        preset = DEMO_REAL if use_real else DEMO_TINY
+        print(f"demo model: {'ViT-B-16 (openai weights) on the GPU' if use_real else TINY_MODEL + ' (random init)'}"
+              + ("" if use_real else ": no GPU or no pretrained weights here; pass --model/--pretrained to choose"))
+    config = TrainConfig(**{**preset, **chosen, "test_domains": [DEMO_TEST_DOMAIN]})
+    config.data_dir = str(make_demo_dataset(f"{config.output_dir}/demo_data"))
+    return config
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            config = _demo_config(args)
+        else:
+            config = TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"})
+        train(config)
+    except (DataError, WeightsUnavailableError, FileNotFoundError, ValueError) as error:
+        print(f"clipood {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nclipood {args.command}: interrupted; the last checkpoint in {args.output_dir} continues "
+              "with the same command and --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""`clipood train`: CLIPood on a ROOT/<domain>/<class>/<image> folder dataset, leave-domains-out."""
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data import DataError, ImageList, StepBatchSampler, scan_domain_folders, split_holdout
+from .learner import CLIPoodLearner
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the paper's domain-shift settings (PACS: lr 5e-6, 10 epochs x 500 iterations)."""
+    data_dir: str = field(default=None, metadata={"help": "ROOT of ROOT/<domain>/<class>/<image>"})
+    test_domains: list = field(default=None, metadata={"help": "domain folder name(s) held out for testing"})
+    output_dir: str = field(default="./clipood_output", metadata={"help": "results.json, results.png, model.pt, checkpoint.pt"})
+    model: str = field(default="ViT-B-16", metadata={"help": "open_clip model name, CoOp-style name, or clipood-tiny"})
+    pretrained: str = field(default="openai", metadata={"help": "open_clip tag, local checkpoint file, or 'none' (random init)"})
+    templates: list = field(default_factory=lambda: ["a photo of a {}."], metadata={"help": "prompt template(s); several are ensembled"})
+    steps: int = field(default=5000, metadata={"help": "optimizer steps (= BMA and cosine horizon)"})
+    batch_size: int = field(default=12, metadata={"help": "images per training domain per step"})
+    lr: float = field(default=5e-6, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    mms_lambda: float = field(default=0.3, metadata={"help": "MMS margin weight (0 = plain fine-tuning)"})
+    bma_beta: float = field(default=0.5, metadata={"help": "Beta(beta, beta) of the moving average"})
+    averaging: str = field(default="bma", metadata={"help": "bma, uniform, ema or none"})
+    precision: str = field(default="auto", metadata={"help": "auto, fp32, amp-bf16 or amp-fp16"})
+    holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
+    eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
+    checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
+    stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps; continue with --resume"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUTPUT_DIR/checkpoint.pt"})
+    allow_missing_classes: bool = field(default=False, metadata={"help": "accept domains that lack some classes"})
+    workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "data loading processes per domain"})
+    eval_batch_size: int = field(default=128, metadata={"help": "batch size for evaluation"})
+    seed: int = field(default=0, metadata={"help": "seed of the data order, augmentation and holdout split"})
+    device: str = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)"})
+
+    # fields that may change between an interrupted run and its resumption
+    RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "workers", "eval_batch_size", "device")
+
+
+def _loader(items, transform, workers, **kwargs):
+    return torch.utils.data.DataLoader(ImageList(items, transform), num_workers=workers,
+                                       persistent_workers=workers > 0, **kwargs)
+
+
+def evaluate(learner, eval_loaders, averaged):
+    """Accuracy (%) per evaluation split."""
+    accuracy = {}
+    for name, loader in eval_loaders.items():
+        correct = total = 0
+        for images, labels in loader:
+            correct += (learner.predict(images, averaged=averaged).argmax(1).cpu() == labels).sum().item()
+            total += len(labels)
+        accuracy[name] = 100.0 * correct / total
+    return accuracy
+
+
+class _Run:
+    """Files of one run in OUTPUT_DIR."""
+
+    def __init__(self, output_dir):
+        self.dir = Path(output_dir)
+        self.checkpoint = self.dir / "checkpoint.pt"
+        self.results = self.dir / "results.json"
+        self.plot = self.dir / "results.png"
+        self.model = self.dir / "model.pt"
+
+    def save_atomic(self, obj, path):
+        tmp = path.with_suffix(".tmp")
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+
+
+def _check_resumable(saved, config):
+    for key, value in dataclasses.asdict(config).items():
+        if key not in TrainConfig.RESUMABLE_CHANGES and saved.get(key) != value:
+            raise DataError(f"--resume: the checkpoint was made with {key}={saved.get(key)!r}, this command "
+                            f"has {key}={value!r}; use the original setting or another --output-dir")
+
+
+def train(config: TrainConfig, log=print):
+    """Run (or resume) one training job; returns the results dict that is also written to results.json."""
+    run = _Run(config.output_dir)
+    if not config.test_domains:
+        raise DataError("give at least one --test-domains")
+    dataset = scan_domain_folders(config.data_dir, config.allow_missing_classes)
+    unknown = sorted(set(config.test_domains) - set(dataset.domains))
+    if unknown:
+        raise DataError(f"unknown test domain(s) {unknown}; the domains in {config.data_dir} are {dataset.domains}")
+    train_domains = [d for d in dataset.domains if d not in config.test_domains]
+    if not train_domains:
+        raise DataError(f"all domains {dataset.domains} are test domains; leave at least one to train on")
+    if dataset.skipped:
+        log(f"skipped {len(dataset.skipped)} unreadable image(s), listed in results.json (first: {dataset.skipped[0][0]})")
+    if run.checkpoint.exists() and not config.resume:
+        raise DataError(f"{run.checkpoint} holds an unfinished run; pass --resume to continue it or choose another --output-dir")
+    if config.resume and not run.checkpoint.exists():
+        raise DataError(f"--resume: no checkpoint at {run.checkpoint}")
+
+    learner = CLIPoodLearner(
+        model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
+        class_names=dataset.class_names, total_steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
+        margin=config.mms_lambda, beta=config.bma_beta, averaging=config.averaging, templates=config.templates,
+        precision=config.precision, device=config.device)
+
+    train_items, eval_loaders = {}, {}
+    for i, domain in enumerate(train_domains):
+        train_items[domain], holdout = split_holdout(dataset.samples[domain], config.holdout_fraction, config.seed + i)
+        if holdout:
+            eval_loaders[f"{domain} (holdout)"] = _loader(holdout, learner.preprocess_val, config.workers,
+                                                          batch_size=config.eval_batch_size)
+    for domain in config.test_domains:
+        eval_loaders[domain] = _loader(dataset.samples[domain], learner.preprocess_val, config.workers,
+                                       batch_size=config.eval_batch_size)
+
+    state = {"history": [], "bma_weights": [], "losses": []}
+    if config.resume:
+        checkpoint = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+        _check_resumable(checkpoint["config"], config)
+        learner.load_state_dict(checkpoint["learner"])
+        state = checkpoint["state"]
+        log(f"resumed at step {learner.step} from {run.checkpoint}")
+    else:
+        zero_shot = evaluate(learner, eval_loaders, averaged=False)
+        state["zero_shot"] = zero_shot
+        state["bma_weights"].append(learner.averaging_weight)  # a_0, the weight of the pretrained model
+        state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
+
+    streams = [iter(_loader(train_items[d], learner.preprocess_train, config.workers,
+                            batch_sampler=StepBatchSampler(len(train_items[d]), config.batch_size,
+                                                           config.seed * 1000 + i, start_step=learner.step)))
+               for i, d in enumerate(train_domains)]
+    last_step = min(config.steps, config.stop_after or config.steps)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
+              mininterval=0.1 if sys.stderr.isatty() else 10) as bar:
+        while learner.step < last_step:
+            batches = [next(stream) for stream in streams]
+            stats = learner.update(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
+            state["bma_weights"].append(stats["bma_weight"])
+            state["losses"].append(stats["loss"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}", lr=f"{stats['lr']:.1e}",
+                            refresh=False)
+            step = learner.step
+            if step % config.eval_every == 0 or step == config.steps:
+                entry = {"step": step, "final": evaluate(learner, eval_loaders, averaged=False),
+                         "bma": evaluate(learner, eval_loaders, averaged=True)}
+                state["history"].append(entry)
+                bar.write(f"step {step}: " + _summary(entry, config.test_domains))
+            if step < config.steps and (step % config.checkpoint_every == 0 or step == last_step):
+                run.save_atomic({"config": dataclasses.asdict(config), "learner": learner.state_dict(),
+                                 "state": state}, run.checkpoint)
+    if learner.step < config.steps:
+        log(f"stopped at step {learner.step} of {config.steps}; continue with the same command and --resume")
+        return None
+
+    final = state["history"][-1]
+    results = {
+        "config": dataclasses.asdict(config), "class_names": dataset.class_names,
+        "train_domains": train_domains, "test_domains": config.test_domains,
+        "accuracy": {"zero_shot": state["zero_shot"], "final": final["final"], "bma": final["bma"]},
+        "test_mean": {k: _mean(v, config.test_domains) for k, v in
+                      (("zero_shot", state["zero_shot"]), ("final", final["final"]), ("bma", final["bma"]))},
+        "history": state["history"], "bma_weights": state["bma_weights"], "losses": state["losses"],
+        "skipped_images": [{"path": p, "reason": r} for p, r in dataset.skipped],
+        "model_file": str(run.model),
+    }
+    run.save_atomic(learner.state_dict(include_training_state=False), run.model)
+    run.results.write_text(json.dumps(results, indent=2))
+    plot_results(results, run.plot)
+    run.checkpoint.unlink(missing_ok=True)
+    log(_report(results))
+    log(f"wrote {run.results}, {run.plot} and {run.model}")
+    return results
+
+
+def _mean(accuracy, domains):
+    return sum(accuracy[d] for d in domains) / len(domains)
+
+
+def _summary(entry, test_domains):
+    return (f"test acc final {_mean(entry['final'], test_domains):.1f}  "
+            f"BMA {_mean(entry['bma'], test_domains):.1f}")
+
+
+def _report(results):
+    acc = results["accuracy"]
+    names = list(acc["zero_shot"])
+    width = max(len(n) for n in names + ["test mean"])
+    lines = [f"{'accuracy (%)':<{width}}  zero-shot   final     BMA"]
+    for name in names:
+        lines.append(f"{name:<{width}}  {acc['zero_shot'][name]:9.1f} {acc['final'][name]:7.1f} {acc['bma'][name]:7.1f}")
+    mean = results["test_mean"]
+    lines.append(f"{'test mean':<{width}}  {mean['zero_shot']:9.1f} {mean['final']:7.1f} {mean['bma']:7.1f}")
+    return "\n".join(lines)
+
+
+def plot_results(results, path):
+    """Left: test accuracy over steps (final vs BMA); right: the BMA weight a_t of each step (t=0: pretrained)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test_domains = results["test_domains"]
+    steps = [h["step"] for h in results["history"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("final", "current weights"), ("bma", "BMA")):
+        left.plot(steps, [_mean(h[key], test_domains) for h in results["history"]], marker="o", label=label)
+    left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--", label="zero-shot")
+    left.set(xlabel="step", ylabel="test accuracy (%)", title=f"test domains: {', '.join(test_domains)}")
+    left.legend()
+    right.plot(range(len(results["bma_weights"])), results["bma_weights"])
+    right.set(xlabel="step", ylabel="weight a_t",
+              title=f"{results['config']['averaging']} weights (beta={results['config']['bma_beta']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
