@@ -38,7 +38,6 @@ setup(
                                     "domainbed_adapter.*", "dassl_trainers", "dassl_trainers.*"]),
     py_modules=["clipood_autoregister"],
     package_data={"clipood_plugin": ["model_configs/*.json"]},
-    include_package_data=True,
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

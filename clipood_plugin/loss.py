@@ -15,8 +15,9 @@ def margin_metric_softmax(image_features, text_features, labels, margin=0.3, log
     if image_features.ndim != 2 or text_features.ndim != 2:
         raise ValueError("image_features must be [batch, dim] and text_features [classes, dim], got "
                          f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
-    image_features = F.normalize(image_features.float(), dim=-1)
-    text_features = F.normalize(text_features.float(), dim=-1)
+    dtype = torch.promote_types(torch.promote_types(image_features.dtype, text_features.dtype), torch.float32)
+    image_features = F.normalize(image_features.to(dtype), dim=-1)  # fp32 at least, also under autocast
+    text_features = F.normalize(text_features.to(dtype), dim=-1)
     logits = logit_scale * (image_features - margin * text_features[labels]) @ text_features.T
     return F.cross_entropy(logits, labels, reduction=reduction)
 

@@ -104,6 +104,7 @@ def train(config: TrainConfig, log=print):
     if config.resume and not run.checkpoint.exists():
         raise DataError(f"--resume: no checkpoint at {run.checkpoint}")
 
+    torch.manual_seed(config.seed)  # random-init models (clipood-tiny, pretrained none) start the same
     learner = CLIPoodLearner(
         model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
         class_names=dataset.class_names, total_steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,

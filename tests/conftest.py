@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from clipood_plugin import CLIPoodLearner
+
+CLASSES = ["dog", "cat", "horse", "golden_retriever"]
+
+
+@pytest.fixture
+def make_learner():
+    """A clipood-tiny learner on the CPU, built from a fixed seed (same seed -> same initial weights)."""
+    def make(seed=0, **kwargs):
+        torch.manual_seed(seed)
+        options = dict(model_name="clipood-tiny", pretrained=None, class_names=CLASSES, total_steps=6,
+                       lr=1e-3, device="cpu")
+        options.update(kwargs)
+        return CLIPoodLearner(**options)
+    return make
+
+
+@pytest.fixture
+def batches():
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.randn(6, 3, 32, 32, generator=generator), torch.randint(0, len(CLASSES), (6,), generator=generator))
+            for _ in range(6)]

@@ -1,0 +1,127 @@
+"""BMA against the explicit weighted average of Eq. (5) over a stored trajectory."""
+import copy
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from clipood_plugin import BetaMovingAverage, ExponentialMovingAverage
+
+
+def beta_density(x, b):
+    return x ** (b - 1) * (1 - x) ** (b - 1) * math.gamma(2 * b) / math.gamma(b) ** 2
+
+
+def trajectory(steps, seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    states = [copy.deepcopy(model.state_dict())]
+    models = []
+    for _ in range(steps):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        states.append(copy.deepcopy(model.state_dict()))
+        models.append(copy.deepcopy(model))
+    return model, states, models
+
+
+def explicit_bma(states, beta):
+    T = len(states) - 1
+    alphas = [beta_density((t + 0.5) / (T + 1), beta) for t in range(T + 1)]
+    return {k: sum(a * s[k].double() for a, s in zip(alphas, states)) / sum(alphas) for k in states[0]}
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 1.0, 2.0])
+def test_bma_is_equation_5(beta):
+    T = 9
+    _, states, models = trajectory(T)
+    first = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    first.load_state_dict(states[0])
+    bma = BetaMovingAverage(first, total_steps=T, beta=beta)
+    for model in models:
+        bma.update(model)
+    expected = explicit_bma(states, beta)
+    assert bma.step == T
+    for key, value in bma.module.state_dict().items():
+        assert torch.allclose(value.double(), expected[key], atol=1e-5), key
+
+
+def test_uniform_when_beta_is_one_and_pretrained_weight_counts():
+    T = 4
+    _, states, models = trajectory(T)
+    first = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    first.load_state_dict(states[0])
+    bma = BetaMovingAverage(first, total_steps=T, beta=1.0)
+    for model in models:
+        bma.update(model)
+    mean = torch.stack([s["0.weight"] for s in states]).mean(0)
+    assert torch.allclose(bma.module.state_dict()["0.weight"], mean, atol=1e-6)
+
+
+def test_u_shape_weights_the_endpoints_most():
+    model = nn.Linear(2, 2)
+    bma = BetaMovingAverage(model, total_steps=100, beta=0.5)
+    assert bma.weight_at(0) > bma.weight_at(50) < bma.weight_at(100)
+    assert bma.weight_at(0) == pytest.approx(bma.weight_at(100))
+
+
+def test_resume_is_bit_identical():
+    T = 8
+    _, states, models = trajectory(T)
+    start = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    start.load_state_dict(states[0])
+    uninterrupted = BetaMovingAverage(start, total_steps=T, beta=0.5)
+    for model in models:
+        uninterrupted.update(model)
+
+    first_half = BetaMovingAverage(start, total_steps=T, beta=0.5)
+    for model in models[:3]:
+        first_half.update(model)
+    buffer = io.BytesIO()
+    torch.save(first_half.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = BetaMovingAverage(nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3)), total_steps=T, beta=0.5)
+    resumed.load_state_dict(torch.load(buffer))
+    for model in models[3:]:
+        resumed.update(model)
+    assert resumed.step == uninterrupted.step and resumed.weight_sum == uninterrupted.weight_sum
+    for a, b in zip(resumed.module.state_dict().values(), uninterrupted.module.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_errors_name_the_problem():
+    model = nn.Linear(2, 2)
+    bma = BetaMovingAverage(model, total_steps=1)
+    bma.update(model)
+    with pytest.raises(RuntimeError, match="total_steps=1"):
+        bma.update(model)
+    with pytest.raises(ValueError, match="positive integer"):
+        BetaMovingAverage(model, total_steps=0)
+    with pytest.raises(ValueError, match="beta"):
+        BetaMovingAverage(model, total_steps=3, beta=0)
+    state = BetaMovingAverage(model, total_steps=5).state_dict()
+    with pytest.raises(ValueError, match="total_steps=5"):
+        BetaMovingAverage(model, total_steps=6).load_state_dict(state)
+
+
+def test_ema_forgets_the_start_geometrically():
+    T, decay = 5, 0.8
+    _, states, models = trajectory(T)
+    first = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    first.load_state_dict(states[0])
+    ema = ExponentialMovingAverage(first, decay=decay)
+    for model in models:
+        ema.update(model)
+    expected = decay ** T * states[0]["0.weight"].double() + sum(
+        (1 - decay) * decay ** (T - t) * states[t]["0.weight"].double() for t in range(1, T + 1))
+    assert torch.allclose(ema.module.state_dict()["0.weight"].double(), expected, atol=1e-5)
+
+
+def test_averaged_copy_is_frozen_and_separate():
+    model = nn.Linear(2, 2)
+    bma = BetaMovingAverage(model, total_steps=3)
+    assert not any(p.requires_grad for p in bma.module.parameters())
+    assert bma.module.weight.data_ptr() != model.weight.data_ptr()
