@@ -104,6 +104,9 @@ class CLIPoodLearner:
         if self.step >= self.config["total_steps"]:
             raise RuntimeError(f"all total_steps={self.config['total_steps']} steps are done; build the learner "
                                "with the number of steps the run really makes")
+        if self.averager is not None and self.averager.step != self.step:
+            raise RuntimeError("this learner was loaded from an inference-only checkpoint; to train on, load one "
+                               "saved with state_dict(include_training_state=True)")
         labels = labels.to(self.device, non_blocking=True)
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must be in [0, {self.num_classes}) for the {self.num_classes} class names; "

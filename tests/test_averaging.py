@@ -34,15 +34,21 @@ def explicit_bma(states, beta):
     return {k: sum(a * s[k].double() for a, s in zip(alphas, states)) / sum(alphas) for k in states[0]}
 
 
-@pytest.mark.parametrize("beta", [0.1, 0.5, 1.0, 2.0])
-def test_bma_is_equation_5(beta):
-    T = 9
+def averaged_trajectory(T, beta):
+    """(BMA over a random trajectory of T steps, the T + 1 stored states)."""
     _, states, models = trajectory(T)
     first = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
     first.load_state_dict(states[0])
     bma = BetaMovingAverage(first, total_steps=T, beta=beta)
     for model in models:
         bma.update(model)
+    return bma, states
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 1.0, 2.0])
+def test_bma_is_equation_5(beta):
+    T = 9
+    bma, states = averaged_trajectory(T, beta)
     expected = explicit_bma(states, beta)
     assert bma.step == T
     for key, value in bma.module.state_dict().items():
@@ -50,13 +56,7 @@ def test_bma_is_equation_5(beta):
 
 
 def test_uniform_when_beta_is_one_and_pretrained_weight_counts():
-    T = 4
-    _, states, models = trajectory(T)
-    first = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
-    first.load_state_dict(states[0])
-    bma = BetaMovingAverage(first, total_steps=T, beta=1.0)
-    for model in models:
-        bma.update(model)
+    bma, states = averaged_trajectory(4, beta=1.0)
     mean = torch.stack([s["0.weight"] for s in states]).mean(0)
     assert torch.allclose(bma.module.state_dict()["0.weight"], mean, atol=1e-6)
 

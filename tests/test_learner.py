@@ -68,6 +68,8 @@ def test_inference_checkpoint_predicts_the_same_without_training_state(make_lear
     reloaded = make_learner(seed=7)
     reloaded.load_state_dict(state)
     assert torch.equal(reloaded.predict(batches[4][0]), learner.predict(batches[4][0]))
+    with pytest.raises(RuntimeError, match="inference-only"):
+        reloaded.update(*batches[4])
 
 
 def test_open_class_prediction_after_set_class_names(make_learner, batches):
