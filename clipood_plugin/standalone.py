@@ -46,8 +46,7 @@ class TrainConfig:
 
 
 def _loader(items, transform, workers, **kwargs):
-    return torch.utils.data.DataLoader(ImageList(items, transform), num_workers=workers,
-                                       persistent_workers=workers > 0, **kwargs)
+    return torch.utils.data.DataLoader(ImageList(items, transform), num_workers=workers, **kwargs)
 
 
 def evaluate(learner, eval_loaders, averaged):
