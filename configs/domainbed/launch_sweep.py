@@ -1,0 +1,82 @@
+"""Launch the paper's DomainBed sweep (Table 1 by default) through DomainBed's own sweep, then print the tables.
+
+    python configs/domainbed/launch_sweep.py --data_dir D --output_dir O --command_launcher local
+
+Run it where ``import domainbed`` works (the root of a DomainBed checkout, or with it on PYTHONPATH) and
+with the Python that has this project installed first on PATH: DomainBed's launchers start jobs as
+``python -m domainbed.scripts.train``. For each dataset of the config and each algorithm it runs
+``python -m domainbed.scripts.sweep launch`` with that dataset's paper settings (default hparams,
+``--hparams`` with the paper values, ``--steps`` = epochs x 500, single test environments; CLIPZeroShot
+gets --steps 1 as it does not train). Then it prints DomainBed's collect_results tables (model
+selection by validation) and the final-model table (the authors' protocol), and for open-class configs
+the base/new accuracies.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ZERO_SHOT = "CLIPZeroShot"
+RUN_SETTINGS = ("epochs", "steps")  # go to --steps; the hparam steps stays null (= what train.py runs)
+
+
+def sweep_commands(config, args):
+    """One ``domainbed.scripts.sweep launch`` command per (dataset, algorithm)."""
+    from domainbed_adapter.hparams import default_clipood_hparams
+    extra = json.loads(args.hparams) if args.hparams else {}
+    commands = []
+    for dataset in args.datasets or config["datasets"]:
+        settings = config["datasets"][dataset]
+        for algorithm in args.algorithms or config["algorithms"]:
+            known = default_clipood_hparams(algorithm, dataset)  # pass only the hparams this algorithm has
+            hparams = {key: value for key, value in settings.items() if key in known and key not in RUN_SETTINGS}
+            hparams.update(extra)
+            steps = 1 if algorithm == ZERO_SHOT else (args.steps or settings["steps"])
+            commands.append([
+                sys.executable, "-m", "domainbed.scripts.sweep", "launch", "--datasets", dataset,
+                "--algorithms", algorithm, "--n_hparams_from", "0", "--n_hparams", "1",
+                "--n_trials", str(args.n_trials or config["n_trials"]), "--single_test_envs",
+                "--steps", str(steps), "--hparams", json.dumps(hparams, sort_keys=True),
+                "--data_dir", args.data_dir, "--output_dir", args.output_dir,
+                "--command_launcher", args.command_launcher,
+            ] + (["--skip_confirmation"] if args.skip_confirmation else []))
+    return commands
+
+
+def report_commands(config, args):
+    commands = [[sys.executable, "-m", "domainbed.scripts.collect_results", "--input_dir", args.output_dir],
+                [sys.executable, "-m", "domainbed_adapter.final_model_table", "--input_dir", args.output_dir]]
+    if any(settings.get("open_class_ratio") for settings in config["datasets"].values()):
+        commands.append([sys.executable, "-m", "domainbed_adapter.evaluate_open", "--input_dir", args.output_dir])
+    return commands
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=os.path.join(HERE, "table1_domain_shift.json"))
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--command_launcher", required=True, help="a name in domainbed.command_launchers.REGISTRY")
+    parser.add_argument("--datasets", nargs="+", help="subset of the config's datasets")
+    parser.add_argument("--algorithms", nargs="+", help="subset of the config's algorithms")
+    parser.add_argument("--n_trials", type=int, help="override the config's number of trials")
+    parser.add_argument("--steps", type=int, help="override the paper's steps (smoke tests only)")
+    parser.add_argument("--hparams", help="JSON merged over the paper settings, "
+                                          'e.g. \'{"clip_pretrained": "/w/ViT-B-16.bin"}\'')
+    parser.add_argument("--skip_confirmation", action="store_true")
+    parser.add_argument("--no_report", action="store_true", help="launch only (e.g. for a cluster launcher)")
+    args = parser.parse_args(argv)
+    with open(args.config) as f:
+        config = json.load(f)
+    unknown = set(args.datasets or ()) - set(config["datasets"])
+    if unknown:
+        parser.error(f"datasets {sorted(unknown)} are not in {args.config}: {sorted(config['datasets'])}")
+    for command in sweep_commands(config, args) + ([] if args.no_report else report_commands(config, args)):
+        print("+", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""CLIPood, CLIPERM and CLIPZeroShot on DomainBed's Algorithm contract, delegating to CLIPoodLearner.
+
+The classes are made at registration time on top of ``domainbed.algorithms.Algorithm``
+(``build_algorithm_classes``), so importing this module needs neither DomainBed nor open_clip.
+"""
+import atexit
+import sys
+import warnings
+import weakref
+
+import torch
+
+from .class_names import resolve_class_names
+from .hparams import ALGORITHM_NAMES
+from .run_context import current_train_run
+
+# How each algorithm configures the learner (Table 1 rows from one harness).
+LEARNER_SETTINGS = {
+    "CLIPood": lambda hparams: dict(margin=hparams["mms_lambda"], beta=hparams["bma_beta"], averaging="bma"),
+    "CLIPERM": lambda hparams: dict(margin=0.0, averaging="none"),
+    "CLIPZeroShot": lambda hparams: dict(zero_shot=True),
+}
+REQUIRED_HPARAMS = {
+    "CLIPood": ("clip_model", "clip_pretrained", "prompt_template", "lr", "weight_decay", "mms_lambda", "bma_beta"),
+    "CLIPERM": ("clip_model", "clip_pretrained", "prompt_template", "lr", "weight_decay"),
+    "CLIPZeroShot": ("clip_model", "clip_pretrained", "prompt_template"),
+}
+DESCRIPTIONS = {
+    "CLIPood": "CLIPood (Shu et al., ICML 2023): CLIP image encoder fine-tuned with Margin Metric Softmax; "
+               "predicts with the Beta Moving Average of its weights.",
+    "CLIPERM": "ERM with CLIP: the same vision-language fine-tuning without margin (lambda=0) or averaging.",
+    "CLIPZeroShot": "Zero-shot CLIP: never trains (run it with --steps 1).",
+}
+# DomainBed's MNIST variants (1 or 2 channels) are ToTensor images in [0, 1]; every other dataset is
+# ImageNet-normalized. The learner maps either exactly onto CLIP's normalization and resolution.
+UNIT_RANGE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def input_normalization(input_shape):
+    """(mean, std) of the images DomainBed feeds for a dataset of this input shape."""
+    from clipood_plugin import IMAGENET_MEAN, IMAGENET_STD
+    return UNIT_RANGE if input_shape[0] < 3 else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def num_base_classes(num_classes, open_class_ratio):
+    """In-the-wild protocol: the first classes are base, the last ``open_class_ratio`` share are held out
+    of training (the authors' split: ``int((1 - ratio) * num_classes)`` base classes)."""
+    if not 0 <= open_class_ratio < 1:
+        raise ValueError(f"open_class_ratio must be in [0, 1), got {open_class_ratio!r}")
+    count = int((1 - open_class_ratio) * num_classes)
+    if count < 1:
+        raise ValueError(f"open_class_ratio={open_class_ratio} leaves no base class out of {num_classes}")
+    return count
+
+
+def _fallback_steps():
+    try:
+        from domainbed.datasets import MultipleDomainDataset
+    except ImportError:
+        return None
+    return MultipleDomainDataset.N_STEPS
+
+
+def resolve_horizon(requested, run):
+    """The number of update() calls the run will make: the BMA and cosine-schedule horizon."""
+    if run is not None:
+        if requested is not None and int(requested) != run.n_steps:
+            raise ValueError(f"hparams steps={requested} but train.py will run {run.n_steps} steps (its --steps, "
+                             "else the dataset's N_STEPS); drop the hparam steps or make the two agree")
+        return run.n_steps
+    if requested is not None:
+        return int(requested)
+    fallback = _fallback_steps()
+    if fallback is None:
+        raise ValueError("the number of training steps is unknown outside domainbed.scripts.train: set "
+                         "hparams['steps'] to the number of update() calls that will be made")
+    warnings.warn(f"CLIP algorithm built outside domainbed.scripts.train without hparams['steps']: assuming "
+                  f"DomainBed's default of {fallback} steps for the BMA and learning-rate horizon; set "
+                  "hparams['steps'] to the number of update() calls you will make", stacklevel=3)
+    return fallback
+
+
+def _report_incomplete_run(algorithm_ref):
+    algorithm = algorithm_ref()
+    if algorithm is not None and algorithm.learner.step < algorithm.total_steps:
+        skipped = f" ({algorithm.skipped_steps} skipped: open-class-only batches)" if algorithm.skipped_steps else ""
+        print(f"WARNING: {type(algorithm).__name__} made {algorithm.learner.step} of the {algorithm.total_steps} "
+              f"optimizer steps its BMA and learning-rate schedule were built for{skipped}; its averaged model "
+              "is incomplete", file=sys.stderr)
+
+
+class CLIPAlgorithm:
+    """Mixin put in front of DomainBed's Algorithm: ``update`` / ``predict`` / model.pkl state."""
+
+    algorithm_name = None  # set per class by build_algorithm_classes
+
+    def __init__(self, input_shape, num_classes, num_domains, hparams):
+        super().__init__(input_shape, num_classes, num_domains, hparams)
+        from clipood_plugin import CLIPoodLearner
+
+        name = self.algorithm_name
+        missing = [key for key in REQUIRED_HPARAMS[name] if key not in hparams]
+        if missing:
+            raise KeyError(f"{name} hparams lack {missing}: build them with domainbed.hparams_registry."
+                           f"default_hparams('{name}', dataset) after domainbed_adapter.register()")
+        run = current_train_run()
+        self.zero_shot = name == "CLIPZeroShot"
+        self.total_steps = None if self.zero_shot else resolve_horizon(hparams.get("steps"), run)
+        if not self.zero_shot and hparams.get("steps") is None:
+            hparams["steps"] = self.total_steps  # so results.jsonl and model.pkl record the horizon used
+        class_names, class_names_source = resolve_class_names(
+            num_classes, hparams.get("class_names"), run and run.dataset_name, run and run.dataset)
+        self.num_classes = num_classes
+        self.num_base_classes = num_base_classes(num_classes, hparams.get("open_class_ratio") or 0.0)
+        self.skipped_steps = 0
+        mean, std = input_normalization(input_shape)
+        self.learner = CLIPoodLearner(
+            model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"], class_names=class_names,
+            total_steps=self.total_steps, lr=hparams.get("lr", 0.0), weight_decay=hparams.get("weight_decay", 0.0),
+            templates=hparams["prompt_template"], input_mean=mean, input_std=std, **LEARNER_SETTINGS[name](hparams))
+        if run is not None:  # one line in train.py's out.txt on what DomainBed could not tell the algorithm
+            horizon = "" if self.zero_shot else f"horizon {self.total_steps} steps (learning-rate schedule, BMA), "
+            print(f"{name}: {horizon}{num_classes} class names from {class_names_source}, "
+                  f"{self.num_base_classes} of them trained on")
+            if not self.zero_shot:
+                atexit.register(_report_incomplete_run, weakref.ref(self))
+
+    def update(self, minibatches, unlabeled=None):
+        if self.zero_shot:
+            return {}
+        if self.learner.step + self.skipped_steps >= self.total_steps:
+            raise RuntimeError(f"{self.algorithm_name} was built for {self.total_steps} steps (the BMA and "
+                               "learning-rate horizon) and update() is called once more; run train.py with the "
+                               "--steps you mean, or set hparams['steps'] to the number of update() calls")
+        images = torch.cat([x for x, _ in minibatches])
+        labels = torch.cat([y for _, y in minibatches])
+        if self.num_base_classes < self.num_classes:  # in the wild: open classes never reach training
+            keep = labels < self.num_base_classes
+            images, labels = images[keep], labels[keep]
+            if not len(labels):
+                self.skipped_steps += 1
+                return {"skipped_steps": 1.0}
+        return {key: float(value) for key, value in self.learner.update(images, labels).items()}
+
+    def predict(self, x):
+        return self.learner.predict(x).to(x.device)
+
+    # model.pkl: what rebuilds the predictor (no text tower, no optimizer, no live weights)
+    def state_dict(self, *args, **kwargs):
+        learner_state = self.learner.state_dict(include_training_state=False)
+        if self._encoder_is_reproducible():
+            del learner_state["inference_encoder"]
+        return {"clipood_learner": learner_state, "num_base_classes": self.num_base_classes,
+                "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        learner_state = dict(state_dict["clipood_learner"])
+        if len(learner_state["class_names"]) != self.num_classes:
+            raise ValueError(f"model.pkl holds {len(learner_state['class_names'])} classes but this algorithm "
+                             f"was built for {self.num_classes}")
+        if "inference_encoder" not in learner_state and self._encoder_is_reproducible():
+            learner_state["inference_encoder"] = self.learner.inference_encoder.state_dict()
+        self.learner.load_state_dict(learner_state)
+        self.num_base_classes = state_dict["num_base_classes"]
+        self.skipped_steps = state_dict["skipped_steps"]
+        total = learner_state["config"]["total_steps"]
+        if total is not None and learner_state["step"] + self.skipped_steps < total:
+            warnings.warn(f"this model.pkl was saved after {learner_state['step']} of the {total} steps it was "
+                          "built for: a partial run (a BMA over those steps only)", stacklevel=2)
+
+    def _encoder_is_reproducible(self):
+        """Zero-shot with named weights (a tag or a file): the encoder is those weights, saved elsewhere already;
+        a random init (clip_pretrained null) is not reproducible and is kept."""
+        return self.zero_shot and self.learner.config["pretrained"] is not None
+
+    @property
+    def class_names(self):
+        return list(self.learner.class_names)
+
+
+_CLASSES_BY_BASE = {}
+
+
+def build_algorithm_classes(base):
+    """{name: class} for ALGORITHM_NAMES, subclasses of ``base`` (DomainBed's Algorithm); cached per base."""
+    if base not in _CLASSES_BY_BASE:
+        _CLASSES_BY_BASE[base] = {
+            name: type(name, (CLIPAlgorithm, base), {
+                "__doc__": DESCRIPTIONS[name], "__module__": base.__module__, "__qualname__": name,
+                "algorithm_name": name})
+            for name in ALGORITHM_NAMES}
+    return _CLASSES_BY_BASE[base]

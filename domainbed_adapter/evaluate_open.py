@@ -1,0 +1,103 @@
+"""In-the-wild protocol (paper Table 4): base-class and new-class accuracy per environment.
+
+``python -m domainbed_adapter.evaluate_open --input_dir RUN_OR_SWEEP_DIR [--data_dir D]``
+
+For every model.pkl of a CLIP algorithm trained with ``open_class_ratio > 0`` it rebuilds the dataset
+and the in/out splits exactly as train.py did (same seeds), classifies every image over all classes
+(base + new, as the authors evaluate), and writes ``open_class_results.json`` next to the model:
+``env{i}_{in,out}_{base,new}_acc`` and the sample counts behind them.
+"""
+import argparse
+import glob
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+from .checkpoint import load_algorithm
+
+RESULTS_FILE = "open_class_results.json"
+
+
+def _train_splits(dataset, args):
+    """{'env{i}_in': split, 'env{i}_out': split} as train.py builds them (its seeds and holdout)."""
+    from domainbed.lib import misc
+    splits = {}
+    for env_i, env in enumerate(dataset):
+        out, in_ = misc.split_dataset(env, int(len(env) * args["holdout_fraction"]),
+                                      misc.seed_hash(args["trial_seed"], env_i))
+        if env_i in args["test_envs"]:
+            _, in_ = misc.split_dataset(in_, int(len(in_) * args.get("uda_holdout_fraction", 0)),
+                                        misc.seed_hash(args["trial_seed"], env_i))
+        splits[f"env{env_i}_in"], splits[f"env{env_i}_out"] = in_, out
+    return splits
+
+
+@torch.no_grad()
+def base_and_new_accuracy(algorithm, loader, num_base_classes):
+    """{'base_acc', 'new_acc', 'base_count', 'new_count'}: argmax over all classes, split by true label."""
+    correct, count = torch.zeros(2), torch.zeros(2)
+    algorithm.eval()
+    for images, labels in loader:
+        hits = (algorithm.predict(images).argmax(dim=1).cpu() == labels).float()
+        is_new = (labels >= num_base_classes).long()
+        correct.index_add_(0, is_new, hits)
+        count.index_add_(0, is_new, torch.ones_like(hits))
+    accuracy = (correct / count.clamp(min=1)).tolist()
+    return {"base_acc": accuracy[0], "new_acc": accuracy[1], "base_count": int(count[0]), "new_count": int(count[1])}
+
+
+def evaluate_run(model_pkl, data_dir=None, num_workers=None):
+    """Base/new accuracies of one run; writes them next to its model.pkl and returns them."""
+    from domainbed import datasets
+    algorithm, saved = load_algorithm(model_pkl)
+    if algorithm.num_base_classes == algorithm.num_classes:
+        raise ValueError(f"{model_pkl} was trained with open_class_ratio 0: every class is a base class")
+    args, hparams = saved["args"], saved["model_hparams"]
+    # train.py seeds everything before building the dataset (the Debug datasets are random draws)
+    random.seed(args["seed"])
+    np.random.seed(args["seed"])
+    torch.manual_seed(args["seed"])
+    dataset = datasets.get_dataset_class(args["dataset"])(data_dir or args["data_dir"], args["test_envs"], hparams)
+    workers = dataset.N_WORKERS if num_workers is None else num_workers
+    results = {"num_base_classes": algorithm.num_base_classes, "num_classes": algorithm.num_classes,
+               "test_envs": args["test_envs"]}
+    for name, split in _train_splits(dataset, args).items():
+        loader = torch.utils.data.DataLoader(split, batch_size=64, num_workers=workers)
+        for key, value in base_and_new_accuracy(algorithm, loader, algorithm.num_base_classes).items():
+            results[f"{name}_{key}"] = value
+    with open(os.path.join(os.path.dirname(model_pkl), RESULTS_FILE), "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    return results
+
+
+def _harmonic(a, b):
+    return 2 * a * b / (a + b) if a + b else 0.0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input_dir", required=True, help="a train output_dir or a sweep output_dir")
+    parser.add_argument("--data_dir", help="override the data_dir recorded in model.pkl")
+    parser.add_argument("--num_workers", type=int, help="data loader workers (default: the dataset's N_WORKERS)")
+    args = parser.parse_args(argv)
+    from .registration import register
+    register()
+    paths = sorted(glob.glob(os.path.join(args.input_dir, "model.pkl"))
+                   + glob.glob(os.path.join(args.input_dir, "*", "model.pkl")))
+    print(f"{'run':34} {'test env':>8} {'base':>7} {'new':>7} {'H':>7}")
+    for path in paths:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if not saved["model_hparams"].get("open_class_ratio"):
+            continue
+        results = evaluate_run(path, args.data_dir, args.num_workers)
+        for env in saved["args"]["test_envs"]:
+            base, new = results[f"env{env}_in_base_acc"], results[f"env{env}_in_new_acc"]
+            print(f"{os.path.basename(os.path.dirname(path))[:34]:34} {env:>8} {100 * base:7.1f} {100 * new:7.1f} "
+                  f"{100 * _harmonic(base, new):7.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Putting the CLIP algorithms and their hparams into DomainBed's modules (no edit to its files).
+
+DomainBed has no plugin mechanism: ``get_algorithm_class`` looks names up in ``domainbed.algorithms``'
+globals, sweep.py defaults to its ``ALGORITHMS`` list, and every hparam comes from
+``hparams_registry._hparams``. Patching those three is what registration means. Each patch is
+idempotent and only touches modules that have finished importing.
+"""
+import functools
+import sys
+import warnings
+
+from .algorithms import CLIPAlgorithm, build_algorithm_classes
+from .hparams import ALGORITHM_NAMES, clipood_hparams
+
+
+def patch_algorithms(module):
+    """Add CLIPood, CLIPERM and CLIPZeroShot to ``domainbed.algorithms`` and its ALGORITHMS list."""
+    for name, cls in build_algorithm_classes(module.Algorithm).items():
+        existing = getattr(module, name, None)
+        ours = isinstance(existing, type) and issubclass(existing, CLIPAlgorithm)  # e.g. from before a reload
+        if existing is not None and not ours:
+            warnings.warn(f"domainbed.algorithms already defines {name}; the CLIPood plugin leaves it in place")
+            continue
+        setattr(module, name, cls)
+        if name not in module.ALGORITHMS:
+            module.ALGORITHMS.append(name)
+
+
+def patch_hparams_registry(module):
+    """Wrap ``hparams_registry._hparams`` so the CLIP algorithms get their entries (default and random)."""
+    original = module._hparams
+    if getattr(original, "clipood_wrapped", False):
+        return
+
+    @functools.wraps(original)
+    def _hparams(algorithm, dataset, random_seed):
+        hparams = original(algorithm, dataset, random_seed)
+        if algorithm in ALGORITHM_NAMES:
+            hparams.update(clipood_hparams(algorithm, dataset, random_seed))
+        return hparams
+
+    _hparams.clipood_wrapped = True
+    module._hparams = _hparams
+
+
+def _finished(module_name, *attributes):
+    """The module if it is imported and defines ``attributes`` (i.e. not caught mid-import)."""
+    module = sys.modules.get(module_name)
+    if module is not None and all(hasattr(module, attribute) for attribute in attributes):
+        return module
+    return None
+
+
+def register_loaded():
+    """Patch whichever DomainBed modules are already imported; import nothing. Cheap and idempotent:
+    the post-import hook calls it each time a watched DomainBed module finishes importing."""
+    algorithms = _finished("domainbed.algorithms", "Algorithm", "ALGORITHMS")
+    if algorithms is not None:
+        patch_algorithms(algorithms)
+    registry = _finished("domainbed.hparams_registry", "_hparams")
+    if registry is not None:
+        patch_hparams_registry(registry)
+
+
+def register():
+    """Import DomainBed's algorithms and hparams registry and patch them (works without the .pth hook)."""
+    try:
+        import domainbed.algorithms  # noqa: F401
+        import domainbed.hparams_registry  # noqa: F401
+    except ImportError as error:
+        raise ImportError("DomainBed is not importable: run from the root of a DomainBed checkout or put it on "
+                          f"PYTHONPATH ({error})") from error
+    register_loaded()

@@ -1,0 +1,49 @@
+"""What a DomainBed algorithm cannot be told: which run it is part of.
+
+train.py builds the algorithm with (input_shape, num_classes, num_domains, hparams) only, yet the BMA
+and cosine horizons need the number of steps it will run and the prompts need the class names. Both are
+in train.py's namespace when it builds the algorithm: ``args`` (parsed command line) and ``dataset``
+(the loaded dataset object); its loop runs exactly ``args.steps or dataset.N_STEPS`` updates. This module
+finds them in the ``__main__`` module when that is DomainBed's train script (``python -m
+domainbed.scripts.train``, ``python domainbed/scripts/train.py`` or ``python -m domainbed_adapter.train``).
+"""
+import dataclasses
+import os
+import sys
+import warnings
+
+TRAIN_MODULE = "domainbed.scripts.train"
+TRAIN_SCRIPT_TAIL = "domainbed/scripts/train.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    dataset_name: str
+    n_steps: int  # the number of update() calls train.py makes
+    dataset: object  # the loaded dataset, or None
+
+
+def _is_train_script(module):
+    spec = getattr(module, "__spec__", None)
+    if getattr(spec, "name", None) == TRAIN_MODULE:
+        return True
+    path = getattr(module, "__file__", None) or ""
+    return os.path.abspath(path).replace(os.sep, "/").endswith(TRAIN_SCRIPT_TAIL)
+
+
+def current_train_run():
+    """The DomainBed train run this process is executing, or None outside one."""
+    main = sys.modules.get("__main__")
+    if main is None or not _is_train_script(main):
+        return None
+    args, dataset = getattr(main, "args", None), getattr(main, "dataset", None)
+    if args is None or not hasattr(args, "dataset") or not hasattr(args, "steps"):
+        warnings.warn("inside DomainBed's train script but its `args` (with .dataset and .steps) are not visible: "
+                      "this DomainBed differs from the one the adapter knows. Pass the horizon and the classes: "
+                      "--hparams '{\"steps\": N, \"class_names\": [...]}'", stacklevel=2)
+        return None
+    n_steps = args.steps or getattr(dataset, "N_STEPS", None)
+    if n_steps is None:  # dataset not built yet: read the class attribute train.py would use
+        from domainbed import datasets
+        n_steps = datasets.get_dataset_class(args.dataset).N_STEPS
+    return TrainRun(dataset_name=args.dataset, n_steps=int(n_steps), dataset=dataset)

@@ -1,0 +1,191 @@
+"""The CLIP algorithms run by a real, unmodified DomainBed checkout.
+
+Skipped unless ``import domainbed`` works (put a checkout on PYTHONPATH, or set DOMAINBED_ROOT to its
+root) and DomainBed's own dependencies (wilds; parameterized for its tests) are installed. Runs on CPU
+with the tiny random-init model, which is what the hparams registry gives the Debug datasets.
+DomainBed's test_models is not run: it calls .cuda().
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+
+def _domainbed_root():
+    root = os.environ.get("DOMAINBED_ROOT")
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        import domainbed
+    except ImportError:
+        return None
+    return os.path.dirname(os.path.dirname(os.path.abspath(domainbed.__file__)))
+
+
+ROOT = _domainbed_root()
+pytestmark = [
+    pytest.mark.skipif(ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on PYTHONPATH "
+                                            "or set DOMAINBED_ROOT"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+CLIP_ALGORITHMS = ("CLIPood", "CLIPERM", "CLIPZeroShot")
+
+
+def run(*args, check=True, **env):
+    """Run a command as a user would, from DomainBed's root, with this interpreter first on PATH."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+                   "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]), **env}
+    result = subprocess.run(args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def train(output_dir, *extra, module="domainbed.scripts.train", **env):
+    return run(sys.executable, "-m", module, "--dataset", "Debug224", "--output_dir", str(output_dir), *extra, **env)
+
+
+def read_results(output_dir):
+    with open(os.path.join(output_dir, "results.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_domainbeds_own_hparams_registry_tests_pass_with_the_clip_algorithms():
+    pytest.importorskip("parameterized", reason="DomainBed's tests need `parameterized`")
+    pytest.importorskip("wilds", reason="domainbed.datasets needs `wilds`")
+    code = ("import sys, unittest\n"
+            "from domainbed import algorithms, datasets\n"
+            f"assert set({CLIP_ALGORITHMS!r}) <= set(algorithms.ALGORITHMS), algorithms.ALGORITHMS\n"
+            "suite = unittest.defaultTestLoader.loadTestsFromName('domainbed.test.test_hparams_registry')\n"
+            "result = unittest.TextTestRunner(verbosity=0).run(suite)\n"
+            "print('RAN', result.testsRun, len(algorithms.ALGORITHMS) * len(datasets.DATASETS))\n"
+            "sys.exit(not result.wasSuccessful())")
+    ran, expected = run(sys.executable, "-c", code).stdout.split("RAN")[1].split()
+    assert ran == expected
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("train")
+    train(output_dir, "--algorithm", "CLIPood", "--steps", "3", "--checkpoint_freq", "2")
+    return str(output_dir)
+
+
+def test_train_py_writes_domainbeds_outputs_with_the_horizon_it_ran(trained_run):
+    assert {"done", "out.txt", "results.jsonl", "model.pkl"} <= set(os.listdir(trained_run))
+    rows = read_results(trained_run)
+    assert [row["step"] for row in rows] == [0, 2]
+    assert rows[-1]["hparams"]["steps"] == 3 and rows[-1]["hparams"]["clip_model"] == "clipood-tiny"
+    assert all(0 <= row[f"env{i}_{split}_acc"] <= 1 for row in rows for i in range(3) for split in ("in", "out"))
+    assert {"loss", "acc", "lr", "bma_weight"} <= set(rows[-1])
+
+
+def test_model_pkl_reloads_to_the_accuracies_train_py_measured(trained_run):
+    from domainbed import datasets
+    from domainbed.lib import misc
+
+    from domainbed_adapter import load_algorithm
+    from domainbed_adapter.evaluate_open import _train_splits
+
+    model_pkl = os.path.join(trained_run, "model.pkl")
+    algorithm, saved = load_algorithm(model_pkl)
+    assert saved["model_dict"]["clipood_learner"]["step"] == 3
+    args = saved["args"]
+    random.seed(args["seed"])  # train.py seeds before building the (randomly drawn) Debug data
+    np.random.seed(args["seed"])
+    torch.manual_seed(args["seed"])
+    dataset = datasets.get_dataset_class("Debug224")(None, args["test_envs"], saved["model_hparams"])
+    last_row = read_results(trained_run)[-1]
+    for name, split in _train_splits(dataset, args).items():
+        loader = torch.utils.data.DataLoader(split, batch_size=64)
+        assert misc.accuracy(algorithm, loader, None, "cpu") == last_row[f"{name}_acc"], name
+    # DomainBed's own reload pattern gives the same predictor
+    from domainbed import algorithms
+    rebuilt = algorithms.get_algorithm_class("CLIPood")(saved["model_input_shape"], saved["model_num_classes"],
+                                                        saved["model_num_domains"], dict(saved["model_hparams"]))
+    rebuilt.load_state_dict(saved["model_dict"])
+    images = next(iter(torch.utils.data.DataLoader(dataset[0], batch_size=8)))[0]
+    assert torch.equal(rebuilt.predict(images), algorithm.predict(images))
+    encoder_bytes = 4 * sum(t.numel() for t in algorithm.learner.inference_encoder.state_dict().values())
+    assert encoder_bytes < os.path.getsize(model_pkl) < 1.1 * encoder_bytes + 200_000  # the encoder, little else
+
+
+def test_registration_is_the_hooks_doing_and_the_train_entry_works_without_it(tmp_path):
+    probe = "import domainbed.algorithms as a, domainbed.hparams_registry as h; print('CLIPood' in a.ALGORITHMS)"
+    assert run(sys.executable, "-c", probe).stdout.strip() == "True"
+    assert run(sys.executable, "-c", probe, CLIPOOD_NO_AUTOREGISTER="1").stdout.strip() == "False"
+    train(tmp_path, "--algorithm", "CLIPERM", "--steps", "1", module="domainbed_adapter.train",
+          CLIPOOD_NO_AUTOREGISTER="1")
+    assert read_results(tmp_path)[-1]["hparams"]["steps"] == 1
+
+
+def test_an_image_folder_dataset_gets_its_class_folders_as_class_names(tmp_path):
+    from PIL import Image
+
+    from domainbed_adapter.class_names import FOLDER_CLASS_NAMES
+    for environment in ("art_painting", "cartoon", "photo", "sketch"):  # DomainBed's PACS layout
+        for label, name in enumerate(FOLDER_CLASS_NAMES["PACS"]):
+            (tmp_path / "PACS" / environment / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 30), (30 * label, 20 * i, 99)).save(tmp_path / "PACS" / environment / name / f"{i}.png")
+    hparams = '{"clip_model": "clipood-tiny", "clip_pretrained": null, "batch_size": 2}'
+    out = run(sys.executable, "-m", "domainbed.scripts.train", "--dataset", "PACS", "--data_dir", str(tmp_path),
+              "--algorithm", "CLIPood", "--steps", "1", "--hparams", hparams, "--output_dir", str(tmp_path / "out")).stdout
+    assert "7 class names from the class folders of PACS" in out
+    saved = torch.load(tmp_path / "out" / "model.pkl", map_location="cpu", weights_only=False)
+    assert saved["model_dict"]["clipood_learner"]["class_names"] == FOLDER_CLASS_NAMES["PACS"]
+
+
+def test_a_steps_hparam_that_disagrees_with_train_py_is_an_error(tmp_path):
+    result = train(tmp_path, "--algorithm", "CLIPood", "--steps", "2", "--hparams", '{"steps": 5}', check=False)
+    # train.py tees stderr into stdout and err.txt
+    assert result.returncode != 0 and "train.py will run 2 steps" in result.stdout + result.stderr
+
+
+def test_sweep_with_domainbeds_launchers_then_collect_results(tmp_path):
+    sweep = [sys.executable, "-m", "domainbed.scripts.sweep", "launch", "--datasets", "Debug224",
+             "--algorithms", "CLIPood", "--n_hparams", "1", "--n_trials", "1", "--single_test_envs", "--steps", "1",
+             "--data_dir", str(tmp_path), "--skip_confirmation"]
+    dry = run(*sweep, "--output_dir", str(tmp_path / "dry"), "--command_launcher", "dummy").stdout
+    assert dry.count("Dummy launcher: python -m domainbed.scripts.train") == 3 and "--algorithm CLIPood" in dry
+    run(*sweep, "--output_dir", str(tmp_path / "sweep"), "--command_launcher", "local")
+    table = run(sys.executable, "-m", "domainbed.scripts.collect_results", "--input_dir", str(tmp_path / "sweep")).stdout
+    assert "Total records: 3" in table
+    rows = [line for line in table.splitlines() if line.startswith("CLIPood")]
+    # dataset and averages rows for DomainBed's 3 selection methods; leave-one-domain-out needs sweeps with
+    # two test environments, so it has no value with --single_test_envs (the paper's protocol)
+    assert len(rows) == 6 and sum(" X" in line for line in rows) == 2
+    final = run(sys.executable, "-m", "domainbed_adapter.final_model_table", "--input_dir", str(tmp_path / "sweep")).stdout
+    assert "Debug224" in final and len([line for line in final.splitlines() if line.startswith("CLIPood")]) == 1
+
+
+def test_paper_sweep_script_launches_domainbeds_sweep(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "domainbed", "launch_sweep.py")
+    out = run(sys.executable, script, "--datasets", "PACS", "--algorithms", "CLIPood", "CLIPZeroShot",
+              "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "sweep"), "--command_launcher", "dummy",
+              "--skip_confirmation", "--no_report").stdout
+    commands = [line for line in out.splitlines() if line.startswith("Dummy launcher:")]
+    assert len(commands) == 2 * 4 * 3  # algorithms x PACS test environments x trials
+    clipood = [c for c in commands if "--algorithm CLIPood" in c]
+    assert all("--steps 5000" in c and '"lr": 5e-06' in c and '"bma_beta": 0.5' in c for c in clipood)
+    assert all("--steps 1 " in c for c in commands if "CLIPZeroShot" in c)
+
+
+def test_in_the_wild_base_and_new_accuracies_add_up_to_train_pys(tmp_path):
+    train(tmp_path, "--algorithm", "CLIPood", "--steps", "2", "--hparams", '{"open_class_ratio": 0.5}')
+    run(sys.executable, "-m", "domainbed_adapter.evaluate_open", "--input_dir", str(tmp_path), "--num_workers", "0")
+    with open(tmp_path / "open_class_results.json") as f:
+        results = json.load(f)
+    row = read_results(tmp_path)[-1]
+    assert results["num_base_classes"] == 1 and results["num_classes"] == 2
+    for env in range(3):
+        for split in ("in", "out"):
+            key = f"env{env}_{split}"
+            base_n, new_n = results[f"{key}_base_count"], results[f"{key}_new_count"]
+            combined = (results[f"{key}_base_acc"] * base_n + results[f"{key}_new_acc"] * new_n) / (base_n + new_n)
+            assert combined == pytest.approx(row[f"{key}_acc"])
