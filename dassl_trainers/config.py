@@ -1,0 +1,67 @@
+"""The cfg.TRAINER.CLIPOOD node, DATASET.SUBSAMPLE_CLASSES, and per-dataset settings.
+
+Defaults here only make config files mergeable (yacs rejects unknown keys); the paper's settings
+live in configs/dassl/trainers/CLIPood/*.yaml.
+"""
+from yacs.config import CfgNode as CN
+
+PRECISIONS = ("auto", "amp-bf16", "amp-fp16", "fp32")
+
+
+def clipood_node():
+    node = CN()
+    node.MMS_LAMBDA = 0.3  # margin of Margin Metric Softmax
+    node.BMA_BETA = 0.5  # Beta(beta, beta) weighting of the Beta Moving Average
+    node.PRETRAINED = "openai"  # open_clip tag or local file; "" = random init (for clipood-tiny)
+    node.PREC = "auto"  # one of PRECISIONS; auto = bf16 autocast on a GPU that has it, else fp16 / fp32
+    node.ITERS_PER_EPOCH = 500  # optimizer steps per epoch; <= 0: one pass over the training set
+    node.TEMPLATES = []  # prompt templates ("a photo of a {}."); empty: the core's default
+    node.OPEN_CLASSES = False  # train on the first half of classes, test on all (datasets that don't split)
+    # DATASET.NAME -> cfg keys for that dataset only, e.g. {OxfordPets: {OPTIM: {MAX_EPOCH: 1}}}
+    node.PER_DATASET = CN(new_allowed=True)
+    return node
+
+
+def add_config_defaults(cfg):
+    """Add the CLIPood node and DATASET.SUBSAMPLE_CLASSES to ``cfg`` where missing (idempotent).
+
+    CoOp's extend_cfg assigns SUBSAMPLE_CLASSES again later, which yacs allows on an existing key.
+    """
+    if "CLIPOOD" not in cfg.TRAINER:
+        cfg.TRAINER.CLIPOOD = clipood_node()
+    if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
+        cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (read by CoOp's datasets)
+
+
+def apply_per_dataset_settings(cfg):
+    """A frozen copy of ``cfg`` with TRAINER.CLIPOOD.PER_DATASET[DATASET.NAME] merged in.
+
+    Returns (cfg, description of what changed). The entry wins over the rest of the config, command
+    line included; change it with e.g. ``TRAINER.CLIPOOD.PER_DATASET.OxfordPets.OPTIM.MAX_EPOCH 3``.
+    """
+    entry = cfg.TRAINER.CLIPOOD.PER_DATASET.get(cfg.DATASET.NAME)
+    if not entry:
+        return cfg, []
+    resolved = cfg.clone()
+    resolved.defrost()
+    resolved.merge_from_other_cfg(entry)
+    resolved.freeze()
+    changes = []
+    for key in _leaf_keys(entry):
+        before, after = _lookup(cfg, key), _lookup(resolved, key)
+        changes.append(f"{key}={after!r}" if before == after else f"{key} {before!r} -> {after!r}")
+    return resolved, changes
+
+
+def _leaf_keys(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, CN):
+            yield from _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def _lookup(cfg, dotted_key):
+    for part in dotted_key.split("."):
+        cfg = cfg[part]
+    return cfg

@@ -1,0 +1,203 @@
+"""``CLIPood``: Dassl's TrainerX contract (cfg, batches, checkpoints, evaluator) translated onto
+``clipood_plugin.CLIPoodLearner``, which does everything CLIPood-specific (MMS, BMA, prompts, inputs)."""
+import os.path as osp
+
+from dassl.data.data_manager import build_data_loader
+from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.utils import load_checkpoint
+
+from .checkpoint import ResumableLearner
+from .config import PRECISIONS, apply_per_dataset_settings
+from .iterations import fixed_length_epoch
+from .open_classes import BaseNewEvaluator, base_class_count, check_labels_contiguous, keep_base
+
+MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
+# learner settings a checkpoint must share with the learner that loads it (CLIPoodLearner.load_state_dict)
+BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps")
+
+
+def _preview(names, shown=8):
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+
+
+def _register_once(trainer_class):
+    if trainer_class.__name__ not in TRAINER_REGISTRY.registered_names():
+        TRAINER_REGISTRY.register(trainer_class)
+    return trainer_class
+
+
+@_register_once
+class CLIPood(TrainerX):
+    """CLIPood (Shu et al., ICML 2023) as a Dassl trainer; settings in cfg.TRAINER.CLIPOOD, the optimizer's
+    in cfg.OPTIM (adamw, cosine, no warm-up). The evaluated model is the Beta Moving Average."""
+
+    def __init__(self, cfg):
+        cfg, overrides = apply_per_dataset_settings(cfg)
+        if overrides:
+            print(f"CLIPood: settings of {cfg.DATASET.NAME} (TRAINER.CLIPOOD.PER_DATASET): {', '.join(overrides)}")
+        super().__init__(cfg)
+        if self.num_base is not None:
+            self.evaluator = BaseNewEvaluator(self.evaluator, self.num_base)
+
+    def check_cfg(self, cfg):
+        optim, settings = cfg.OPTIM, cfg.TRAINER.CLIPOOD
+        problems = []
+        if optim.NAME != "adamw":
+            problems.append(f"OPTIM.NAME is {optim.NAME!r}; CLIPood trains with AdamW: set OPTIM.NAME adamw")
+        if optim.LR_SCHEDULER != "cosine":
+            problems.append(f"OPTIM.LR_SCHEDULER is {optim.LR_SCHEDULER!r}; CLIPood decays the learning rate with "
+                            "a per-step cosine schedule: set OPTIM.LR_SCHEDULER cosine")
+        if optim.WARMUP_EPOCH > 0:
+            problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
+        if settings.PREC not in PRECISIONS:
+            problems.append(f"TRAINER.CLIPOOD.PREC is {settings.PREC!r}; choose one of {PRECISIONS}")
+        if problems:
+            raise ValueError("CLIPood trainer config: " + "; ".join(problems)
+                             + " (configs/dassl/trainers/CLIPood/*.yaml have the paper's settings)")
+
+    # ----------------------------------------------------------------- data
+    def build_data_loader(self):
+        super().build_data_loader()
+        missing = [label for label in range(self.num_classes) if label not in self.lab2cname]
+        if missing:
+            raise ValueError(f"labels {missing} have no training image, so they have no class name for the prompts")
+        self.eval_class_names = [self.lab2cname[label] for label in range(self.num_classes)]
+        self.train_class_names = self.eval_class_names
+        self.num_base = None
+        if self.cfg.TRAINER.CLIPOOD.OPEN_CLASSES:
+            self._hold_out_new_classes()
+        elif self.cfg.DATASET.SUBSAMPLE_CLASSES != "all" and type(self.dm.dataset).__module__.startswith("dassl."):
+            raise ValueError(f"{self.cfg.DATASET.NAME} is one of Dassl's datasets, which ignore "
+                             "DATASET.SUBSAMPLE_CLASSES; for base/new classes on it set "
+                             "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
+        iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
+        if iterations > 0:
+            self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)
+        print(f"CLIPood: {len(self.train_loader_x)} iterations per epoch; classes the learner trains on: "
+              f"{_preview(self.train_class_names)}")
+
+    def _hold_out_new_classes(self):
+        cfg, dataset = self.cfg, self.dm.dataset
+        if cfg.DATASET.SUBSAMPLE_CLASSES != "all":
+            raise ValueError("TRAINER.CLIPOOD.OPEN_CLASSES splits the classes itself, but DATASET.SUBSAMPLE_CLASSES "
+                             f"{cfg.DATASET.SUBSAMPLE_CLASSES!r} asks the dataset to (CoOp's datasets do): "
+                             "set only one")
+        check_labels_contiguous([dataset.train_x], self.num_classes)
+        self.num_base = base_class_count(self.num_classes)
+        self.train_class_names = self.eval_class_names[:self.num_base]
+        train_x = keep_base(dataset.train_x, self.num_base)
+        self.train_loader_x = build_data_loader(
+            cfg, sampler_type=cfg.DATALOADER.TRAIN_X.SAMPLER, data_source=train_x,
+            batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, n_domain=cfg.DATALOADER.TRAIN_X.N_DOMAIN,
+            n_ins=cfg.DATALOADER.TRAIN_X.N_INS, tfm=self.train_loader_x.dataset.transform, is_train=True)
+        if self.val_loader is not None:  # validation images come from the training domains: base classes only
+            self.val_loader = build_data_loader(
+                cfg, sampler_type=cfg.DATALOADER.TEST.SAMPLER, data_source=keep_base(dataset.val, self.num_base),
+                batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, tfm=self.val_loader.dataset.transform, is_train=False)
+        print(f"CLIPood open classes: training on {self.num_base} base classes ({len(train_x):,} images), "
+              f"{self.num_classes - self.num_base} new classes held out; testing on all {self.num_classes}")
+
+    # ----------------------------------------------------------------- model
+    def _learner_settings(self):
+        cfg, settings = self.cfg, self.cfg.TRAINER.CLIPOOD
+        normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]
+        learner_settings = dict(
+            model_name=cfg.MODEL.BACKBONE.NAME, pretrained=settings.PRETRAINED or None, lr=cfg.OPTIM.LR,
+            weight_decay=cfg.OPTIM.WEIGHT_DECAY, margin=settings.MMS_LAMBDA, beta=settings.BMA_BETA,
+            precision=settings.PREC, device=self.device,
+            input_mean=tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0),
+            input_std=tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0))
+        if settings.TEMPLATES:
+            learner_settings["templates"] = tuple(settings.TEMPLATES)
+        return learner_settings
+
+    def build_model(self):
+        # imported here: registration runs inside every Dassl import and must stay cheap (open_clip is not)
+        from clipood_plugin import CLIPoodLearner
+
+        total_steps = self.max_epoch * len(self.train_loader_x)  # the cosine and BMA horizons
+        self.learner = CLIPoodLearner(**self._learner_settings(), total_steps=total_steps,
+                                      class_names=self.train_class_names)
+        print(f"CLIPood: {self.learner.config['model_name']} ({self.learner.config['pretrained'] or 'random init'}), "
+              f"{total_steps} steps, precision {self.learner.precision}, templates {self.learner.config['templates']}")
+        self.register_model(MODEL_NAME, ResumableLearner(self.learner))
+
+    def _use_class_names(self, names):
+        if self.learner.class_names != names:
+            self.learner.set_class_names(names)
+
+    # ----------------------------------------------------------------- train / test
+    def before_epoch(self):
+        self._use_class_names(self.train_class_names)
+
+    def forward_backward(self, batch):
+        images, labels, _ = self.parse_batch_train(batch)
+        stats = self.learner.update(images, labels)
+        return {"loss": stats["loss"], "acc": 100.0 * stats["acc"]}
+
+    def get_current_lr(self, names=None):
+        return self.learner.optimizer.param_groups[0]["lr"]
+
+    def model_inference(self, input):
+        return self.learner.predict(input)
+
+    def test(self, split=None):
+        self._use_class_names(self.eval_class_names)
+        return super().test(split)
+
+    # ----------------------------------------------------------------- checkpoints
+    def resume_model_if_exist(self, directory):
+        start_epoch = super().resume_model_if_exist(directory)
+        expected = start_epoch * len(self.train_loader_x)
+        if self.learner.step != expected:
+            raise RuntimeError(f"the checkpoint in {directory} is at step {self.learner.step}, but epoch {start_epoch} "
+                               f"of this run ends at step {expected}: resume with the ITERS_PER_EPOCH and batch size "
+                               "the run started with")
+        return start_epoch
+
+    def load_model(self, directory, epoch=None):
+        """Dassl's load_model for the learner (and without its crash on checkpoints saved with
+        val_result None). Without ``epoch``: model-best.pth.tar if there is one, else the last saved
+        checkpoint. Text features are then computed from this run's class names and templates, so a
+        base-trained model is evaluated on the new classes of ``DATASET.SUBSAMPLE_CLASSES new``."""
+        if not directory:
+            print("Note: load_model() got no directory; evaluating the model as built")
+            return
+        path = self._checkpoint_path(directory, epoch)
+        checkpoint = load_checkpoint(path)
+        state = checkpoint["state_dict"]["learner"]
+        if any(state["config"][key] != self.learner.config[key] for key in BUILD_KEYS):
+            self._rebuild_learner(state["config"])
+        self.learner.load_state_dict(state)
+        self.learner.set_class_names(self.eval_class_names)
+        print(f"Loaded {path} (epoch {checkpoint['epoch']}, step {self.learner.step}); evaluating on "
+              f"{len(self.learner.class_names)} classes: {_preview(self.learner.class_names)}")
+
+    def _checkpoint_path(self, directory, epoch):
+        folder = osp.join(directory, MODEL_NAME)
+        if epoch is not None:
+            name = f"model.pth.tar-{epoch}"
+        elif osp.exists(osp.join(folder, "model-best.pth.tar")):
+            name = "model-best.pth.tar"
+        elif osp.exists(osp.join(folder, "checkpoint")):
+            with open(osp.join(folder, "checkpoint")) as last_saved:
+                name = last_saved.readline().strip()
+        else:
+            raise FileNotFoundError(f"no CLIPood checkpoint in {folder}: --model-dir must be the --output-dir of a "
+                                    "CLIPood training run")
+        path = osp.join(folder, name)
+        if not osp.exists(path):
+            raise FileNotFoundError(f"no checkpoint at {path} (check --load-epoch)")
+        return path
+
+    def _rebuild_learner(self, checkpoint_config):
+        """Eval-only with other settings than training (e.g. ImageNet-trained, ImageNet-A evaluated, whose
+        epochs differ): build the learner as the checkpoint's, with this run's templates."""
+        from clipood_plugin import CLIPoodLearner
+
+        changed = {key: checkpoint_config[key] for key in BUILD_KEYS
+                   if checkpoint_config[key] != self.learner.config[key]}
+        print(f"CLIPood: rebuilding the learner with the checkpoint's settings {changed}")
+        settings = {**self._learner_settings(), **{k: v for k, v in checkpoint_config.items() if k != "templates"}}
+        self.learner = CLIPoodLearner(**settings, class_names=self.eval_class_names)
+        self._models[MODEL_NAME].learner = self.learner
