@@ -1,7 +1,8 @@
 """Post-import hook, loaded at interpreter start by ``clipood_autoregister.pth``.
 
 When DomainBed or Dassl modules finish importing, it calls the matching adapter's
-``register_loaded()``, which patches the already-imported framework modules (idempotent).
+``register_loaded()``, which patches the already-imported framework modules (idempotent). A failure
+there is a warning: the framework itself keeps working.
 The core package is never involved. Costs one dict lookup per import; CLIPOOD_NO_AUTOREGISTER=1
 turns it off.
 """
@@ -9,6 +10,7 @@ import importlib
 import importlib.abc
 import os
 import sys
+import warnings
 
 # framework module -> adapter package whose register_loaded() patches it
 WATCHED = {
@@ -45,7 +47,12 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.loader.exec_module(module)
-        importlib.import_module(self.adapter).register_loaded()
+        try:
+            importlib.import_module(self.adapter).register_loaded()
+        except Exception as error:  # a broken plugin must not break the framework's own imports
+            warnings.warn(f"CLIPood could not register into {module.__name__} ({type(error).__name__}: {error}); "
+                          f"{self.adapter}.register() shows the whole error, CLIPOOD_NO_AUTOREGISTER=1 turns "
+                          "this hook off", stacklevel=2)
 
     def __getattr__(self, name):  # get_code, get_source, ... for tools that ask the loader
         return getattr(self.loader, name)

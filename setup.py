@@ -47,7 +47,12 @@ setup(
         "matplotlib>=3.5",
         "pillow",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # what the frameworks themselves import (they are not on the package index: clone them)
+        "domainbed": ["wilds", "parameterized"],
+        "dassl": ["gdown", "tabulate", "tensorboard", "scikit-learn", "wilds"],
+    },
     entry_points={"console_scripts": ["clipood=clipood_plugin.cli:main"]},
     cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},
 )

@@ -1,15 +1,33 @@
 """CLIPood (Shu et al., ICML 2023) as a framework-free library: MMS loss, BMA averaging, prompt
-features, CLIP loading through open_clip, and one learner object. Knows nothing of DomainBed or Dassl."""
-from .averaging import BetaMovingAverage, ExponentialMovingAverage, build_averager
-from .backbone import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, InputAdapter, WeightsUnavailableError, load_clip
-from .learner import CLIPoodLearner
-from .loss import MarginMetricSoftmax, margin_metric_softmax
-from .prompts import DEFAULT_TEMPLATES, PromptEncoder
+features, CLIP loading through open_clip, and one learner object. Knows nothing of DomainBed or Dassl.
+
+Names are imported on first use (PEP 562): the adapters' import hooks run inside every DomainBed and
+Dassl import, and ``import clipood_plugin.open_classes`` must not pay for open_clip.
+"""
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BetaMovingAverage", "ExponentialMovingAverage", "build_averager", "CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN",
-    "IMAGENET_STD", "InputAdapter", "WeightsUnavailableError", "load_clip", "CLIPoodLearner",
-    "MarginMetricSoftmax", "margin_metric_softmax", "DEFAULT_TEMPLATES", "PromptEncoder",
-]
+_EXPORTS = {
+    "averaging": ("BetaMovingAverage", "ExponentialMovingAverage", "build_averager"),
+    "backbone": ("CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "InputAdapter",
+                 "WeightsUnavailableError", "load_clip"),
+    "learner": ("CLIPoodLearner",),
+    "loss": ("MarginMetricSoftmax", "margin_metric_softmax"),
+    "open_classes": ("BaseNewAccuracy", "harmonic_mean", "num_base_classes"),
+    "prompts": ("DEFAULT_TEMPLATES", "PromptEncoder"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

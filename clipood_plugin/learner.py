@@ -12,6 +12,8 @@ from .prompts import DEFAULT_TEMPLATES, PromptEncoder
 
 PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
 CHECKPOINT_FORMAT = 1
+# settings a checkpoint must share with the learner that loads it (what the saved state is shaped by)
+BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps")
 
 
 def _resolve_precision(precision, device):
@@ -169,7 +171,7 @@ class CLIPoodLearner:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a CLIPoodLearner checkpoint of format {CHECKPOINT_FORMAT}")
         mine, theirs = self.config, state["config"]
-        for key in ("model_name", "pretrained", "averaging", "zero_shot", "total_steps"):
+        for key in BUILD_KEYS:
             if mine[key] != theirs[key]:
                 raise ValueError(f"checkpoint has {key}={theirs[key]!r} but this learner was built with "
                                  f"{key}={mine[key]!r}; rebuild it with the checkpoint's config")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from statistics import mean
 
-from .metrics import harmonic_mean
+from clipood_plugin.open_classes import harmonic_mean
 
 # Table 3 row order and names; keys are the dataset directory names (CoOp's dataset config names)
 TABLE3_DATASETS = {

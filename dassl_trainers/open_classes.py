@@ -1,15 +1,11 @@
 """Open classes on datasets that do not split their classes themselves (Dassl's DG datasets):
 train on the base half, test on all classes, report base and new accuracy (paper Table 4 setting).
 
-The split follows CoOp's convention: base = the first ceil(n/2) of the sorted labels, new = the rest.
+The split is the authors' in-the-wild one (clipood_plugin.open_classes.num_base_classes at ratio 0.5).
 """
-import math
+from clipood_plugin.open_classes import BaseNewAccuracy
 
-from .metrics import harmonic_mean
-
-
-def base_class_count(num_classes):
-    return math.ceil(num_classes / 2)
+OPEN_CLASS_RATIO = 0.5
 
 
 def check_labels_contiguous(datum_lists, num_classes):
@@ -34,24 +30,19 @@ class BaseNewEvaluator:
 
     def reset(self):
         self.evaluator.reset()
-        self.correct = {"base": 0, "new": 0}
-        self.total = {"base": 0, "new": 0}
+        self.accuracy = BaseNewAccuracy(self.num_base)
 
     def process(self, output, labels):
         self.evaluator.process(output, labels)
-        hits = output.argmax(dim=1).eq(labels)
-        is_base = labels < self.num_base
-        for group, mask in (("base", is_base), ("new", ~is_base)):
-            self.correct[group] += int(hits[mask].sum())
-            self.total[group] += int(mask.sum())
+        self.accuracy.update(output, labels)
 
     def evaluate(self):
         results = self.evaluator.evaluate()  # first key stays Dassl's accuracy over all classes
-        accuracy = {group: 100.0 * self.correct[group] / max(self.total[group], 1) for group in self.correct}
-        results["base_accuracy"] = accuracy["base"]
-        results["new_accuracy"] = accuracy["new"]
-        results["harmonic_mean"] = harmonic_mean(accuracy["base"], accuracy["new"])
-        print(f"=> open-class result ({self.total['base']:,} base / {self.total['new']:,} new test images)\n"
+        split = self.accuracy.result()
+        results["base_accuracy"] = 100.0 * split["base_acc"]
+        results["new_accuracy"] = 100.0 * split["new_acc"]
+        results["harmonic_mean"] = 100.0 * split["harmonic_mean"]
+        print(f"=> open-class result ({split['base_count']:,} base / {split['new_count']:,} new test images)\n"
               f"* base_accuracy: {results['base_accuracy']:.1f}%\n"
               f"* new_accuracy: {results['new_accuracy']:.1f}%\n"
               f"* harmonic_mean: {results['harmonic_mean']:.1f}%")

@@ -5,15 +5,14 @@ import os.path as osp
 from dassl.data.data_manager import build_data_loader
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.utils import load_checkpoint
+from clipood_plugin.open_classes import num_base_classes
 
 from .checkpoint import ResumableLearner
 from .config import PRECISIONS, apply_per_dataset_settings
 from .iterations import fixed_length_epoch
-from .open_classes import BaseNewEvaluator, base_class_count, check_labels_contiguous, keep_base
+from .open_classes import OPEN_CLASS_RATIO, BaseNewEvaluator, check_labels_contiguous, keep_base
 
 MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
-# learner settings a checkpoint must share with the learner that loads it (CLIPoodLearner.load_state_dict)
-BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps")
 
 
 def _preview(names, shown=8):
@@ -83,7 +82,7 @@ class CLIPood(TrainerX):
                              f"{cfg.DATASET.SUBSAMPLE_CLASSES!r} asks the dataset to (CoOp's datasets do): "
                              "set only one")
         check_labels_contiguous([dataset.train_x], self.num_classes)
-        self.num_base = base_class_count(self.num_classes)
+        self.num_base = num_base_classes(self.num_classes, OPEN_CLASS_RATIO)
         self.train_class_names = self.eval_class_names[:self.num_base]
         train_x = keep_base(dataset.train_x, self.num_base)
         self.train_loader_x = build_data_loader(
@@ -163,6 +162,8 @@ class CLIPood(TrainerX):
         if not directory:
             print("Note: load_model() got no directory; evaluating the model as built")
             return
+        from clipood_plugin.learner import BUILD_KEYS
+
         path = self._checkpoint_path(directory, epoch)
         checkpoint = load_checkpoint(path)
         state = checkpoint["state_dict"]["learner"]
@@ -194,6 +195,7 @@ class CLIPood(TrainerX):
         """Eval-only with other settings than training (e.g. ImageNet-trained, ImageNet-A evaluated, whose
         epochs differ): build the learner as the checkpoint's, with this run's templates."""
         from clipood_plugin import CLIPoodLearner
+        from clipood_plugin.learner import BUILD_KEYS
 
         changed = {key: checkpoint_config[key] for key in BUILD_KEYS
                    if checkpoint_config[key] != self.learner.config[key]}

@@ -9,6 +9,7 @@ import warnings
 import weakref
 
 import torch
+from clipood_plugin.open_classes import num_base_classes
 
 from .class_names import resolve_class_names
 from .hparams import ALGORITHM_NAMES
@@ -40,17 +41,6 @@ def input_normalization(input_shape):
     """(mean, std) of the images DomainBed feeds for a dataset of this input shape."""
     from clipood_plugin import IMAGENET_MEAN, IMAGENET_STD
     return UNIT_RANGE if input_shape[0] < 3 else (IMAGENET_MEAN, IMAGENET_STD)
-
-
-def num_base_classes(num_classes, open_class_ratio):
-    """In-the-wild protocol: the first classes are base, the last ``open_class_ratio`` share are held out
-    of training (the authors' split: ``int((1 - ratio) * num_classes)`` base classes)."""
-    if not 0 <= open_class_ratio < 1:
-        raise ValueError(f"open_class_ratio must be in [0, 1), got {open_class_ratio!r}")
-    count = int((1 - open_class_ratio) * num_classes)
-    if count < 1:
-        raise ValueError(f"open_class_ratio={open_class_ratio} leaves no base class out of {num_classes}")
-    return count
 
 
 def _fallback_steps():

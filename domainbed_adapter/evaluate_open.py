@@ -15,6 +15,7 @@ import random
 
 import numpy as np
 import torch
+from clipood_plugin.open_classes import BaseNewAccuracy, harmonic_mean
 
 from .checkpoint import load_algorithm
 
@@ -38,15 +39,13 @@ def _train_splits(dataset, args):
 @torch.no_grad()
 def base_and_new_accuracy(algorithm, loader, num_base_classes):
     """{'base_acc', 'new_acc', 'base_count', 'new_count'}: argmax over all classes, split by true label."""
-    correct, count = torch.zeros(2), torch.zeros(2)
+    accuracy = BaseNewAccuracy(num_base_classes)
     algorithm.eval()
     for images, labels in loader:
-        hits = (algorithm.predict(images).argmax(dim=1).cpu() == labels).float()
-        is_new = (labels >= num_base_classes).long()
-        correct.index_add_(0, is_new, hits)
-        count.index_add_(0, is_new, torch.ones_like(hits))
-    accuracy = (correct / count.clamp(min=1)).tolist()
-    return {"base_acc": accuracy[0], "new_acc": accuracy[1], "base_count": int(count[0]), "new_count": int(count[1])}
+        accuracy.update(algorithm.predict(images), labels)
+    result = accuracy.result()
+    del result["harmonic_mean"]  # recomputed from the split the table reports
+    return result
 
 
 def evaluate_run(model_pkl, data_dir=None, num_workers=None):
@@ -73,10 +72,6 @@ def evaluate_run(model_pkl, data_dir=None, num_workers=None):
     return results
 
 
-def _harmonic(a, b):
-    return 2 * a * b / (a + b) if a + b else 0.0
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input_dir", required=True, help="a train output_dir or a sweep output_dir")
@@ -96,7 +91,7 @@ def main(argv=None):
         for env in saved["args"]["test_envs"]:
             base, new = results[f"env{env}_in_base_acc"], results[f"env{env}_in_new_acc"]
             print(f"{os.path.basename(os.path.dirname(path))[:34]:34} {env:>8} {100 * base:7.1f} {100 * new:7.1f} "
-                  f"{100 * _harmonic(base, new):7.1f}")
+                  f"{100 * harmonic_mean(base, new):7.1f}")
 
 
 if __name__ == "__main__":

@@ -33,3 +33,15 @@ def test_adapter_is_called_after_the_watched_module_is_imported(tmp_path, monkey
     clipood_autoregister.install()
     import framework_under_test.registry as registry
     assert registry.NAMES == ["ERM", "CLIPood"]
+
+
+def test_a_failing_adapter_warns_instead_of_breaking_the_framework(tmp_path, monkeypatch, recwarn):
+    (tmp_path / "framework_with_broken_plugin.py").write_text("VALUE = 1\n")
+    (tmp_path / "broken_adapter_under_test.py").write_text("def register_loaded():\n    raise KeyError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(clipood_autoregister.WATCHED, "framework_with_broken_plugin", "broken_adapter_under_test")
+    monkeypatch.delenv("CLIPOOD_NO_AUTOREGISTER", raising=False)
+    clipood_autoregister.install()
+    import framework_with_broken_plugin
+    assert framework_with_broken_plugin.VALUE == 1
+    assert any("could not register" in str(w.message) and "boom" in str(w.message) for w in recwarn)

@@ -8,7 +8,6 @@ from torch.utils.data import DataLoader
 
 from dassl_trainers.checkpoint import ResumableLearner, capture_rng_state, restore_rng_state
 from dassl_trainers.iterations import fixed_length_epoch
-from dassl_trainers.open_classes import base_class_count
 
 
 def test_fixed_length_epoch_chains_passes_and_starts_each_epoch_afresh():
@@ -73,11 +72,6 @@ def test_resumable_learner_state_resumes_mid_run_and_finishes_inference_only(tmp
         resumed.update(images, labels)
     for key, value in final["inference_encoder"].items():  # the BMA model an uninterrupted run ends with
         assert torch.allclose(resumed.inference_encoder.state_dict()[key], value, atol=1e-6), key
-
-
-@pytest.mark.parametrize("classes, base", [(7, 4), (10, 5), (65, 33), (1, 1)])
-def test_base_half_rounds_up_like_coop(classes, base):
-    assert base_class_count(classes) == base
 
 
 def test_base_new_report_against_a_direct_count():

@@ -16,7 +16,7 @@ import torch
 
 from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, CLIPoodLearner
 from domainbed_adapter import algorithms as adapter_algorithms
-from domainbed_adapter.algorithms import build_algorithm_classes, num_base_classes, resolve_horizon
+from domainbed_adapter.algorithms import build_algorithm_classes, resolve_horizon
 from domainbed_adapter.hparams import default_clipood_hparams
 from domainbed_adapter.registration import patch_algorithms, patch_hparams_registry, register_loaded
 from domainbed_adapter.run_context import TrainRun, current_train_run
@@ -115,12 +115,6 @@ def test_open_classes_never_reach_training():
     reference = build(open_class_ratio=0.0)
     assert algorithm.update(mixed)["loss"] == pytest.approx(reference.learner.update(*base_only)["loss"], rel=1e-5)
 
-
-@pytest.mark.parametrize("ratio,classes,base", [(0.5, 65, 32), (0.5, 345, 172), (0.0, 7, 7), (0.25, 4, 3)])
-def test_base_classes_follow_the_authors_split(ratio, classes, base):
-    assert num_base_classes(classes, ratio) == base
-    with pytest.raises(ValueError):
-        num_base_classes(classes, 1.0)
 
 
 @pytest.fixture(scope="module")
