@@ -6,6 +6,7 @@ import typing
 
 import torch
 
+from . import distributed
 from .backbone import TINY_MODEL, WeightsUnavailableError, pretrained_weights_available, resolve_model_name
 from .data import DataError
 from .standalone import TrainConfig, train
@@ -57,6 +58,10 @@ def build_parser():
 
 def _demo_config(args):
     """Real CLIP only where it runs fast and its weights are there; the tiny model otherwise."""
+    if distributed.launched_world_size() > 1:  # every rank would write the same generated images at once
+        raise DataError("clipood demo runs in one process: run it once without torchrun (it writes "
+                        "OUTPUT_DIR/demo_data), then torchrun ... -m clipood_plugin train --data-dir "
+                        f"OUTPUT_DIR/demo_data --test-domains {DEMO_TEST_DOMAIN} ...")
     chosen = {k: v for k, v in vars(args).items() if k != "command"}
     if "model" in chosen:
         preset = DEMO_REAL

@@ -111,13 +111,20 @@ class StepBatchSampler(torch.utils.data.Sampler):
     Epoch e is a permutation drawn from seed e; step k reads batch k mod (n // batch_size) of epoch
     k // (n // batch_size) (incomplete batches are dropped). Starting at ``start_step`` reproduces
     exactly what an uninterrupted run would have read from that step on.
+
+    With ``world_size`` > 1 each batch is split over the ranks: rank r reads its items r, r + world_size,
+    ... (with their augmentation seeds), so together the ranks read exactly the single-process batch.
     """
 
-    def __init__(self, num_items, batch_size, seed, start_step=0):
+    def __init__(self, num_items, batch_size, seed, start_step=0, rank=0, world_size=1):
         if num_items < batch_size:
             raise DataError(f"{num_items} training images is fewer than the batch size {batch_size}; "
                             "lower --batch-size")
+        if batch_size < world_size:
+            raise DataError(f"--batch-size {batch_size} (per domain) is smaller than the {world_size} processes "
+                            "that split it; raise it or start fewer processes")
         self.num_items, self.batch_size, self.seed, self.start_step = num_items, batch_size, seed, start_step
+        self.rank, self.world_size = rank, world_size
         self.batches_per_epoch = num_items // batch_size
 
     def _epoch(self, epoch):
@@ -131,6 +138,6 @@ class StepBatchSampler(torch.utils.data.Sampler):
         while True:
             order, seeds = self._epoch(epoch)
             for b in range(position, self.batches_per_epoch):
-                chunk = range(b * self.batch_size, (b + 1) * self.batch_size)
+                chunk = range(b * self.batch_size + self.rank, (b + 1) * self.batch_size, self.world_size)
                 yield [(order[i], seeds[i]) for i in chunk]
             epoch, position = epoch + 1, 0

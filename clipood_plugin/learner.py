@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .averaging import AVERAGING_CHOICES, build_averager
 from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_model_name
 from .loss import margin_metric_softmax
@@ -35,6 +36,12 @@ class CLIPoodLearner:
     "bma", "uniform", "ema" or "none"; ``zero_shot=True`` builds a learner that never trains.
     Images given to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``)
     and resolution; they are mapped to CLIP's exactly.
+
+    Under torch.distributed (a process group of several ranks, e.g. from torchrun) ``update`` trains
+    data-parallel: each rank passes its share of the global batch, DDP averages the gradients (weighted
+    so that the step is the one of the whole global batch), every rank ends the step with the same
+    weights and hence the same BMA copy, and the returned loss and accuracy are the global batch's.
+    ``predict`` stays local to the rank.
     """
 
     def __init__(self, *, model_name="ViT-B-16", pretrained="openai", class_names, total_steps=None,
@@ -69,7 +76,12 @@ class CLIPoodLearner:
         self.step = 0
 
         self.averager = self.optimizer = self.scheduler = None
+        self._train_encoder, self._ranks = self.image_encoder, 1  # what update() runs forward and backward
         if not zero_shot:
+            # DDP first: it broadcasts rank 0's weights, which the averager then copies as theta_0
+            self._train_encoder = distributed.data_parallel(self.image_encoder, self.device)
+            if self._train_encoder is not self.image_encoder:
+                self._ranks = torch.distributed.get_world_size()
             self.optimizer = torch.optim.AdamW(self.image_encoder.parameters(), lr=lr, weight_decay=weight_decay,
                                                fused=self.device.type == "cuda")
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
@@ -114,11 +126,17 @@ class CLIPoodLearner:
             raise ValueError(f"labels must be in [0, {self.num_classes}) for the {self.num_classes} class names; "
                              f"got range [{int(labels.min())}, {int(labels.max())}]")
         images = self.input_adapter(images.to(self.device, non_blocking=True))
-        self.image_encoder.eval()  # normalization layers keep their pretrained statistics (as in the paper)
+        self._train_encoder.eval()  # normalization layers keep their pretrained statistics (as in the paper)
         lr = self.scheduler.get_last_lr()[0]
         with self._autocast():
-            features = self.image_encoder(images)
-        loss = margin_metric_softmax(features, self.text_features, labels, self.config["margin"], self.logit_scale)
+            features = self._train_encoder(images)
+        margin = self.config["margin"]
+        if self._ranks == 1:
+            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale)
+        else:  # DDP averages gradients over ranks; ranks x local sum / global count makes it the global mean
+            count = distributed.all_reduce_sum(torch.tensor(float(len(labels)), device=self.device))
+            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale,
+                                         reduction="sum") * (self._ranks / count)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -128,8 +146,14 @@ class CLIPoodLearner:
         if self.averager is not None:
             self.averager.update(self.image_encoder)
         with torch.no_grad():
-            acc = ((features.float() @ self.text_features.T).argmax(dim=1) == labels).float().mean()
-        return {"loss": loss.item(), "acc": acc.item(), "lr": lr, "bma_weight": self.averaging_weight}
+            correct = (features.float() @ self.text_features.T).argmax(dim=1) == labels
+            if self._ranks == 1:
+                loss, acc = loss.item(), correct.float().mean().item()
+            else:  # the global batch's: the loss above is already divided by the global count
+                totals = distributed.all_reduce_sum(torch.stack([loss.detach().float() / self._ranks,
+                                                                 correct.sum().float()]))
+                loss, acc = totals[0].item(), (totals[1] / count).item()
+        return {"loss": loss, "acc": acc, "lr": lr, "bma_weight": self.averaging_weight}
 
     @property
     def averaging_weight(self):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .data import DataError, ImageList, StepBatchSampler, scan_domain_folders, split_holdout
 from .learner import CLIPoodLearner
 
@@ -39,7 +40,8 @@ class TrainConfig:
     workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "data loading processes per domain"})
     eval_batch_size: int = field(default=128, metadata={"help": "batch size for evaluation"})
     seed: int = field(default=0, metadata={"help": "seed of the data order, augmentation and holdout split"})
-    device: str = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)"})
+    device: str = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available; under "
+                                                         "torchrun each process takes cuda:LOCAL_RANK)"})
 
     # fields that may change between an interrupted run and its resumption
     RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "workers", "eval_batch_size", "device")
@@ -50,15 +52,15 @@ def _loader(items, transform, workers, **kwargs):
 
 
 def evaluate(learner, eval_loaders, averaged):
-    """Accuracy (%) per evaluation split."""
-    accuracy = {}
-    for name, loader in eval_loaders.items():
-        correct = total = 0
+    """Accuracy (%) per evaluation split. Distributed, each rank's loaders hold its share of the split and
+    the counts are summed over ranks (the weights, and so the predictions, are the same on every rank)."""
+    counts = torch.zeros(len(eval_loaders), 2, dtype=torch.float64)
+    for i, loader in enumerate(eval_loaders.values()):
         for images, labels in loader:
-            correct += (learner.predict(images, averaged=averaged).argmax(1).cpu() == labels).sum().item()
-            total += len(labels)
-        accuracy[name] = 100.0 * correct / total
-    return accuracy
+            counts[i, 0] += (learner.predict(images, averaged=averaged).argmax(1).cpu() == labels).sum().item()
+            counts[i, 1] += len(labels)
+    counts = distributed.all_reduce_sum(counts.to(learner.device)).cpu()
+    return {name: 100.0 * correct / total for name, (correct, total) in zip(eval_loaders, counts.tolist())}
 
 
 class _Run:
@@ -85,7 +87,14 @@ def _check_resumable(saved, config):
 
 
 def train(config: TrainConfig, log=print):
-    """Run (or resume) one training job; returns the results dict that is also written to results.json."""
+    """Run (or resume) one training job; returns the results dict that is also written to results.json.
+
+    Started by torchrun with several processes, it trains data-parallel: the inputs are checked on every
+    rank before the process group forms (so a bad input stops them all alike), each rank reads its share
+    of every batch and of every evaluation split, and rank 0 alone logs and writes files.
+    """
+    if not distributed.is_main():
+        log = _quiet
     run = _Run(config.output_dir)
     if not config.test_domains:
         raise DataError("give at least one --test-domains")
@@ -103,6 +112,20 @@ def train(config: TrainConfig, log=print):
     if config.resume and not run.checkpoint.exists():
         raise DataError(f"--resume: no checkpoint at {run.checkpoint}")
 
+    created_group = distributed.init_from_env(config.device)
+    try:
+        return _train(config, run, dataset, train_domains, log)
+    finally:
+        if created_group:
+            distributed.shutdown()
+
+
+def _quiet(*args, **kwargs):
+    pass
+
+
+def _train(config, run, dataset, train_domains, log):
+    rank, world_size, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     torch.manual_seed(config.seed)  # random-init models (clipood-tiny, pretrained none) start the same
     learner = CLIPoodLearner(
         model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
@@ -114,11 +137,11 @@ def train(config: TrainConfig, log=print):
     for i, domain in enumerate(train_domains):
         train_items[domain], holdout = split_holdout(dataset.samples[domain], config.holdout_fraction, config.seed + i)
         if holdout:
-            eval_loaders[f"{domain} (holdout)"] = _loader(holdout, learner.preprocess_val, config.workers,
-                                                          batch_size=config.eval_batch_size)
+            eval_loaders[f"{domain} (holdout)"] = _loader(holdout[rank::world_size], learner.preprocess_val,
+                                                          config.workers, batch_size=config.eval_batch_size)
     for domain in config.test_domains:
-        eval_loaders[domain] = _loader(dataset.samples[domain], learner.preprocess_val, config.workers,
-                                       batch_size=config.eval_batch_size)
+        eval_loaders[domain] = _loader(dataset.samples[domain][rank::world_size], learner.preprocess_val,
+                                       config.workers, batch_size=config.eval_batch_size)
 
     state = {"history": [], "bma_weights": [], "losses": []}
     if config.resume:
@@ -135,12 +158,14 @@ def train(config: TrainConfig, log=print):
 
     streams = [iter(_loader(train_items[d], learner.preprocess_train, config.workers,
                             batch_sampler=StepBatchSampler(len(train_items[d]), config.batch_size,
-                                                           config.seed * 1000 + i, start_step=learner.step)))
+                                                           config.seed * 1000 + i, start_step=learner.step,
+                                                           rank=rank, world_size=world_size)))
                for i, d in enumerate(train_domains)]
     last_step = min(config.steps, config.stop_after or config.steps)
-    run.dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run.dir.mkdir(parents=True, exist_ok=True)
     with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
-              mininterval=0.1 if sys.stderr.isatty() else 10) as bar:
+              mininterval=0.1 if sys.stderr.isatty() else 10, disable=not main) as bar:
         while learner.step < last_step:
             batches = [next(stream) for stream in streams]
             stats = learner.update(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
@@ -154,8 +179,9 @@ def train(config: TrainConfig, log=print):
                 entry = {"step": step, "final": evaluate(learner, eval_loaders, averaged=False),
                          "bma": evaluate(learner, eval_loaders, averaged=True)}
                 state["history"].append(entry)
-                bar.write(f"step {step}: " + _summary(entry, config.test_domains))
-            if step < config.steps and (step % config.checkpoint_every == 0 or step == last_step):
+                if main:
+                    bar.write(f"step {step}: " + _summary(entry, config.test_domains))
+            if main and step < config.steps and (step % config.checkpoint_every == 0 or step == last_step):
                 run.save_atomic({"config": dataclasses.asdict(config), "learner": learner.state_dict(),
                                  "state": state}, run.checkpoint)
     if learner.step < config.steps:
@@ -173,6 +199,8 @@ def train(config: TrainConfig, log=print):
         "skipped_images": [{"path": p, "reason": r} for p, r in dataset.skipped],
         "model_file": str(run.model),
     }
+    if not main:
+        return results
     run.save_atomic(learner.state_dict(include_training_state=False), run.model)
     run.results.write_text(json.dumps(results, indent=2))
     plot_results(results, run.plot)

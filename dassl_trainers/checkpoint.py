@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import decorrelate_rng
+
 
 def capture_rng_state():
     """The random streams that drive data order and augmentation, in types torch.load(weights_only=True) accepts."""
@@ -44,3 +46,4 @@ class ResumableLearner(nn.Module):
     def load_state_dict(self, state_dict, strict=True, assign=False):
         self.learner.load_state_dict(state_dict["learner"])
         restore_rng_state(state_dict["rng"])
+        decorrelate_rng()  # the saved state is rank 0's

@@ -7,7 +7,10 @@ import importlib
 import os
 import sys
 
+from clipood_plugin import distributed
+
 from . import TRAINER_NAME, register
+from .distributed import quiet_unless_main
 
 COOP_DATASETS = ("oxford_pets", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat", "stanford_cars", "food101",
                  "sun397", "caltech101", "ucf101", "imagenet", "imagenet_sketch", "imagenetv2", "imagenet_a",
@@ -75,7 +78,10 @@ def main(argv=None):
     cfg = build_cfg(args)
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    if distributed.is_main():  # under torchrun, rank 0 alone writes the log
+        setup_logger(cfg.OUTPUT_DIR)
+    else:
+        quiet_unless_main()
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print(f"** Arguments **\n{vars(args)}\n** Config **\n{cfg}\n** System info **\n{collect_env_info()}\n")

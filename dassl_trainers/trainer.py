@@ -5,10 +5,12 @@ import os.path as osp
 from dassl.data.data_manager import build_data_loader
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.utils import load_checkpoint
+from clipood_plugin import distributed
 from clipood_plugin.open_classes import num_base_classes
 
 from .checkpoint import ResumableLearner
 from .config import PRECISIONS, apply_per_dataset_settings
+from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
 from .open_classes import OPEN_CLASS_RATIO, BaseNewEvaluator, check_labels_contiguous, keep_base
 
@@ -28,13 +30,22 @@ def _register_once(trainer_class):
 @_register_once
 class CLIPood(TrainerX):
     """CLIPood (Shu et al., ICML 2023) as a Dassl trainer; settings in cfg.TRAINER.CLIPOOD, the optimizer's
-    in cfg.OPTIM (adamw, cosine, no warm-up). The evaluated model is the Beta Moving Average."""
+    in cfg.OPTIM (adamw, cosine, no warm-up). The evaluated model is the Beta Moving Average.
+
+    Under torchrun with several processes it trains data-parallel (docs/distributed.md): each rank takes
+    its share of every batch, and rank 0 alone logs, evaluates and saves checkpoints."""
 
     def __init__(self, cfg):
+        quiet_unless_main()
         cfg, overrides = apply_per_dataset_settings(cfg)
         if overrides:
             print(f"CLIPood: settings of {cfg.DATASET.NAME} (TRAINER.CLIPOOD.PER_DATASET): {', '.join(overrides)}")
+        if distributed.launched_world_size() > 1 and cfg.SEED < 0:
+            raise ValueError("under torchrun every process must build the same training set (few-shot subsets are "
+                             "drawn at random): pass --seed N with N > 0")
+        self._owns_process_group = distributed.init_from_env("cuda" if cfg.USE_CUDA else "cpu")
         super().__init__(cfg)
+        decorrelate_rng()  # after the datasets are built, which must be the same on every rank
         if self.num_base is not None:
             self.evaluator = BaseNewEvaluator(self.evaluator, self.num_base)
 
@@ -72,6 +83,10 @@ class CLIPood(TrainerX):
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:
             self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)
+        if distributed.world_size() > 1:
+            self.train_loader_x = split_over_ranks(self.train_loader_x)
+            print(f"CLIPood: {distributed.world_size()} processes split each batch of "
+                  f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE}")
         print(f"CLIPood: {len(self.train_loader_x)} iterations per epoch; classes the learner trains on: "
               f"{_preview(self.train_class_names)}")
 
@@ -141,8 +156,25 @@ class CLIPood(TrainerX):
         return self.learner.predict(input)
 
     def test(self, split=None):
+        if not distributed.is_main():  # the weights are the same on every rank: rank 0 evaluates
+            return None
         self._use_class_names(self.eval_class_names)
         return super().test(split)
+
+    # ----------------------------------------------------------------- ranks > 0: train only
+    def init_writer(self, log_dir):
+        if distributed.is_main():
+            super().init_writer(log_dir)
+
+    def after_epoch(self):  # validation and checkpoints
+        if distributed.is_main():
+            super().after_epoch()
+
+    def after_train(self):  # the final test
+        if distributed.is_main():
+            super().after_train()
+        if self._owns_process_group:
+            distributed.shutdown()
 
     # ----------------------------------------------------------------- checkpoints
     def resume_model_if_exist(self, directory):
