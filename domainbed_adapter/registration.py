@@ -1,14 +1,17 @@
-"""Putting the CLIP algorithms and their hparams into DomainBed's modules (no edit to its files).
+"""Putting the CLIP algorithms, their hparams and the Slurm launcher into DomainBed's modules (no edit
+to its files).
 
 DomainBed has no plugin mechanism: ``get_algorithm_class`` looks names up in ``domainbed.algorithms``'
-globals, sweep.py defaults to its ``ALGORITHMS`` list, and every hparam comes from
-``hparams_registry._hparams``. Patching those three is what registration means. Each patch is
-idempotent and only touches modules that have finished importing.
+globals, sweep.py defaults to its ``ALGORITHMS`` list, every hparam comes from
+``hparams_registry._hparams`` and sweep.py finds launchers in ``command_launchers.REGISTRY``. Patching
+those is what registration means. Each patch is idempotent and only touches modules that have finished
+importing.
 """
 import functools
 import sys
 import warnings
 
+from . import slurm
 from .algorithms import CLIPAlgorithm, build_algorithm_classes
 from .hparams import ALGORITHM_NAMES, clipood_hparams
 
@@ -43,6 +46,15 @@ def patch_hparams_registry(module):
     module._hparams = _hparams
 
 
+def patch_command_launchers(module):
+    """Add the Slurm launcher to ``domainbed.command_launchers.REGISTRY`` as "slurm"."""
+    existing = module.REGISTRY.get(slurm.NAME)
+    if existing is not None and getattr(existing, "__module__", None) != slurm.__name__:
+        warnings.warn(f"DomainBed already has a {slurm.NAME!r} command launcher; the CLIPood plugin leaves it in place")
+        return
+    module.REGISTRY[slurm.NAME] = slurm.slurm_launcher
+
+
 def _finished(module_name, *attributes):
     """The module if it is imported and defines ``attributes`` (i.e. not caught mid-import)."""
     module = sys.modules.get(module_name)
@@ -60,12 +72,17 @@ def register_loaded():
     registry = _finished("domainbed.hparams_registry", "_hparams")
     if registry is not None:
         patch_hparams_registry(registry)
+    launchers = _finished("domainbed.command_launchers", "REGISTRY")
+    if launchers is not None:
+        patch_command_launchers(launchers)
 
 
 def register():
-    """Import DomainBed's algorithms and hparams registry and patch them (works without the .pth hook)."""
+    """Import DomainBed's algorithms, hparams registry and command launchers and patch them (works
+    without the .pth hook)."""
     try:
         import domainbed.algorithms  # noqa: F401
+        import domainbed.command_launchers  # noqa: F401
         import domainbed.hparams_registry  # noqa: F401
     except ImportError as error:
         raise ImportError("DomainBed is not importable: run from the root of a DomainBed checkout or put it on "

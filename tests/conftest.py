@@ -1,3 +1,6 @@
+import os
+import sys
+
 import pytest
 import torch
 
@@ -23,3 +26,15 @@ def batches():
     generator = torch.Generator().manual_seed(1)
     return [(torch.randn(6, 3, 32, 32, generator=generator), torch.randint(0, len(CLASSES), (6,), generator=generator))
             for _ in range(6)]
+
+
+def domainbed_root():
+    """Root of an importable DomainBed checkout (on PYTHONPATH, or DOMAINBED_ROOT), else None."""
+    root = os.environ.get("DOMAINBED_ROOT")
+    if root and root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        import domainbed
+    except ImportError:
+        return None
+    return os.path.dirname(os.path.dirname(os.path.abspath(domainbed.__file__)))

@@ -15,19 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-
-def _domainbed_root():
-    root = os.environ.get("DOMAINBED_ROOT")
-    if root and root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        import domainbed
-    except ImportError:
-        return None
-    return os.path.dirname(os.path.dirname(os.path.abspath(domainbed.__file__)))
+from conftest import domainbed_root
 
 
-ROOT = _domainbed_root()
+ROOT = domainbed_root()
 pytestmark = [
     pytest.mark.skipif(ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on PYTHONPATH "
                                             "or set DOMAINBED_ROOT"),
