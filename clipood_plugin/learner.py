@@ -1,5 +1,6 @@
 """CLIPoodLearner: the one training object behind the command line and the framework adapters."""
 import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from .loss import margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
 
 PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
+COMPILE_CHOICES = ("auto", "on", "off")  # torch.compile of the training forward/backward; auto = on CUDA
 CHECKPOINT_FORMAT = 1
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by)
 BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps")
@@ -27,6 +29,12 @@ def _resolve_precision(precision, device):
     return "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
 
 
+def _resolve_compile(choice, device):
+    if choice not in COMPILE_CHOICES:
+        raise ValueError(f"unknown compile {choice!r}; choose one of {COMPILE_CHOICES}")
+    return choice == "on" or (choice == "auto" and device.type == "cuda")
+
+
 class CLIPoodLearner:
     """CLIP image encoder fine-tuned with Margin Metric Softmax against cached class text features,
     AdamW with a cosine schedule over ``total_steps`` on fp32 master weights, and a Beta Moving
@@ -34,6 +42,8 @@ class CLIPoodLearner:
 
     Baselines and ablations: ``margin=0`` is plain vision-language fine-tuning; ``averaging`` is
     "bma", "uniform", "ema" or "none"; ``zero_shot=True`` builds a learner that never trains.
+    ``compile`` runs the training forward and backward through torch.compile ("auto": on CUDA, where
+    the step is launch-bound); if compiling fails, training goes on uncompiled with a warning.
     Images given to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``)
     and resolution; they are mapped to CLIP's exactly.
 
@@ -47,7 +57,7 @@ class CLIPoodLearner:
     def __init__(self, *, model_name="ViT-B-16", pretrained="openai", class_names, total_steps=None,
                  lr=5e-6, weight_decay=0.1, margin=0.3, beta=0.5, averaging="bma", ema_decay=0.999,
                  templates=DEFAULT_TEMPLATES, logit_scale=None, precision="auto", input_mean=CLIP_MEAN,
-                 input_std=CLIP_STD, zero_shot=False, device=None):
+                 input_std=CLIP_STD, zero_shot=False, compile="auto", device=None):
         if averaging not in AVERAGING_CHOICES:
             raise ValueError(f"unknown averaging {averaging!r}; choose one of {AVERAGING_CHOICES}")
         if not zero_shot and (total_steps is None or int(total_steps) != total_steps or total_steps < 1):
@@ -60,7 +70,7 @@ class CLIPoodLearner:
                            total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
                            margin=margin, beta=beta, averaging=averaging, ema_decay=ema_decay,
                            templates=tuple([templates] if isinstance(templates, str) else templates),
-                           logit_scale=logit_scale, zero_shot=zero_shot)
+                           logit_scale=logit_scale, zero_shot=zero_shot, compile=compile)
 
         clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(model_name, pretrained)
         clip_model.eval()
@@ -77,6 +87,7 @@ class CLIPoodLearner:
 
         self.averager = self.optimizer = self.scheduler = None
         self._train_encoder, self._ranks = self.image_encoder, 1  # what update() runs forward and backward
+        self._compiled_encoder = None
         if not zero_shot:
             # DDP first: it broadcasts rank 0's weights, which the averager then copies as theta_0
             self._train_encoder = distributed.data_parallel(self.image_encoder, self.device)
@@ -86,6 +97,8 @@ class CLIPoodLearner:
                                                fused=self.device.type == "cuda")
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
             self.averager = build_averager(averaging, self.image_encoder, int(total_steps), beta, ema_decay)
+            if _resolve_compile(compile, self.device):
+                self._compiled_encoder = torch.compile(self._train_encoder)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "amp-fp16")
 
     # ----------------------------------------------------------------- classes
@@ -128,17 +141,19 @@ class CLIPoodLearner:
         images = self.input_adapter(images.to(self.device, non_blocking=True))
         self._train_encoder.eval()  # normalization layers keep their pretrained statistics (as in the paper)
         lr = self.scheduler.get_last_lr()[0]
-        with self._autocast():
-            features = self._train_encoder(images)
-        margin = self.config["margin"]
-        if self._ranks == 1:
-            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale)
-        else:  # DDP averages gradients over ranks; ranks x local sum / global count makes it the global mean
-            count = distributed.all_reduce_sum(torch.tensor(float(len(labels)), device=self.device))
-            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale,
-                                         reduction="sum") * (self._ranks / count)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        compiled = self._compiled_encoder
+        try:
+            encoder = self._train_encoder if compiled is None else compiled
+            loss, features, count = self._forward_backward(encoder, images, labels)
+        except Exception as error:  # any compiler failure: the uncompiled step is always valid
+            if compiled is None:
+                raise
+            warnings.warn(f"torch.compile of the image encoder failed ({type(error).__name__}: {error}); training "
+                          "goes on uncompiled (compile='off' skips the attempt)", stacklevel=2)
+            self._compiled_encoder = None
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, features, count = self._forward_backward(self._train_encoder, images, labels)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -154,6 +169,20 @@ class CLIPoodLearner:
                                                                  correct.sum().float()]))
                 loss, acc = totals[0].item(), (totals[1] / count).item()
         return {"loss": loss, "acc": acc, "lr": lr, "bma_weight": self.averaging_weight}
+
+    def _forward_backward(self, encoder, images, labels):
+        """Forward under autocast, MMS, backward; returns (loss, features, global image count or None)."""
+        with self._autocast():
+            features = encoder(images)
+        margin, count = self.config["margin"], None
+        if self._ranks == 1:
+            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale)
+        else:  # DDP averages gradients over ranks; ranks x local sum / global count makes it the global mean
+            count = distributed.all_reduce_sum(torch.tensor(float(len(labels)), device=self.device))
+            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale,
+                                         reduction="sum") * (self._ranks / count)
+        self.scaler.scale(loss).backward()
+        return loss, features, count
 
     @property
     def averaging_weight(self):

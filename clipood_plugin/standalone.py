@@ -31,6 +31,7 @@ class TrainConfig:
     bma_beta: float = field(default=0.5, metadata={"help": "Beta(beta, beta) of the moving average"})
     averaging: str = field(default="bma", metadata={"help": "bma, uniform, ema or none"})
     precision: str = field(default="auto", metadata={"help": "auto, fp32, amp-bf16 or amp-fp16"})
+    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA), on, off"})
     holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
     eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
@@ -44,7 +45,7 @@ class TrainConfig:
                                                          "torchrun each process takes cuda:LOCAL_RANK)"})
 
     # fields that may change between an interrupted run and its resumption
-    RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "workers", "eval_batch_size", "device")
+    RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "workers", "eval_batch_size", "device", "compile")
 
 
 def _loader(items, transform, workers, **kwargs):
@@ -131,7 +132,7 @@ def _train(config, run, dataset, train_domains, log):
         model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
         class_names=dataset.class_names, total_steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
         margin=config.mms_lambda, beta=config.bma_beta, averaging=config.averaging, templates=config.templates,
-        precision=config.precision, device=config.device)
+        precision=config.precision, compile=config.compile, device=config.device)
 
     train_items, eval_loaders = {}, {}
     for i, domain in enumerate(train_domains):

@@ -5,15 +5,14 @@ live in configs/dassl/trainers/CLIPood/*.yaml.
 """
 from yacs.config import CfgNode as CN
 
-PRECISIONS = ("auto", "amp-bf16", "amp-fp16", "fp32")
-
-
 def clipood_node():
     node = CN()
     node.MMS_LAMBDA = 0.3  # margin of Margin Metric Softmax
     node.BMA_BETA = 0.5  # Beta(beta, beta) weighting of the Beta Moving Average
     node.PRETRAINED = "openai"  # open_clip tag or local file; "" = random init (for clipood-tiny)
-    node.PREC = "auto"  # one of PRECISIONS; auto = bf16 autocast on a GPU that has it, else fp16 / fp32
+    node.PREC = "auto"  # CLIPoodLearner's precision: auto (bf16 autocast on a GPU that has it, else fp16 / fp32),
+    #                     amp-bf16, amp-fp16, fp32
+    node.COMPILE = "auto"  # torch.compile of the image encoder: auto (on CUDA), on, off
     node.ITERS_PER_EPOCH = 500  # optimizer steps per epoch; <= 0: one pass over the training set
     node.TEMPLATES = []  # prompt templates ("a photo of a {}."); empty: the core's default
     node.OPEN_CLASSES = False  # train on the first half of classes, test on all (datasets that don't split)

@@ -9,7 +9,7 @@ from clipood_plugin import distributed
 from clipood_plugin.open_classes import num_base_classes
 
 from .checkpoint import ResumableLearner
-from .config import PRECISIONS, apply_per_dataset_settings
+from .config import apply_per_dataset_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
 from .open_classes import OPEN_CLASS_RATIO, BaseNewEvaluator, check_labels_contiguous, keep_base
@@ -59,8 +59,12 @@ class CLIPood(TrainerX):
                             "a per-step cosine schedule: set OPTIM.LR_SCHEDULER cosine")
         if optim.WARMUP_EPOCH > 0:
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
-        if settings.PREC not in PRECISIONS:
-            problems.append(f"TRAINER.CLIPOOD.PREC is {settings.PREC!r}; choose one of {PRECISIONS}")
+        from clipood_plugin.learner import COMPILE_CHOICES, PRECISION_CHOICES
+
+        if settings.PREC not in PRECISION_CHOICES:
+            problems.append(f"TRAINER.CLIPOOD.PREC is {settings.PREC!r}; choose one of {PRECISION_CHOICES}")
+        if settings.COMPILE not in COMPILE_CHOICES:
+            problems.append(f"TRAINER.CLIPOOD.COMPILE is {settings.COMPILE!r}; choose one of {COMPILE_CHOICES}")
         if problems:
             raise ValueError("CLIPood trainer config: " + "; ".join(problems)
                              + " (configs/dassl/trainers/CLIPood/*.yaml have the paper's settings)")
@@ -118,7 +122,7 @@ class CLIPood(TrainerX):
         learner_settings = dict(
             model_name=cfg.MODEL.BACKBONE.NAME, pretrained=settings.PRETRAINED or None, lr=cfg.OPTIM.LR,
             weight_decay=cfg.OPTIM.WEIGHT_DECAY, margin=settings.MMS_LAMBDA, beta=settings.BMA_BETA,
-            precision=settings.PREC, device=self.device,
+            precision=settings.PREC, compile=settings.COMPILE, device=self.device,
             input_mean=tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0),
             input_std=tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0))
         if settings.TEMPLATES:

@@ -35,6 +35,9 @@ def _entries(algorithm, dataset):
         ("clip_model", clip_model, _fixed(clip_model)),
         ("clip_pretrained", clip_pretrained, _fixed(clip_pretrained)),
         ("prompt_template", "a photo of a {}.", _fixed("a photo of a {}.")),
+        # torch.compile of the training step: "auto" = on CUDA; off for the smoke tests (compiling costs more
+        # than their 3 steps)
+        ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
         ("class_names", None, _fixed(None)),  # list overriding the dataset's class names
         ("open_class_ratio", 0.0, _fixed(0.0)),  # in-the-wild protocol: 0.5 in the paper (Table 4)
         ("steps", None, _fixed(None)),  # None: the steps train.py runs (see docs/domainbed.md)

@@ -1,5 +1,6 @@
 """CLIPoodLearner on clipood-tiny: BMA of the real trajectory, exact resume, open classes, adapters."""
 import io
+from contextlib import nullcontext
 
 import open_clip
 import pytest
@@ -161,3 +162,33 @@ def test_bad_input_is_a_clear_error(make_learner, batches):
     other = make_learner(total_steps=5)
     with pytest.raises(ValueError, match="total_steps"):
         other.load_state_dict(learner.state_dict())
+
+
+def test_compiled_step_matches_the_eager_one(make_learner, batches):
+    eager, compiled = make_learner(compile="off"), make_learner(compile="on")
+    for images, labels in batches[:2]:
+        a, b = eager.update(images, labels), compiled.update(images, labels)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    for (name, x), y in zip(eager.inference_encoder.named_parameters(), compiled.inference_encoder.parameters()):
+        if name.endswith("attn.in_proj_bias"):
+            # the key bias cancels in the softmax: its gradient is rounding noise that Adam scales to whole
+            # steps, so only the query and value parts are comparable
+            width = len(x) // 3
+            x, y = torch.cat([x[:width], x[2 * width:]]), torch.cat([y[:width], y[2 * width:]])
+        assert torch.allclose(x, y, atol=1e-5), name
+    images = batches[3][0]
+    assert torch.allclose(eager.predict(images), compiled.predict(images), atol=1e-4)
+
+
+def test_a_failing_compile_falls_back_to_the_eager_step(make_learner, batches, monkeypatch):
+    def broken_compile(module):
+        def fail(*args, **kwargs):
+            raise RuntimeError("compiler unavailable")
+        return fail
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    eager, falling_back = make_learner(compile="off"), make_learner(compile="on")
+    for images, labels in batches[:2]:
+        expected = eager.update(images, labels)
+        with pytest.warns(UserWarning, match="compiler unavailable") if labels is batches[0][1] else nullcontext():
+            got = falling_back.update(images, labels)
+        assert got == expected
