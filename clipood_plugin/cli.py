@@ -40,8 +40,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
                                      "Softmax and Beta Moving Average (Shu et al., ICML 2023)")
     commands = parser.add_subparsers(dest="command", required=True)
-    train_parser = commands.add_parser("train", help="train on ROOT/<domain>/<class>/<image>, test on held-out domains",
-                                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train_parser = commands.add_parser("train", help="train on ROOT/<domain>/<class>/<image>, test on held-out domains")
     _add_config_flags(train_parser, TrainConfig())
     train_parser.set_defaults(model=TrainConfig.model)
     for action in train_parser._actions:
