@@ -51,8 +51,8 @@ def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
-def pretrained_weights_available(model_name: str, tag: str) -> bool:
-    """True when open_clip can get the tag's weights: already in the local cache, or its host answers."""
+def _weights_location(model_name: str, tag: str):
+    """Where open_clip can get the tag's weights: "hub-cache", "url-cache", "network", or None (nowhere)."""
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     hub = cfg.get("hf_hub", "")
     if hub:
@@ -61,19 +61,23 @@ def pretrained_weights_available(model_name: str, tag: str) -> bool:
         for candidate in (Path(filename or "open_clip_pytorch_model.bin").with_suffix(".safetensors").name,
                           filename or "open_clip_pytorch_model.bin"):
             if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, candidate), str):
-                huggingface_hub.constants.HF_HUB_OFFLINE = True  # use the cache without network retries
-                return True
+                return "hub-cache"
         host = urllib.parse.urlparse(huggingface_hub.constants.ENDPOINT).hostname
     else:
         url = cfg.get("url", "")
         if os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))):
-            return True
+            return "url-cache"
         host = urllib.parse.urlparse(url).hostname
     try:
         socket.create_connection((host, 443), timeout=_REACHABILITY_TIMEOUT_S).close()
-        return True
+        return "network"
     except OSError:
-        return False
+        return None
+
+
+def pretrained_weights_available(model_name: str, tag: str) -> bool:
+    """True when open_clip can get the tag's weights: already in the local cache, or its host answers."""
+    return _weights_location(model_name, tag) is not None
 
 
 def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
@@ -95,12 +99,17 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
             tags = open_clip.list_pretrained_tags_by_model(name)
             raise ValueError(f"{pretrained!r} is neither a file nor an open_clip pretrained tag of {name}; "
                              f"its tags are {tags}" + (" (use pretrained=None for random init)" if not tags else ""))
-        elif not pretrained_weights_available(name, pretrained):
-            raise WeightsUnavailableError(
-                f"pretrained weights {name}/{pretrained} are not in the local cache and cannot be downloaded "
-                "(no network). Download the open_clip checkpoint on a machine with network access and pass its "
-                f"path as pretrained (e.g. --clip-pretrained /path/to/{name}.bin); for an offline smoke test use "
-                f"model {TINY_MODEL!r} with pretrained=None.")
+        else:
+            location = _weights_location(name, pretrained)
+            if location is None:
+                raise WeightsUnavailableError(
+                    f"pretrained weights {name}/{pretrained} are not in the local cache and cannot be downloaded "
+                    "(no network). Download the open_clip checkpoint on a machine with network access and pass "
+                    f"its path as pretrained (e.g. --clip-pretrained /path/to/{name}.bin); for an offline smoke "
+                    f"test use model {TINY_MODEL!r} with pretrained=None.")
+            if location == "hub-cache":  # load from the cache without the hub's network retries
+                import huggingface_hub
+                huggingface_hub.constants.HF_HUB_OFFLINE = True
     model, _, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=pretrained,
                                                                      device=device or "cpu")
     model.float()
