@@ -42,7 +42,6 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="train on ROOT/<domain>/<class>/<image>, test on held-out domains")
     _add_config_flags(train_parser, TrainConfig())
-    train_parser.set_defaults(model=TrainConfig.model)
     for action in train_parser._actions:
         if action.dest in ("data_dir", "test_domains"):
             action.required = True
