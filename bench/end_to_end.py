@@ -6,9 +6,9 @@
 Generates JPEG files in the DomainBed layout ROOT/<domain>/<class>/<image>.jpg (or reads --data-dir),
 then with one learner:
 1. step_only: ``learner.update`` on one batch preloaded on the device (the pure step rate);
-2. end_to_end: the training loop of ``clipood train`` (clipood_plugin.standalone): per training domain a
-   DataLoader with ``--workers`` processes decoding and augmenting the files, batches of ``batch / domains``
-   per domain concatenated, then ``learner.update``. ``data_wait_share`` is the share of the loop's time
+2. end_to_end: the training loop of ``clipood train`` (clipood_plugin.standalone.training_batches): per
+   training domain a DataLoader with ``--workers`` processes decoding and augmenting the files, batches of
+   ``batch / domains`` per domain concatenated, then ``learner.update``. ``data_wait_share`` is the share of the loop's time
    spent waiting for the next batch; ``update`` ends with a host sync (``loss.item()``), so on a GPU that
    is the time the GPU idles waiting for data.
 Prints one JSON line per phase and one with their ratio.
@@ -25,7 +25,8 @@ from torchvision import transforms
 
 from bench_utils import emit, log, resolve_device, synchronize, timed
 from clipood_plugin import CLIPoodLearner, IMAGENET_MEAN, IMAGENET_STD
-from clipood_plugin.data import ImageList, StepBatchSampler, scan_domain_folders
+from clipood_plugin.data import scan_domain_folders
+from clipood_plugin.standalone import training_batches
 
 
 def make_jpeg_dataset(root, domains, classes, images_per_class, size, seed=0):
@@ -82,9 +83,8 @@ def run(args, root, device):
 
     # 2. the training loop of `clipood train`, from the files
     start = time.perf_counter()
-    streams = [iter(torch.utils.data.DataLoader(
-        ImageList(dataset.samples[d], transform), num_workers=args.workers,
-        batch_sampler=StepBatchSampler(len(dataset.samples[d]), per_domain, i))) for i, d in enumerate(train_domains)]
+    batches = training_batches([dataset.samples[d] for d in train_domains], transform, per_domain, seed=0,
+                               workers=args.workers)
     wait = 0.0
     for step in range(args.warmup + args.steps):
         if step == args.warmup:  # workers are up and the first batches done: time from here
@@ -92,8 +92,7 @@ def run(args, root, device):
             synchronize(device)
             start, wait = time.perf_counter(), 0.0
         before = time.perf_counter()
-        batches = [next(stream) for stream in streams]
-        images, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+        images, labels = next(batches)
         wait += time.perf_counter() - before
         learner.update(images, labels)
     synchronize(device)

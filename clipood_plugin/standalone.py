@@ -52,6 +52,18 @@ def _loader(items, transform, workers, **kwargs):
     return torch.utils.data.DataLoader(ImageList(items, transform), num_workers=workers, **kwargs)
 
 
+def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1):
+    """(images, labels) of each step from ``start_step`` on: one batch of ``batch_size`` per training domain
+    (this rank's share of it), concatenated. Each domain has its own loader processes and data order."""
+    streams = [iter(_loader(items, transform, workers,
+                            batch_sampler=StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step,
+                                                           rank, world_size)))
+               for i, items in enumerate(items_per_domain)]
+    while True:
+        parts = [next(stream) for stream in streams]
+        yield torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+
+
 def evaluate(learner, eval_loaders, averaged):
     """Accuracy (%) per evaluation split. Distributed, each rank's loaders hold its share of the split and
     the counts are summed over ranks (the weights, and so the predictions, are the same on every rank)."""
@@ -157,19 +169,15 @@ def _train(config, run, dataset, train_domains, log):
         state["bma_weights"].append(learner.averaging_weight)  # a_0, the weight of the pretrained model
         state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
 
-    streams = [iter(_loader(train_items[d], learner.preprocess_train, config.workers,
-                            batch_sampler=StepBatchSampler(len(train_items[d]), config.batch_size,
-                                                           config.seed * 1000 + i, start_step=learner.step,
-                                                           rank=rank, world_size=world_size)))
-               for i, d in enumerate(train_domains)]
+    batches = training_batches([train_items[d] for d in train_domains], learner.preprocess_train,
+                               config.batch_size, config.seed, config.workers, learner.step, rank, world_size)
     last_step = min(config.steps, config.stop_after or config.steps)
     if main:
         run.dir.mkdir(parents=True, exist_ok=True)
     with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
               mininterval=0.1 if sys.stderr.isatty() else 10, disable=not main) as bar:
         while learner.step < last_step:
-            batches = [next(stream) for stream in streams]
-            stats = learner.update(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
+            stats = learner.update(*next(batches))
             state["bma_weights"].append(stats["bma_weight"])
             state["losses"].append(stats["loss"])
             bar.update(1)
