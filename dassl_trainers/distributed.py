@@ -8,9 +8,11 @@ import sys
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from clipood_plugin import distributed
+
+from .loaders import loader_like
 
 
 def quiet_unless_main():
@@ -61,6 +63,4 @@ def split_over_ranks(loader):
     if loader.batch_size < world_size:
         raise ValueError(f"DATALOADER.TRAIN_X.BATCH_SIZE {loader.batch_size} is smaller than the {world_size} "
                          "processes that split each batch; raise it or start fewer processes")
-    return DataLoader(loader.dataset, batch_sampler=RankSlices(loader.batch_sampler, rank, world_size),
-                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                      worker_init_fn=loader.worker_init_fn)
+    return loader_like(loader, batch_sampler=RankSlices(loader.batch_sampler, rank, world_size))

@@ -1,5 +1,7 @@
 """Fixed-length epochs: the reference runs 500 optimizer steps per "epoch" whatever the dataset size."""
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
+
+from .loaders import loader_like
 
 
 class ConsecutivePasses(Sampler):
@@ -30,7 +32,5 @@ def fixed_length_epoch(loader, iterations):
     not once per pass over a few-shot set, and an epoch depends only on the RNG state at its start,
     which is what lets a run resumed from an epoch checkpoint repeat the uninterrupted run exactly.
     """
-    return DataLoader(loader.dataset, batch_size=loader.batch_size,
-                      sampler=ConsecutivePasses(loader.sampler, iterations * loader.batch_size),
-                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                      worker_init_fn=loader.worker_init_fn, drop_last=False)
+    return loader_like(loader, batch_size=loader.batch_size, drop_last=False,
+                       sampler=ConsecutivePasses(loader.sampler, iterations * loader.batch_size))
