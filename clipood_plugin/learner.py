@@ -13,7 +13,8 @@ from .loss import margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
 
 PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
-COMPILE_CHOICES = ("auto", "on", "off")  # torch.compile of the training forward/backward; auto = on CUDA
+# torch.compile of the training forward/backward: auto = "on" on CUDA; reduce-overhead adds CUDA graphs
+COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
 CHECKPOINT_FORMAT = 1
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by)
 BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps")
@@ -29,10 +30,13 @@ def _resolve_precision(precision, device):
     return "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
 
 
-def _resolve_compile(choice, device):
+def _compile_mode(choice, device):
+    """torch.compile's mode for the training step, or None to run it uncompiled."""
     if choice not in COMPILE_CHOICES:
         raise ValueError(f"unknown compile {choice!r}; choose one of {COMPILE_CHOICES}")
-    return choice == "on" or (choice == "auto" and device.type == "cuda")
+    if choice == "off" or (choice == "auto" and device.type != "cuda"):
+        return None
+    return "reduce-overhead" if choice == "reduce-overhead" else "default"
 
 
 class CLIPoodLearner:
@@ -43,7 +47,8 @@ class CLIPoodLearner:
     Baselines and ablations: ``margin=0`` is plain vision-language fine-tuning; ``averaging`` is
     "bma", "uniform", "ema" or "none"; ``zero_shot=True`` builds a learner that never trains.
     ``compile`` runs the training forward and backward through torch.compile ("auto": on CUDA, where
-    the step is launch-bound); if compiling fails, training goes on uncompiled with a warning.
+    the step is launch-bound; "reduce-overhead" also captures it in CUDA graphs); if compiling fails,
+    training goes on uncompiled with a warning.
     Images given to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``)
     and resolution; they are mapped to CLIP's exactly.
 
@@ -97,8 +102,9 @@ class CLIPoodLearner:
                                                fused=self.device.type == "cuda")
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
             self.averager = build_averager(averaging, self.image_encoder, int(total_steps), beta, ema_decay)
-            if _resolve_compile(compile, self.device):
-                self._compiled_encoder = torch.compile(self._train_encoder)
+            compile_mode = _compile_mode(compile, self.device)
+            if compile_mode is not None:
+                self._compiled_encoder = torch.compile(self._train_encoder, mode=compile_mode)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "amp-fp16")
 
     # ----------------------------------------------------------------- classes

@@ -164,8 +164,9 @@ def test_bad_input_is_a_clear_error(make_learner, batches):
         other.load_state_dict(learner.state_dict())
 
 
-def test_compiled_step_matches_the_eager_one(make_learner, batches):
-    eager, compiled = make_learner(compile="off"), make_learner(compile="on")
+@pytest.mark.parametrize("mode", ["on", "reduce-overhead"])
+def test_compiled_step_matches_the_eager_one(make_learner, batches, mode):
+    eager, compiled = make_learner(compile="off"), make_learner(compile=mode)
     for images, labels in batches[:2]:
         a, b = eager.update(images, labels), compiled.update(images, labels)
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
@@ -181,7 +182,7 @@ def test_compiled_step_matches_the_eager_one(make_learner, batches):
 
 
 def test_a_failing_compile_falls_back_to_the_eager_step(make_learner, batches, monkeypatch):
-    def broken_compile(module):
+    def broken_compile(module, **options):
         def fail(*args, **kwargs):
             raise RuntimeError("compiler unavailable")
         return fail
