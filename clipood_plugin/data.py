@@ -1,5 +1,7 @@
 """Folder datasets laid out ROOT/<domain>/<class>/<image> (the PACS and OfficeHome layout), with
 batches that depend only on (seed, step), so an interrupted run resumes exactly."""
+import contextlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,17 @@ def split_holdout(items, fraction, seed):
     return [items[i] for i in order[n_holdout:]], [items[i] for i in order[:n_holdout]]
 
 
+@contextlib.contextmanager
+def open_image(path, data=None):
+    """The PIL image of ``path`` (lazily opened), or of its bytes ``data`` when given; a file PIL cannot
+    read becomes a DataError naming it."""
+    try:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
+            yield image
+    except Exception as error:  # PIL raises many types for broken files
+        raise DataError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace it")
+
+
 class ImageList(torch.utils.data.Dataset):
     """(path, label) pairs; an index may come with a seed that fixes the random augmentation."""
 
@@ -93,16 +106,16 @@ class ImageList(torch.utils.data.Dataset):
     def __getitem__(self, index):
         index, seed = index if isinstance(index, tuple) else (index, None)
         path, label = self.items[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except Exception as error:
-            raise DataError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace it")
         if seed is None:
-            return self.transform(image), label
+            return self.load(path), label
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.transform(image), label
+            return self.load(path), label
+
+    def load(self, path):
+        with open_image(path) as image:
+            image = image.convert("RGB")
+        return self.transform(image)
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
