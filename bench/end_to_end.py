@@ -10,7 +10,8 @@ then with one learner:
    training domain a DataLoader with ``--workers`` processes decoding and augmenting the files, batches of
    ``batch / domains`` per domain concatenated, then ``learner.update``. ``data_wait_share`` is the share of the loop's time
    spent waiting for the next batch; ``update`` ends with a host sync (``loss.item()``), so on a GPU that
-   is the time the GPU idles waiting for data.
+   is the time the GPU idles waiting for data. ``--decode device`` decodes and augments on the device
+   instead (the decoding then counts in the loop's time, not in the wait).
 Prints one JSON line per phase and one with their ratio.
 """
 import argparse
@@ -26,6 +27,7 @@ from torchvision import transforms
 from bench_utils import emit, log, resolve_device, synchronize, timed
 from clipood_plugin import CLIPoodLearner, IMAGENET_MEAN, IMAGENET_STD
 from clipood_plugin.data import scan_domain_folders
+from clipood_plugin.device_decoding import DECODE_CHOICES
 from clipood_plugin.standalone import training_batches
 
 
@@ -84,7 +86,7 @@ def run(args, root, device):
     # 2. the training loop of `clipood train`, from the files
     start = time.perf_counter()
     batches = training_batches([dataset.samples[d] for d in train_domains], transform, per_domain, seed=0,
-                               workers=args.workers)
+                               workers=args.workers, decode=args.decode, device=device)
     wait = 0.0
     for step in range(args.warmup + args.steps):
         if step == args.warmup:  # workers are up and the first batches done: time from here
@@ -100,7 +102,7 @@ def run(args, root, device):
     end_to_end = {"variant": "end_to_end", **common, "img_per_s": round(len(images) / seconds, 2),
                   "step_ms": round(1e3 * seconds, 3), "data_wait_share": round(wait / (seconds * args.steps), 4),
                   "workers_per_domain": args.workers, "loader_processes": args.workers * args.domains,
-                  "augmentation": args.augmentation, "warmup_s": round(startup_seconds, 3),
+                  "augmentation": args.augmentation, "decode": args.decode, "warmup_s": round(startup_seconds, 3),
                   "images_in_data": sum(len(dataset.samples[d]) for d in train_domains)}
     emit(end_to_end)
     emit({"variant": "end_to_end/step_only", **common,
@@ -120,6 +122,10 @@ def main(argv=None):
     parser.add_argument("--augmentation", choices=("clipood", "domainbed"), default="clipood",
                         help="clipood: crop + flip (the paper, `clipood train`); domainbed: adds color jitter and "
                              "grayscale, ImageNet normalization (DomainBed's train.py)")
+    parser.add_argument("--decode", choices=DECODE_CHOICES, default="cpu",
+                        help="cpu: the loader processes decode and augment with PIL; device: they only read the "
+                             "files and the training device decodes (nvJPEG on CUDA) and augments each batch, as "
+                             "`clipood train --decode device`")
     parser.add_argument("--data-dir", help="an existing ROOT/<domain>/<class>/<image> dataset (e.g. PACS) to read "
                                            "instead of generated JPEGs; its first --domains domains are used")
     parser.add_argument("--classes", type=int, default=7, help="classes of the generated data")
@@ -128,6 +134,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch < args.domains or args.batch % args.domains:
         parser.error(f"--batch {args.batch} must be a positive multiple of --domains {args.domains}")
+    if args.decode == "device" and args.augmentation == "domainbed":
+        parser.error("--decode device runs the paper's augmentation only (crop, flip); DomainBed's adds color "
+                     "jitter and grayscale: use --decode cpu with --augmentation domainbed")
     if args.steps < 1 or args.warmup < 1 or args.workers < 0:
         parser.error("--steps and --warmup must be at least 1, --workers at least 0")
     device = resolve_device(args.device)

@@ -33,7 +33,7 @@ def _add_config_flags(parser, defaults, skip=()):
             parser.add_argument(flag, nargs="+", default=default, help=help_text)
         else:
             kind = {"int": int, "float": float}.get(hints[f.name].__name__, str)
-            parser.add_argument(flag, type=kind, default=default, help=help_text)
+            parser.add_argument(flag, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
 
 
 def build_parser():

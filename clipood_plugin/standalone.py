@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from . import distributed
 from .data import DataError, ImageList, StepBatchSampler, scan_domain_folders, split_holdout
-from .learner import CLIPoodLearner
+from .device_decoding import DECODE_CHOICES, DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
+from .averaging import AVERAGING_CHOICES
+from .learner import COMPILE_CHOICES, PRECISION_CHOICES, CLIPoodLearner
 
 
 @dataclass
@@ -29,9 +31,17 @@ class TrainConfig:
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     mms_lambda: float = field(default=0.3, metadata={"help": "MMS margin weight (0 = plain fine-tuning)"})
     bma_beta: float = field(default=0.5, metadata={"help": "Beta(beta, beta) of the moving average"})
-    averaging: str = field(default="bma", metadata={"help": "bma, uniform, ema or none"})
-    precision: str = field(default="auto", metadata={"help": "auto, fp32, amp-bf16 or amp-fp16"})
-    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA), on, off"})
+    averaging: str = field(default="bma", metadata={"help": "weight averaging used for prediction",
+                                                    "choices": AVERAGING_CHOICES})
+    precision: str = field(default="auto", metadata={"help": "auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere",
+                                                     "choices": PRECISION_CHOICES})
+    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA), on, "
+                                                           "reduce-overhead (with CUDA graphs), off",
+                                                   "choices": COMPILE_CHOICES})
+    decode: str = field(default="cpu", metadata={"help": "where training JPEGs are decoded and augmented: cpu (PIL in "
+                                                         "the loader processes) or device (in batch on the training "
+                                                         "device, nvJPEG on CUDA; for fast GPUs)",
+                                                 "choices": DECODE_CHOICES})
     holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
     eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
@@ -45,23 +55,44 @@ class TrainConfig:
                                                          "torchrun each process takes cuda:LOCAL_RANK)"})
 
     # fields that may change between an interrupted run and its resumption
-    RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "workers", "eval_batch_size", "device", "compile")
+    RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "workers", "eval_batch_size", "device", "compile",
+                         "decode")
 
 
 def _loader(items, transform, workers, **kwargs):
     return torch.utils.data.DataLoader(ImageList(items, transform), num_workers=workers, **kwargs)
 
 
-def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1):
+def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1,
+                     decode="cpu", device="cpu"):
     """(images, labels) of each step from ``start_step`` on: one batch of ``batch_size`` per training domain
-    (this rank's share of it), concatenated. Each domain has its own loader processes and data order."""
-    streams = [iter(_loader(items, transform, workers,
-                            batch_sampler=StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step,
-                                                           rank, world_size)))
-               for i, items in enumerate(items_per_domain)]
+    (this rank's share of it), concatenated. Each domain has its own loader processes and data order.
+
+    ``decode="device"`` decodes and augments the JPEGs on ``device`` in one batch per step
+    (clipood_plugin.device_decoding; the loader processes only read files and draw the crops), and the
+    images come back on ``device``; with "cpu" the loader processes do it all with PIL.
+    """
+    if decode not in DECODE_CHOICES:
+        raise DataError(f"unknown decode {decode!r}; choose one of {DECODE_CHOICES}")
+    device = torch.device(device)
+    on_device = DeviceAugmentation(transform) if decode == "device" else None
+    streams = []
+    for i, items in enumerate(items_per_domain):
+        sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size)
+        dataset = ImageList(items, transform) if on_device is None else EncodedImageList(items, on_device)
+        streams.append(iter(torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+            collate_fn=None if on_device is None else EncodedBatch.collate)))
+    if on_device is None:
+        for parts in _together(streams):
+            yield torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+    else:
+        yield from decoded_ahead(map(EncodedBatch.cat, _together(streams)), on_device, device)
+
+
+def _together(streams):
     while True:
-        parts = [next(stream) for stream in streams]
-        yield torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+        yield [next(stream) for stream in streams]
 
 
 def evaluate(learner, eval_loaders, averaged):
@@ -170,7 +201,8 @@ def _train(config, run, dataset, train_domains, log):
         state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
 
     batches = training_batches([train_items[d] for d in train_domains], learner.preprocess_train,
-                               config.batch_size, config.seed, config.workers, learner.step, rank, world_size)
+                               config.batch_size, config.seed, config.workers, learner.step, rank, world_size,
+                               config.decode, learner.device)
     last_step = min(config.steps, config.stop_after or config.steps)
     if main:
         run.dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
@@ -30,12 +32,14 @@ def test_train_step_reports_both_variants_and_their_ratios_per_batch():
         assert ratio["img_per_s_ratio"] > 0 and ratio["bma_speedup"] > 0 and ratio["peak_mem_ratio"] is None
 
 
-def test_end_to_end_reports_the_step_rate_the_loop_rate_and_the_data_wait():
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_end_to_end_reports_the_step_rate_the_loop_rate_and_the_data_wait(decode):
     lines = run_bench("end_to_end.py", "--batch", "6", "--steps", "2", "--warmup", "1", "--workers", "1",
-                      "--classes", "2", "--images-per-class", "3", "--image-size", "48")
+                      "--classes", "2", "--images-per-class", "3", "--image-size", "48", "--decode", decode)
     assert [r["variant"] for r in lines] == ["step_only", "end_to_end", "end_to_end/step_only"]
     step_only, end_to_end, ratio = lines
     assert step_only["img_per_s"] > 0 and step_only["step_ms"] > 0
     assert end_to_end["img_per_s"] > 0 and end_to_end["step_ms"] > 0 and 0 < end_to_end["data_wait_share"] < 1
     assert end_to_end["loader_processes"] == 3 and end_to_end["images_in_data"] == 18
+    assert end_to_end["decode"] == decode
     assert ratio["img_per_s_ratio"] > 0

@@ -36,9 +36,10 @@ def test_train_writes_results_plot_and_model(data_dir, tmp_path, capsys):
     assert "BMA" in capsys.readouterr().out
 
 
-def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(data_dir, tmp_path):
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(data_dir, tmp_path, decode):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    common = ["train", "--data-dir", data_dir, "--test-domains", "sketch", "--steps", 6, *FAST]
+    common = ["train", "--data-dir", data_dir, "--test-domains", "sketch", "--steps", 6, "--decode", decode, *FAST]
     assert run(*common, "--output-dir", whole) == 0
     assert run(*common, "--output-dir", parts, "--stop-after", 3) == 0
     assert (parts / "checkpoint.pt").exists() and not (parts / "results.json").exists()
