@@ -1,9 +1,42 @@
-"""Rebuilding Dassl's training loader with another sampling, everything else kept."""
+"""Rebuilding Dassl's training loader with another sampling or dataset, everything else kept."""
 from torch.utils.data import DataLoader
 
+from clipood_plugin.device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
 
-def loader_like(loader, **sampling):
-    """A DataLoader over ``loader``'s dataset with its workers, collate, pinning and worker init, sampled as
-    ``sampling`` says (``batch_size`` + ``sampler``, or ``batch_sampler``)."""
-    return DataLoader(loader.dataset, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                      pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn, **sampling)
+
+def loader_like(loader, **changes):
+    """A DataLoader like ``loader``: its dataset, workers, collate, pinning and worker init, with ``changes``
+    (sampling: ``batch_size`` + ``sampler``, or ``batch_sampler``; or another ``dataset`` and ``collate_fn``)."""
+    settings = dict(dataset=loader.dataset, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                    pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
+    return DataLoader(**{**settings, **changes})
+
+
+def leave_encoded(loader):
+    """Dassl's training loader with its images left as JPEG bytes plus the crop and flip its transform
+    draws (clipood_plugin.device_decoding), and the DeviceAugmentation that finishes them on a device."""
+    wrapper = loader.dataset  # Dassl's DatasetWrapper: data_source (Datum items) and transform
+    try:
+        augmentation = DeviceAugmentation(wrapper.transform)
+    except ValueError as error:
+        raise ValueError(f"TRAINER.CLIPOOD.DECODE device: {error} (INPUT.TRANSFORMS [random_resized_crop, random_flip, "
+                         "normalize] is what it runs; set TRAINER.CLIPOOD.DECODE cpu for other transforms)") from None
+    items = [(datum.impath, datum.label) for datum in wrapper.data_source]
+    encoded = loader_like(loader, dataset=EncodedImageList(items, augmentation), collate_fn=EncodedBatch.collate,
+                          batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last)
+    return encoded, augmentation
+
+
+class DecodedOnDevice:
+    """Iterates a loader of EncodedBatch as Dassl's batches {"img", "label"}, the images decoded and augmented
+    on ``device`` ahead in a thread; as long as the loader."""
+
+    def __init__(self, loader, augmentation, device):
+        self.loader, self.augmentation, self.device = loader, augmentation, device
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels in decoded_ahead(self.loader, self.augmentation, self.device):
+            yield {"img": images, "label": labels}

@@ -12,6 +12,7 @@ from .checkpoint import ResumableLearner
 from .config import apply_per_dataset_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
+from .loaders import DecodedOnDevice, leave_encoded
 from .open_classes import OPEN_CLASS_RATIO, BaseNewEvaluator, check_labels_contiguous, keep_base
 
 MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
@@ -59,12 +60,15 @@ class CLIPood(TrainerX):
                             "a per-step cosine schedule: set OPTIM.LR_SCHEDULER cosine")
         if optim.WARMUP_EPOCH > 0:
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
+        from clipood_plugin.device_decoding import DECODE_CHOICES
         from clipood_plugin.learner import COMPILE_CHOICES, PRECISION_CHOICES
 
         if settings.PREC not in PRECISION_CHOICES:
             problems.append(f"TRAINER.CLIPOOD.PREC is {settings.PREC!r}; choose one of {PRECISION_CHOICES}")
         if settings.COMPILE not in COMPILE_CHOICES:
             problems.append(f"TRAINER.CLIPOOD.COMPILE is {settings.COMPILE!r}; choose one of {COMPILE_CHOICES}")
+        if settings.DECODE not in DECODE_CHOICES:
+            problems.append(f"TRAINER.CLIPOOD.DECODE is {settings.DECODE!r}; choose one of {DECODE_CHOICES}")
         if problems:
             raise ValueError("CLIPood trainer config: " + "; ".join(problems)
                              + " (configs/dassl/trainers/CLIPood/*.yaml have the paper's settings)")
@@ -84,6 +88,9 @@ class CLIPood(TrainerX):
             raise ValueError(f"{self.cfg.DATASET.NAME} is one of Dassl's datasets, which ignore "
                              "DATASET.SUBSAMPLE_CLASSES; for base/new classes on it set "
                              "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
+        on_device = None
+        if self.cfg.TRAINER.CLIPOOD.DECODE == "device":
+            self.train_loader_x, on_device = leave_encoded(self.train_loader_x)
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:
             self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)
@@ -91,6 +98,9 @@ class CLIPood(TrainerX):
             self.train_loader_x = split_over_ranks(self.train_loader_x)
             print(f"CLIPood: {distributed.world_size()} processes split each batch of "
                   f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE}")
+        if on_device is not None:
+            self.train_loader_x = DecodedOnDevice(self.train_loader_x, on_device, self.device)
+            print(f"CLIPood: training images are decoded and augmented on {self.device} (TRAINER.CLIPOOD.DECODE)")
         print(f"CLIPood: {len(self.train_loader_x)} iterations per epoch; classes the learner trains on: "
               f"{_preview(self.train_class_names)}")
 
@@ -149,8 +159,7 @@ class CLIPood(TrainerX):
         self._use_class_names(self.train_class_names)
 
     def forward_backward(self, batch):
-        images, labels, _ = self.parse_batch_train(batch)
-        stats = self.learner.update(images, labels)
+        stats = self.learner.update(batch["img"], batch["label"])  # the learner moves them to its device
         return {"loss": stats["loss"], "acc": 100.0 * stats["acc"]}
 
     def get_current_lr(self, names=None):

@@ -192,6 +192,54 @@ def test_train_entry_runs_dassl_datasets_and_eval_only_reloads_the_model(data_ro
     assert printed(r"\* accuracy: ([\d.]+)%", rebuilt) == [trained]
 
 
+def test_decoding_on_the_device_gives_the_batches_of_dassls_own_loader(tmp_path):
+    """TRAINER.CLIPOOD.DECODE device on a loader from Dassl's build_data_loader with the transform Dassl builds
+    from the CLIPood config: for the same random state, the same crops, flips and labels as Dassl's PIL path."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from dassl.config import get_cfg_default
+    from dassl.data.data_manager import build_data_loader
+    from dassl.data.datasets import Datum
+    from dassl.data.transforms import build_transform
+
+    from dassl_trainers.loaders import DecodedOnDevice, leave_encoded
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(str(TRAINER_CONFIGS / "vit_b16_dg.yaml"))
+    cfg.merge_from_list(["INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0"])
+    rng, data = np.random.default_rng(0), []
+    for i in range(8):  # photo-like JPEGs of several sizes
+        pixels = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(pixels).resize((50 + 7 * i, 40 + 5 * i), Image.BICUBIC).save(path, quality=90)
+        data.append(Datum(str(path), label=i % 4, domain=0))
+    loader = build_data_loader(cfg, sampler_type="RandomSampler", data_source=data, batch_size=4,
+                               tfm=build_transform(cfg, is_train=True), is_train=True)
+    torch.manual_seed(5)
+    expected = [(batch["img"], batch["label"]) for batch in loader]
+    encoded, augmentation = leave_encoded(loader)
+    torch.manual_seed(5)
+    got = list(DecodedOnDevice(encoded, augmentation, torch.device("cpu")))
+    assert len(got) == len(expected) == 2
+    std = torch.tensor(cfg.INPUT.PIXEL_STD).view(1, 3, 1, 1)
+    for (images, labels), batch in zip(expected, got):
+        assert torch.equal(batch["label"], labels)
+        assert ((batch["img"] - images).abs() * std * 255).max() <= 2.0  # pixel levels: PIL rounds to 8 bits
+
+
+def test_dassl_training_with_decoding_on_the_device(data_root, tmp_path):
+    if not (DASSL_ROOT / "tools" / "train.py").is_file():
+        pytest.skip(f"Dassl is installed without its tools/train.py (not a checkout at {DASSL_ROOT})")
+    on_cpu = dassl_train(data_root, tmp_path / "cpu", "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "1")
+    on_device = dassl_train(data_root, tmp_path / "device", "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "1",
+                            "TRAINER.CLIPOOD.DECODE", "device")
+    assert "decoded and augmented on cpu (TRAINER.CLIPOOD.DECODE)" in on_device
+    assert "3 iterations per epoch" in on_device
+    # one-color images: every crop of them is the same picture, so both runs see the same pixels
+    assert printed(r"\* accuracy: ([\d.]+)%", on_device) == printed(r"\* accuracy: ([\d.]+)%", on_cpu)
+
+
 # ----------------------------------------------------------------------------- CoOp
 def independent_new_class_predictions(root, state, template):
     """Predictions of the saved BMA encoder on the new classes' test images, written from scratch with
