@@ -96,9 +96,10 @@ def torchrun(args, cwd):
     return done.stdout
 
 
-def test_clipood_train_on_two_processes_with_a_resume_matches_one_process(tmp_path):
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_clipood_train_on_two_processes_with_a_resume_matches_one_process(tmp_path, decode):
     data = make_demo_dataset(tmp_path / "shapes", images_per_class=6)
-    common = ["train", "--data-dir", data, "--test-domains", "sketch", *FAST]
+    common = ["train", "--data-dir", data, "--test-domains", "sketch", "--decode", decode, *FAST]
     assert main([*map(str, common), "--output-dir", str(tmp_path / "one")]) == 0
 
     two = tmp_path / "two"
