@@ -11,7 +11,7 @@ then with one learner:
    ``batch / domains`` per domain concatenated, then ``learner.update``. ``data_wait_share`` is the share of the loop's time
    spent waiting for the next batch; ``update`` ends with a host sync (``loss.item()``), so on a GPU that
    is the time the GPU idles waiting for data. ``--decode device`` decodes and augments on the device
-   instead (the decoding then counts in the loop's time, not in the wait).
+   instead, in a thread one batch ahead (what it has not finished when the step wants it counts as waiting).
 Prints one JSON line per phase and one with their ratio.
 """
 import argparse

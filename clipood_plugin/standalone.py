@@ -10,9 +10,9 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
+from .averaging import AVERAGING_CHOICES
 from .data import DataError, ImageList, StepBatchSampler, scan_domain_folders, split_holdout
 from .device_decoding import DECODE_CHOICES, DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
-from .averaging import AVERAGING_CHOICES
 from .learner import COMPILE_CHOICES, PRECISION_CHOICES, CLIPoodLearner
 
 
