@@ -57,6 +57,7 @@ class DeviceAugmentation:
     optionally Normalize; anything else raises ValueError naming what is not supported."""
 
     def __init__(self, transform):
+        _check_decoder()
         steps = list(transform.transforms) if isinstance(transform, transforms.Compose) else [transform]
         kinds = [type(step).__name__ for step in steps]
         if kinds != [k for k in _SUPPORTED_STEPS if k in kinds] or not {"RandomResizedCrop", "ToTensor"} <= set(kinds):
@@ -115,6 +116,16 @@ class DeviceAugmentation:
                               "by PIL on the CPU", stacklevel=3)
                 self._warned = True
             return [_decode_with_pil(d, path) for d, path in zip(data, paths)]
+
+
+def _check_decoder():
+    import torchvision
+
+    version = tuple(int(part) for part in torchvision.__version__.split("+")[0].split(".")[:2])
+    if version < (0, 19) or not hasattr(torchvision.io, "decode_jpeg"):
+        raise ValueError(f"decoding on the device needs torchvision.io.decode_jpeg with batches (torchvision 0.19 "
+                         f"or newer, up to the release that removes it); this is torchvision {torchvision.__version__}: "
+                         "install such a torchvision, or decode on the CPU")
 
 
 def _decode_jpeg(data, device):

@@ -116,6 +116,14 @@ def test_transforms_the_device_cannot_run_are_refused_by_name(transform, named):
         DeviceAugmentation(transform)
 
 
+def test_a_torchvision_without_batched_jpeg_decoding_is_named(monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision, "__version__", "0.18.1+cu121")
+    with pytest.raises(ValueError, match="torchvision 0.18.1"):
+        DeviceAugmentation(PAPER_TRANSFORM)
+
+
 def test_training_batches_decoded_on_the_device_are_the_cpu_batches(images):
     """The training loop's stream: same images per step (same data order and per-item seeds) either way."""
     per_domain = [images[:4], images[4:]]
