@@ -76,9 +76,9 @@ class DeviceAugmentation:
         normalize = steps[-1] if "Normalize" in kinds else None
         mean = torch.tensor(normalize.mean if normalize else (0.0, 0.0, 0.0), dtype=torch.float32)
         std = torch.tensor(normalize.std if normalize else (1.0, 1.0, 1.0), dtype=torch.float32)
-        # ToTensor then Normalize in one affine map of the 0-255 pixels
-        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-        self._shift = (-mean / std).view(1, 3, 1, 1)
+        # ToTensor then Normalize in one affine map of the 0-255 pixels, (shift, scale) per device: copied
+        # there once, since a copy from pageable memory would wait for the device's queued work every batch
+        self._affine = {torch.device("cpu"): ((-mean / std).view(1, 3, 1, 1), (1.0 / (255.0 * std)).view(1, 3, 1, 1))}
         self._warned = False
 
     def draw(self, image):
@@ -103,7 +103,10 @@ class DeviceAugmentation:
         images = torch.cat(crops).clamp_(0, 255)  # bicubic overshoots; PIL's 8-bit result is clamped
         flips = batch.flips.to(device, non_blocking=True).view(-1, 1, 1, 1)
         images = torch.where(flips, images.flip(-1), images)
-        return torch.addcmul(self._shift.to(device), images, self._scale.to(device))
+        if device not in self._affine:
+            self._affine[device] = tuple(t.to(device) for t in self._affine[torch.device("cpu")])
+        shift, scale = self._affine[device]
+        return torch.addcmul(shift, images, scale)
 
     def _decode(self, data, paths, device):
         if not data:
