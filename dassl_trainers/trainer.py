@@ -63,12 +63,9 @@ class CLIPood(TrainerX):
         from clipood_plugin.device_decoding import DECODE_CHOICES
         from clipood_plugin.learner import COMPILE_CHOICES, PRECISION_CHOICES
 
-        if settings.PREC not in PRECISION_CHOICES:
-            problems.append(f"TRAINER.CLIPOOD.PREC is {settings.PREC!r}; choose one of {PRECISION_CHOICES}")
-        if settings.COMPILE not in COMPILE_CHOICES:
-            problems.append(f"TRAINER.CLIPOOD.COMPILE is {settings.COMPILE!r}; choose one of {COMPILE_CHOICES}")
-        if settings.DECODE not in DECODE_CHOICES:
-            problems.append(f"TRAINER.CLIPOOD.DECODE is {settings.DECODE!r}; choose one of {DECODE_CHOICES}")
+        for key, choices in (("PREC", PRECISION_CHOICES), ("COMPILE", COMPILE_CHOICES), ("DECODE", DECODE_CHOICES)):
+            if settings[key] not in choices:
+                problems.append(f"TRAINER.CLIPOOD.{key} is {settings[key]!r}; choose one of {choices}")
         if problems:
             raise ValueError("CLIPood trainer config: " + "; ".join(problems)
                              + " (configs/dassl/trainers/CLIPood/*.yaml have the paper's settings)")
