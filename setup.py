@@ -37,7 +37,7 @@ setup(
     packages=find_packages(include=["clipood_plugin", "clipood_plugin.*", "domainbed_adapter",
                                     "domainbed_adapter.*", "dassl_trainers", "dassl_trainers.*"]),
     py_modules=["clipood_autoregister"],
-    package_data={"clipood_plugin": ["model_configs/*.json"]},
+    package_data={"clipood_plugin": ["model_configs/*.json", "paper_results.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -1,0 +1,178 @@
+"""Result tables in the paper's layout: mean ± standard deviation over runs (trials, seeds), with the
+published rows (``paper_results.json``, one entry per table of the paper) beside ours, for the terminal,
+as Markdown and as CSV.
+
+A cell counts the runs it averages: one over fewer runs than expected is marked ``(k/n)``, and every
+summary lists its missing or unfinished runs by name. A non-finite value is never averaged.
+"""
+import csv
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Optional
+
+LEGEND = ("mean ± standard deviation (n-1) over runs; (k/n): the mean of the k of n runs that have a value, "
+          "the others are listed under 'Missing or unfinished runs'; '-': none has")
+CSV_FIELDS = ("table", "row", "source", "column", "mean", "std", "runs", "expected")
+
+
+class ResultsError(ValueError):
+    """Runs a summary cannot read as given (none found, two for one cell): the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    runs: Optional[int] = None  # values behind the mean; None for a published number
+    expected: Optional[int] = None
+
+    @classmethod
+    def over(cls, values, expected, mean=None):
+        """Mean and sample standard deviation of the finite ``values``; ``mean`` replaces the plain mean
+        where a table defines the cell otherwise (H of the mean Base and New)."""
+        finite = [float(value) for value in values if value is not None and math.isfinite(value)]
+        if not finite:
+            return cls(runs=0, expected=expected)
+        value = statistics.fmean(finite) if mean is None else mean
+        return cls(value if math.isfinite(value) else None, statistics.stdev(finite) if len(finite) > 1 else None,
+                   len(finite), expected)
+
+    def text(self, digits):
+        if self.mean is None:
+            return "" if self.runs is None else "-" + (f" (0/{self.expected})" if self.expected else "")
+        text = f"{self.mean:.{digits}f}" + ("" if self.std is None else f" ± {self.std:.{digits}f}")
+        return text + (f" ({self.runs}/{self.expected})" if self.runs is not None and self.runs < self.expected else "")
+
+
+def complete_means(columns):
+    """{run: mean over the columns} for the runs that have a finite value in every column; each column is
+    {run: value}. A run missing anywhere is left out (its cell then shows it), never averaged over less."""
+    if not columns:
+        return {}
+    runs = set.intersection(*({run for run, value in column.items() if value is not None and math.isfinite(value)}
+                              for column in columns))
+    return {run: statistics.fmean(column[run] for column in columns) for run in sorted(runs)}
+
+
+@dataclass
+class Row:
+    label: str
+    cells: dict  # column -> Cell
+    published: bool = False
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list
+    rows: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    tables: list
+    missing: list  # one line per missing or unfinished run
+    digits: int = 1
+
+    def _cells(self, table, row):
+        return [row.cells.get(column, Cell()).text(self.digits) for column in table.columns]
+
+    def text(self):
+        blocks = []
+        for table in self.tables:
+            grid = [[""] + list(table.columns)] + [[row.label] + self._cells(table, row) for row in table.rows]
+            widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
+            lines = [f"== {table.title}"]
+            lines += ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                                for i, (cell, width) in enumerate(zip(line, widths))).rstrip() for line in grid]
+            blocks.append("\n".join(lines + table.notes))
+        blocks.append(LEGEND)
+        blocks.append("\n".join(["Missing or unfinished runs:"] + [f"  {line}" for line in self.missing])
+                      if self.missing else "Missing or unfinished runs: none")
+        return "\n\n".join(blocks)
+
+    def markdown(self):
+        blocks = []
+        for table in self.tables:
+            lines = [f"## {table.title}", "", "| | " + " | ".join(table.columns) + " |",
+                     "|---|" + "---|" * len(table.columns)]
+            lines += [f"| {row.label} | " + " | ".join(self._cells(table, row)) + " |" for row in table.rows]
+            blocks.append("\n\n".join(["\n".join(lines)] + table.notes))
+        blocks.append(LEGEND)
+        blocks.append("\n".join(["## Missing or unfinished runs", ""] + [f"- {line}" for line in self.missing])
+                      if self.missing else "## Missing or unfinished runs\n\nnone")
+        return "\n\n".join(blocks) + "\n"
+
+    def write(self, prefix):
+        """Writes ``prefix.md`` and ``prefix.csv`` (one line per cell, full precision); returns both paths."""
+        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+        markdown, table_csv = prefix + ".md", prefix + ".csv"
+        with open(markdown, "w", encoding="utf-8") as f:
+            f.write(self.markdown())
+        with open(table_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_FIELDS)
+            for table in self.tables:
+                for row in table.rows:
+                    for column in table.columns:
+                        cell = row.cells.get(column, Cell())
+                        if cell.mean is None and cell.runs is None:
+                            continue  # the paper prints nothing there
+                        writer.writerow([table.title, row.label, "paper" if row.published else "ours", column,
+                                         *("" if value is None else value
+                                           for value in (cell.mean, cell.std, cell.runs, cell.expected))])
+        return markdown, table_csv
+
+
+def output_prefix(out, default_dir, name):
+    """Where a summary writes its .md and .csv: ``out`` as a path prefix, or ``out/name`` when ``out`` is a
+    folder, else ``default_dir/name``."""
+    if out is None:
+        return os.path.join(default_dir, name)
+    if os.path.isdir(out) or out.endswith(os.sep):
+        return os.path.join(out, name)
+    return out
+
+
+def add_output_arguments(parser, default_prefix):
+    """``--paper`` and ``--out``, the options of every summary command."""
+    parser.add_argument("--paper", action="store_true", help="add the published rows beside ours")
+    parser.add_argument("--out", help="path prefix of the .md and .csv, or a folder for them "
+                                      f"(default: {default_prefix})")
+
+
+def print_and_write(report, out, default_dir, name):
+    """The terminal table, then its Markdown and CSV where ``output_prefix`` says."""
+    print(report.text())
+    print("written: " + ", ".join(report.write(output_prefix(out, default_dir, name))))
+
+
+@lru_cache(maxsize=None)
+def paper_tables():
+    """The published numbers, {table number: {"title", "rows": [...]}} (``paper_results.json``)."""
+    with resources.files(__package__).joinpath("paper_results.json").open(encoding="utf-8") as f:
+        return json.load(f)["tables"]
+
+
+def paper_rows(table, **match):
+    """The rows of the paper's table ``table`` (1-4) whose fields equal ``match``."""
+    return [row for row in paper_tables()[str(table)]["rows"] if all(row.get(k) == v for k, v in match.items())]
+
+
+def published_rows(table, prefix="", rename=None, **match):
+    """Rows labelled ``<prefix><method>[, <backbone>] (paper)`` with the paper's cells; ``rename`` ({paper
+    column: ours}), when given, keeps only its columns, under our names. Rows left without a cell are dropped."""
+    rows = []
+    for row in paper_rows(table, **match):
+        label = ", ".join(filter(None, (row["method"], row.get("backbone"))))
+        cells = {column if rename is None else rename[column]: Cell(*printed)
+                 for column, printed in row["cells"].items() if rename is None or column in rename}
+        if cells:
+            rows.append(Row(f"{prefix}{label} (paper)", cells, published=True))
+    return rows
