@@ -1,70 +1,43 @@
-"""Test accuracy of the final model of each run: the authors' protocol (they report the final BMA model).
+"""The authors' protocol as a DomainBed model-selection method: the final model of each run (the end of
+training, where CLIPood's BMA is complete), scored on the test domain's ``out`` split (the 20% held out of
+training, as the authors did) or its ``in`` split (the 80% DomainBed's own selection methods score).
 
-``python -m domainbed_adapter.final_model_table --input_dir SWEEP_DIR``
-
-DomainBed's collect_results picks one checkpoint row per run by a validation criterion; this table
-takes the last row (the end of training, where CLIPood's BMA is complete) and reports DomainBed's test
-split of each test environment (``env{i}_in_acc``), mean +/- standard error over trials.
+``python -m domainbed_adapter.final_model_table --input_dir SWEEP [--split out|in] [--paper] [--out PREFIX]``
+is ``python -m domainbed_adapter.summary --selection final``: the tables name the split they score.
 """
-import argparse
-import collections
-import glob
-import json
-import os
+import sys
 
-import numpy as np
+SPLITS = ("out", "in")
 
 
-def final_rows(input_dir):
-    """The last results.jsonl row of every finished run under ``input_dir``."""
-    rows = []
-    for path in sorted(glob.glob(os.path.join(input_dir, "*", "results.jsonl"))):
-        if not os.path.exists(os.path.join(os.path.dirname(path), "done")):
-            continue
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        if records:
-            rows.append(max(records, key=lambda record: record["step"]))
-    return rows
+def final_model_selection(split):
+    """A ``domainbed.model_selection.SelectionMethod`` that takes each run's last results.jsonl row and
+    scores ``env{test_env}_{split}_acc``; among several hparams seeds it keeps the one whose last row has
+    the best training-domain validation accuracy (DomainBed's own criterion)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    from domainbed import model_selection
 
+    class FinalModelSelectionMethod(model_selection.SelectionMethod):
+        name = f"final model (end of training), test domain {split} split"
 
-def final_model_accuracies(rows):
-    """{(dataset, algorithm): {test_env: [accuracy per trial]}}."""
-    table = collections.defaultdict(lambda: collections.defaultdict(list))
-    for row in rows:
-        args = row["args"]
-        for env in args["test_envs"]:
-            table[(args["dataset"], args["algorithm"])][env].append(row[f"env{env}_in_acc"])
-    return table
+        @classmethod
+        def run_acc(cls, run_records):
+            test_records = model_selection.get_test_records(run_records)
+            if not len(test_records):
+                return None
+            last = test_records.sorted(lambda record: record["step"])[-1]
+            test_env = last["args"]["test_envs"][0]
+            return {"val_acc": model_selection.IIDAccuracySelectionMethod._step_acc(last)["val_acc"],
+                    "test_acc": last[f"env{test_env}_{split}_acc"]}
 
-
-def format_table(table):
-    lines = []
-    for dataset in sorted({dataset for dataset, _ in table}):
-        algorithms = sorted(algorithm for d, algorithm in table if d == dataset)
-        envs = sorted({env for algorithm in algorithms for env in table[(dataset, algorithm)]})
-        lines.append(f"-------- Dataset: {dataset}, final model (end of training), test env in-split accuracy")
-        lines.append(f"{'Algorithm':14}" + "".join(f"{'env ' + str(env):>16}" for env in envs) + f"{'Avg':>8}")
-        for algorithm in algorithms:
-            cells, means = [], []
-            for env in envs:
-                accs = 100 * np.array(table[(dataset, algorithm)].get(env, []))
-                if len(accs):
-                    means.append(accs.mean())
-                    cells.append(f"{accs.mean():.1f} +/- {accs.std() / np.sqrt(len(accs)):.1f}")
-                else:
-                    cells.append("X")
-            average = f"{np.mean(means):.1f}" if len(means) == len(envs) else "X"
-            lines.append(f"{algorithm:14}" + "".join(f"{cell:>16}" for cell in cells) + f"{average:>8}")
-    return "\n".join(lines)
+    return FinalModelSelectionMethod
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input_dir", required=True)
-    args = parser.parse_args(argv)
-    print(format_table(final_model_accuracies(final_rows(args.input_dir))))
+    from .summary import main as summary_main
+    return summary_main(["--selection", "final", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -51,7 +51,7 @@ def minibatches(labels_per_env=((0, 1, 0), (1, 0, 1)), size=224, seed=1):
 def test_package_imports_without_domainbed_or_open_clip_and_core_never_imports_it():
     code = ("import sys, domainbed_adapter, domainbed_adapter.algorithms, domainbed_adapter.registration, "
             "domainbed_adapter.checkpoint, domainbed_adapter.evaluate_open, domainbed_adapter.final_model_table, "
-            "domainbed_adapter.train\n"
+            "domainbed_adapter.summary, domainbed_adapter.train\n"
             "assert not any(m == 'domainbed' or m.startswith(('domainbed.', 'open_clip')) for m in sys.modules), "
             "sorted(m for m in sys.modules if m.startswith(('domainbed.', 'open_clip')))\n"
             "import clipood_plugin\n"

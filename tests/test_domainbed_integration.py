@@ -152,7 +152,9 @@ def test_sweep_with_domainbeds_launchers_then_collect_results(tmp_path):
     # two test environments, so it has no value with --single_test_envs (the paper's protocol)
     assert len(rows) == 6 and sum(" X" in line for line in rows) == 2
     final = run(sys.executable, "-m", "domainbed_adapter.final_model_table", "--input_dir", str(tmp_path / "sweep")).stdout
-    assert "Debug224" in final and len([line for line in final.splitlines() if line.startswith("CLIPood")]) == 1
+    assert "Debug224: test accuracy per test domain, model selection: final model (end of training), test domain " \
+           "out split" in final
+    assert len([line for line in final.splitlines() if line.startswith("CLIPood")]) == 2  # Debug224's, Table 1's layout
 
 
 def test_paper_sweep_script_launches_domainbeds_sweep(tmp_path):

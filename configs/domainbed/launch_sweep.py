@@ -7,9 +7,11 @@ with the Python that has this project installed first on PATH: DomainBed's launc
 ``python -m domainbed.scripts.train``. For each dataset of the config and each algorithm it runs
 ``python -m domainbed.scripts.sweep launch`` with that dataset's paper settings (default hparams,
 ``--hparams`` with the paper values, ``--steps`` = epochs x 500, single test environments; CLIPZeroShot
-gets --steps 1 as it does not train). Then it prints DomainBed's collect_results tables (model
-selection by validation) and the final-model table (the authors' protocol), and for open-class configs
-the base/new accuracies.
+gets --steps 1 as it does not train). Then it prints the results beside the paper's
+(``domainbed_adapter.summary --paper``, also written as Markdown and CSV into the output dir): under
+DomainBed's training-domain validation and under the authors' protocol (the final model on the test
+domain's out split); for open-class configs it first scores base and new classes (``evaluate_open``)
+and prints Table 4's layout.
 """
 import argparse
 import json
@@ -46,11 +48,11 @@ def sweep_commands(config, args):
 
 
 def report_commands(config, args):
-    commands = [[sys.executable, "-m", "domainbed.scripts.collect_results", "--input_dir", args.output_dir],
-                [sys.executable, "-m", "domainbed_adapter.final_model_table", "--input_dir", args.output_dir]]
+    summary = [sys.executable, "-m", "domainbed_adapter.summary", "--input_dir", args.output_dir, "--paper"]
+    final_model = summary + ["--selection", "final", "--split", "out"]
     if any(settings.get("open_class_ratio") for settings in config["datasets"].values()):
-        commands.append([sys.executable, "-m", "domainbed_adapter.evaluate_open", "--input_dir", args.output_dir])
-    return commands
+        return [[sys.executable, "-m", "domainbed_adapter.evaluate_open", "--input_dir", args.output_dir], final_model]
+    return [summary, final_model]
 
 
 def main(argv=None):

@@ -1,0 +1,268 @@
+"""The DomainBed sweep summary on generated sweep folders in DomainBed's format (results.jsonl rows as
+train.py writes them, ``done`` markers, evaluate_open's results), with DomainBed's own model selection.
+
+Skipped unless ``import domainbed`` works (a DomainBed checkout on PYTHONPATH, or DOMAINBED_ROOT).
+"""
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from statistics import mean, stdev
+
+import pytest
+
+from conftest import domainbed_root
+
+ROOT = domainbed_root()
+pytestmark = pytest.mark.skipif(ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on "
+                                                     "PYTHONPATH or set DOMAINBED_ROOT")
+PAPER = json.loads((Path(__file__).resolve().parents[1] / "clipood_plugin" / "paper_results.json").read_text())
+ENVIRONMENTS = {"PACS": 4, "VLCS": 4, "OfficeHome": 4, "TerraIncognita": 4, "DomainNet": 6}
+STEPS = (0, 300, 600)
+
+
+def write_run(sweep, dataset, algorithm, test_env, trial, rng, done=True, open_class_ratio=0.0):
+    """One run folder as DomainBed's sweep and train.py leave it; returns its results.jsonl rows."""
+    args = {"algorithm": algorithm, "checkpoint_freq": 300, "data_dir": "/data", "dataset": dataset,
+            "holdout_fraction": 0.2, "hparams": None, "hparams_seed": 0, "save_model_every_checkpoint": False,
+            "seed": 0, "skip_model_save": False, "steps": 601, "task": "domain_generalization",
+            "test_envs": [test_env], "trial_seed": trial, "uda_holdout_fraction": 0}
+    folder = Path(sweep) / hashlib.md5(json.dumps(args, sort_keys=True).encode()).hexdigest()
+    args["output_dir"] = str(folder)
+    folder.mkdir(parents=True)
+    hparams = {"lr": 5e-6, "batch_size": 12, "mms_lambda": 0.3, "bma_beta": 0.5, "open_class_ratio": open_class_ratio}
+    rows = []
+    for step in STEPS:
+        row = {"step": step, "epoch": step / 100, "loss": rng.random(), "mem_gb": 0.0, "step_time": 0.1,
+               "hparams": hparams, "args": args}
+        for env in range(ENVIRONMENTS[dataset]):
+            row[f"env{env}_in_acc"], row[f"env{env}_out_acc"] = rng.randint(0, 400) / 400, rng.randint(0, 100) / 100
+        rows.append(row)
+    (folder / "results.jsonl").write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    if done:
+        (folder / "done").write_text("done")
+    return folder, rows
+
+
+def training_domain_validation(rows, test_env):
+    """DomainBed's training-domain validation, written out: the row with the best mean out-split accuracy
+    of the training domains gives the test domain's in-split accuracy."""
+    envs = range(sum(key.endswith("_out_acc") and key.startswith("env") for key in rows[0]))
+    best = max(rows, key=lambda row: mean(row[f"env{env}_out_acc"] for env in envs if env != test_env))
+    return 100 * best[f"env{test_env}_in_acc"]
+
+
+def final_model(rows, test_env, split):
+    return 100 * max(rows, key=lambda row: row["step"])[f"env{test_env}_{split}_acc"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """PACS and VLCS x CLIPood and CLIPERM x 4 test envs x 3 trials, all finished: {key: rows}."""
+    folder = tmp_path_factory.mktemp("sweep")
+    rng = random.Random(0)
+    runs = {(dataset, algorithm, env, trial): write_run(folder, dataset, algorithm, env, trial, rng)
+            for dataset in ("PACS", "VLCS") for algorithm in ("CLIPood", "CLIPERM")
+            for env in range(4) for trial in range(3)}
+    return folder, runs
+
+
+def table(report, title_start):
+    return next(t for t in report.tables if t.title.startswith(title_start))
+
+
+def cells(report, title_start, label):
+    found = table(report, title_start)
+    return next(row.cells for row in found.rows if row.label == label)
+
+
+def expected_tables(runs, choose):
+    """{(dataset, algorithm): (per env [values over trials], [per-trial average over envs])}, each value
+    ``choose(rows, env)``."""
+    result = {}
+    for dataset, algorithm in {(d, a) for d, a, _, _ in runs}:
+        per_env = [[choose(runs[(dataset, algorithm, env, trial)][1], env) for trial in range(3)] for env in range(4)]
+        result[(dataset, algorithm)] = per_env, [mean(values) for values in zip(*per_env)]
+    return result
+
+
+@pytest.mark.parametrize("selection, split, choose", [
+    ("training_domain", "out", training_domain_validation),
+    ("final", "out", lambda rows, env: final_model(rows, env, "out")),
+    ("final", "in", lambda rows, env: final_model(rows, env, "in")),
+])
+def test_per_domain_and_table1_cells_are_mean_and_std_over_trials(sweep, selection, split, choose):
+    from domainbed_adapter.summary import summarize
+    folder, runs = sweep
+    report = summarize(str(folder), selection, split)
+    expected = expected_tables(runs, choose)
+    name = "training-domain validation set" if selection == "training_domain" else \
+        f"final model (end of training), test domain {split} split"
+    assert [t.title for t in report.tables] == [
+        f"PACS: test accuracy per test domain, model selection: {name}",
+        f"VLCS: test accuracy per test domain, model selection: {name}",
+        f"Table 1 layout: average over the test domains of each dataset, model selection: {name}"]
+    for (dataset, algorithm), (per_env, averages) in expected.items():
+        row = cells(report, dataset, algorithm)
+        for env_name, values in zip(["A", "C", "P", "S"] if dataset == "PACS" else ["C", "L", "S", "V"], per_env):
+            assert row[env_name].mean == pytest.approx(mean(values))
+            assert row[env_name].std == pytest.approx(stdev(values))
+        assert (row["Avg"].mean, row["Avg"].std) == (pytest.approx(mean(averages)), pytest.approx(stdev(averages)))
+        assert cells(report, "Table 1", algorithm)[dataset].mean == pytest.approx(mean(averages))
+    for algorithm in ("CLIPood", "CLIPERM"):
+        both = [mean(pair) for pair in zip(expected[("PACS", algorithm)][1], expected[("VLCS", algorithm)][1])]
+        avg = cells(report, "Table 1", algorithm)["Avg"]
+        assert (avg.mean, avg.std, avg.runs) == (pytest.approx(mean(both)), pytest.approx(stdev(both)), 3)
+    assert report.missing == []
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")  # DomainBed's lib/misc.py
+def test_training_domain_cells_match_domainbeds_own_collect_results(sweep, capsys):
+    from domainbed import model_selection
+    from domainbed.lib import reporting
+    from domainbed.scripts import collect_results
+    from domainbed_adapter.summary import summarize
+    folder = str(sweep[0])
+    collect_results.print_results_tables(reporting.load_records(folder), model_selection.IIDAccuracySelectionMethod,
+                                         latex=False)
+    printed = capsys.readouterr().out
+    report = summarize(folder)
+    for dataset, envs in (("PACS", "ACPS"), ("VLCS", "CLSV")):
+        section = printed.split(f"Dataset: {dataset}, model selection method: training-domain validation set")[1]
+        for algorithm in ("CLIPood", "CLIPERM"):
+            line = next(line for line in section.splitlines() if line.startswith(algorithm))
+            theirs = [float(m) for m, _ in re.findall(r"([\d.]+) \+/- ([\d.]+)", line)]  # mean +/- standard error
+            ours = cells(report, dataset, algorithm)
+            assert len(theirs) == 4 and [ours[env].mean for env in envs] == pytest.approx(theirs, abs=0.051)
+
+
+@pytest.fixture
+def incomplete_sweep(sweep, tmp_path):
+    """The sweep with PACS CLIPood env 1 trial 2 unfinished and VLCS CLIPERM env 3 trial 0 never launched."""
+    folder, runs = sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(folder, copy)
+    unfinished = copy / runs[("PACS", "CLIPood", 1, 2)][0].name
+    (unfinished / "done").unlink()
+    shutil.rmtree(copy / runs[("VLCS", "CLIPERM", 3, 0)][0].name)
+    (copy / "launched_not_started").mkdir()
+    return copy, runs, unfinished
+
+
+def test_missing_and_unfinished_runs_are_listed_and_never_averaged(incomplete_sweep):
+    from domainbed_adapter.summary import summarize
+    folder, runs, unfinished = incomplete_sweep
+    report = summarize(str(folder), "final", "out")
+    assert report.missing == [
+        f"{folder / 'launched_not_started'}: no results.jsonl (not started, or not a run folder)",
+        f"PACS CLIPood test env 1 (C) trial 2: unfinished (no done file): {unfinished}",
+        "VLCS CLIPERM test env 3 (V) trial 0: no run"]
+    choose = lambda rows, env: final_model(rows, env, "out")  # noqa: E731
+    pacs_c = [choose(runs[("PACS", "CLIPood", 1, trial)][1], 1) for trial in (0, 1)]
+    cell = cells(report, "PACS", "CLIPood")["C"]
+    assert (cell.mean, cell.runs, cell.expected) == (pytest.approx(mean(pacs_c)), 2, 3)
+    assert cell.text(1).endswith("(2/3)")
+    per_trial = [mean(choose(runs[("PACS", "CLIPood", env, trial)][1], env) for env in range(4)) for trial in (0, 1)]
+    average = cells(report, "PACS", "CLIPood")["Avg"]  # trial 2 lacks env 1: left out, not averaged over 3 envs
+    assert (average.mean, average.std, average.runs) == (
+        pytest.approx(mean(per_trial)), pytest.approx(stdev(per_trial)), 2)
+    assert cells(report, "Table 1", "CLIPERM")["Avg"].runs == 2  # trial 0 of VLCS is incomplete
+    assert "VLCS CLIPERM test env 3 (V) trial 0: no run" in report.text()
+
+
+def test_paper_rows_are_the_published_table1_rows(sweep):
+    from domainbed_adapter.summary import summarize
+    report = summarize(str(sweep[0]), paper=True)
+    published = {row["method"]: row["cells"] for row in PAPER["tables"]["1"]["rows"]}
+    for method in ("CLIPood", "ERM", "Zero-shot"):
+        label = f"{method}, CLIP (paper)"
+        pacs = cells(report, "PACS", label)["Avg"]
+        assert [pacs.mean, pacs.std] == published[method]["PACS"]
+        table1 = cells(report, "Table 1", label)
+        assert [table1["VLCS"].mean, table1["VLCS"].std] == published[method]["VLCS"]
+        assert "Avg" not in table1  # the published Avg is over five datasets, this sweep has two
+    assert "the published Avg is over PACS, VLCS, OfficeHome, TerraIncognita, DomainNet" in report.text()
+    assert not any(row.published for t in summarize(str(sweep[0])).tables for row in t.rows)
+
+
+def test_the_published_average_is_shown_when_the_sweep_has_table1s_datasets(tmp_path):
+    from domainbed_adapter.summary import summarize
+    rng = random.Random(1)
+    for dataset, count in ENVIRONMENTS.items():
+        for env in range(count):
+            write_run(tmp_path, dataset, "CLIPood", env, 0, rng)
+    report = summarize(str(tmp_path), paper=True)
+    assert table(report, "Table 1").columns == ["PACS", "VLCS", "OfficeHome", "TerraIncognita", "DomainNet", "Avg"]
+    assert cells(report, "Table 1", "CLIPood, CLIP (paper)")["Avg"].mean == 78.6
+
+
+def write_open_results(folder, rows, rng):
+    """open_class_results.json as evaluate_open writes it, for every env and split."""
+    results = {"num_base_classes": 32, "num_classes": 65, "test_envs": rows[0]["args"]["test_envs"]}
+    for env in range(4):
+        for split in ("in", "out"):
+            results.update({f"env{env}_{split}_base_acc": rng.randint(0, 50) / 50, f"env{env}_{split}_new_acc":
+                            rng.randint(0, 50) / 50, f"env{env}_{split}_base_count": rng.randint(10, 30),
+                            f"env{env}_{split}_new_count": rng.randint(10, 30)})
+    (folder / "open_class_results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    return results
+
+
+def test_in_the_wild_runs_give_table4_base_new_total_from_evaluate_open(tmp_path, capsys):
+    from domainbed_adapter import summary
+    rng = random.Random(2)
+    results = {}
+    for env in range(4):
+        for trial in range(3):
+            folder, rows = write_run(tmp_path, "OfficeHome", "CLIPood", env, trial, rng, open_class_ratio=0.5)
+            if (env, trial) != (2, 1):  # not evaluated yet
+                results[(env, trial)] = write_open_results(folder, rows, rng)
+    report = summary.summarize(str(tmp_path), split="out", paper=True)
+    assert [t.title for t in report.tables] == [
+        "Table 4 layout, OfficeHome: base / new / total accuracy per test domain, final model, test domain out split"]
+    assert report.missing == [f"OfficeHome CLIPood test env 2 trial 1 (in the wild): not evaluated: run python -m "
+                              f"domainbed_adapter.evaluate_open --input_dir {tmp_path}"]
+    for env, name in enumerate("ACPR"):
+        trials = [trial for trial in range(3) if (env, trial) in results]
+        base = [100 * results[(env, t)][f"env{env}_out_base_acc"] for t in trials]
+        new = [100 * results[(env, t)][f"env{env}_out_new_acc"] for t in trials]
+        counts = [(results[(env, t)][f"env{env}_out_base_count"], results[(env, t)][f"env{env}_out_new_count"])
+                  for t in trials]
+        total = [(b * nb + n * nn) / (nb + nn) for b, n, (nb, nn) in zip(base, new, counts)]
+        for split, values in (("Base", base), ("New", new), ("Total", total)):
+            cell = cells(report, "Table 4", f"{split}: CLIPood")[name]
+            assert (cell.mean, cell.std, cell.runs, cell.expected) == (
+                pytest.approx(mean(values)), pytest.approx(stdev(values)), len(values), 3)
+    for row in PAPER["tables"]["4"]["rows"]:
+        if row["dataset"] == "OfficeHome":
+            published = cells(report, "Table 4", f"{row['split']}: {row['method']} (paper)")
+            assert {name: [cell.mean, cell.std] for name, cell in published.items()} == row["cells"]
+
+    assert summary.main(["--input_dir", str(tmp_path), "--paper", "--out", str(tmp_path / "tables") + os.sep]) == 0
+    assert "Total: CoOp (paper)" in capsys.readouterr().out
+    with open(tmp_path / "tables" / "summary_training_domain.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    base_a = next(r for r in rows if r["row"] == "Base: CLIPood" and r["column"] == "A")
+    assert float(base_a["mean"]) == pytest.approx(cells(report, "Table 4", "Base: CLIPood")["A"].mean)
+    assert "| Base: CLIPood (paper) | 90.1 ± 0.2 |" in (tmp_path / "tables" / "summary_training_domain.md").read_text()
+
+
+def test_final_model_table_is_the_summary_under_the_final_model_and_names_its_split(sweep, tmp_path, capsys):
+    from domainbed_adapter import final_model_table
+    assert final_model_table.main(["--input_dir", str(sweep[0]), "--split", "in", "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "model selection: final model (end of training), test domain in split" in out
+    assert (tmp_path / "t.md").exists() and (tmp_path / "t.csv").exists()
+
+
+def test_a_folder_without_runs_is_one_line_and_exit_code_2(tmp_path, capsys):
+    from domainbed_adapter import summary
+    for folder in (tmp_path / "missing", tmp_path):
+        with pytest.raises(SystemExit) as exit_info:
+            summary.main(["--input_dir", str(folder)])
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 2 and error.count("\n") == 1 and "DomainBed sweep" in error
