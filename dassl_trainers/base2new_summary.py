@@ -1,19 +1,25 @@
-"""``python -m dassl_trainers.base2new_summary OUTROOT``: Base, New and H per dataset and on average,
-in the layout of Table 3 of the paper, from the logs of a base-to-new run.
+"""``python -m dassl_trainers.base2new_summary OUTROOT [--paper] [--out PREFIX_OR_FOLDER]``: Base, New and H
+per dataset and on average, mean ± standard deviation over seeds, in the layout of Table 3 of the paper,
+from the logs of a base-to-new run. Markdown and CSV are written next to the terminal table (default:
+OUTROOT/base2new_summary.md and .csv).
 
 Layout read (configs/dassl/base2new.sh writes it; CoOp's scripts write a deeper one, also read):
 OUTROOT/train_base/<dataset>/.../seed<k>/log.txt*   base training; Base = its final test accuracy
 OUTROOT/test_new/<dataset>/.../seed<k>/log.txt*     eval-only on the new classes; New = its accuracy
-Per dataset, Base and New are means over seeds and H is their harmonic mean; the average row averages
-Base and New over the datasets that have both and takes H of those averages (as CoCoOp and CLIPood do).
+A seed counts when both are there. Per dataset, Base and New are means over seeds and H is the harmonic
+mean of those means (± the standard deviation of the per-seed H); the Average row averages Base and New
+over the datasets within each seed and takes H of those averages (as CoCoOp and CLIPood do). Seeds that
+are missing or unfinished are listed, and the cells they leave out are marked.
 """
 import argparse
-import os
 import re
+import sys
 from pathlib import Path
-from statistics import mean
+from statistics import fmean
 
 from clipood_plugin.open_classes import harmonic_mean
+from clipood_plugin.results_table import (Cell, Report, Row, Table, add_output_arguments, complete_means,
+                                          print_and_write, published_rows)
 
 # Table 3 row order and names; keys are the dataset directory names (CoOp's dataset config names)
 TABLE3_DATASETS = {
@@ -23,79 +29,104 @@ TABLE3_DATASETS = {
 }
 ACCURACY = re.compile(r"^\* accuracy: ([\d.]+)%")
 END_OF_TRAINING = "Finish training"  # Dassl prints it before the final test
+EVAL_ONLY = re.compile(r"\beval_only'?: True\b")  # CoOp's train.py and dassl_trainers.train print their arguments
 
 
-def final_accuracy(run_dir, after_line=None):
-    """The last ``* accuracy: X%`` of the newest log in ``run_dir`` that has one (only lines after
-    ``after_line`` count when given); None when there is none yet."""
-    for log in sorted(Path(run_dir).glob("log.txt*"), reverse=True):  # log.txt-<timestamp> are the newer ones
-        accuracy, counting = None, after_line is None
-        for line in log.read_text(errors="replace").splitlines():
-            counting = counting or line.strip() == after_line
-            match = ACCURACY.match(line.strip())
-            if counting and match:
-                accuracy = float(match.group(1))
-        if accuracy is not None:
-            return accuracy
+def run_accuracy(run_dir):
+    """The accuracy a finished run reports: the test after "Finish training" of a training run, the last
+    ``* accuracy: X%`` of an eval-only run; None while it runs. The newest log (Dassl writes
+    log.txt-<time> when a run is resumed) that has one counts."""
+    for log in sorted(Path(run_dir).glob("log.txt*"), reverse=True):
+        text = log.read_text(errors="replace")
+        lines = [line.strip() for line in text.splitlines()]
+        if END_OF_TRAINING in lines:
+            lines = lines[len(lines) - lines[::-1].index(END_OF_TRAINING):]
+        elif not EVAL_ONLY.search(text):
+            continue
+        accuracies = [float(match.group(1)) for match in map(ACCURACY.match, lines) if match]
+        if accuracies:
+            return accuracies[-1]
     return None
 
 
 def collect(out_root, train_dir="train_base", test_dir="test_new"):
-    """{dataset: [(run path, base, new), ...]} over the training runs found under out_root/train_dir."""
+    """{dataset: {run: (base, new)}} over the training runs under out_root/train_dir; ``run`` is the run's
+    path below its dataset folder (``seed1``, or CoOp's ``shots_16/<trainer>/<cfg>/seed1``)."""
     runs = {}
     train_root = Path(out_root) / train_dir
     for log in sorted(train_root.rglob("log.txt")):
-        relative = log.parent.relative_to(train_root)
-        base = final_accuracy(log.parent, END_OF_TRAINING)
-        new = final_accuracy(Path(out_root) / test_dir / relative)
-        runs.setdefault(relative.parts[0], []).append((str(relative), base, new))
+        dataset, *run = log.parent.relative_to(train_root).parts
+        base = run_accuracy(log.parent)
+        new = run_accuracy(Path(out_root) / test_dir / dataset / Path(*run))
+        runs.setdefault(dataset, {})["/".join(run)] = (base, new)
     return runs
 
 
-def summarize(runs):
-    """Rows (name, base, new, h, complete seeds, seeds) in Table 3 order, the average row first."""
-    ordered = [d for d in TABLE3_DATASETS if d in runs] + sorted(d for d in runs if d not in TABLE3_DATASETS)
-    rows = []
-    for dataset in ordered:
-        complete = [(base, new) for _, base, new in runs[dataset] if base is not None and new is not None]
-        base = mean(b for b, _ in complete) if complete else None
-        new = mean(n for _, n in complete) if complete else None
-        h = harmonic_mean(base, new) if complete else None
-        rows.append((TABLE3_DATASETS.get(dataset, dataset), base, new, h, len(complete), len(runs[dataset])))
-    done = [row for row in rows if row[4]]
-    if done:
-        base, new = mean(row[1] for row in done), mean(row[2] for row in done)
-        rows.insert(0, (f"Average ({len(done)} datasets)", base, new, harmonic_mean(base, new), None, None))
-    return rows
+def base_new_h(bases, news, expected):
+    """Cells Base, New, H from {seed: base} and {seed: new} of the same seeds."""
+    hs = [harmonic_mean(bases[seed], news[seed]) for seed in bases]
+    h = harmonic_mean(fmean(bases.values()), fmean(news.values())) if bases else None
+    return {"Base": Cell.over(bases.values(), expected), "New": Cell.over(news.values(), expected),
+            "H": Cell.over(hs, expected, mean=h)}
 
 
-def format_table(rows):
-    def cell(value):
-        return f"{value:6.2f}" if value is not None else "     -"
-
-    lines = [f"{'Dataset':<24}{'Base':>7}{'New':>7}{'H':>7}  seeds"]
-    for name, base, new, h, complete, total in rows:
-        seeds = "" if total is None else f"{complete}/{total}"
-        lines.append(f"{name:<24}{cell(base):>7}{cell(new):>7}{cell(h):>7}  {seeds}")
-    return "\n".join(lines)
+def summarize(runs, paper=False, train_dir="train_base", test_dir="test_new"):
+    """The Report: Table 3's rows in its order (the Average first), and the missing seeds."""
+    seeds = sorted(set().union(*runs.values()))
+    datasets = [d for d in TABLE3_DATASETS if d in runs] + sorted(set(runs) - set(TABLE3_DATASETS))
+    table = Table("Table 3 layout: base-to-new generalization (Base: base classes, after training on them; "
+                  "New: the new classes)", ["Base", "New", "H"],
+                  notes=["H: harmonic mean of the Base and New means, ± the standard deviation of the per-seed H"])
+    missing, bases, news = [], {}, {}
+    for dataset in datasets:
+        for seed in seeds:
+            base, new = runs[dataset].get(seed, (None, None))
+            if base is not None and new is not None:
+                bases.setdefault(dataset, {})[seed], news.setdefault(dataset, {})[seed] = base, new
+            elif seed not in runs[dataset]:
+                missing.append(f"{dataset} {seed}: no training run in {train_dir}")
+            else:
+                missing.append(f"{dataset} {seed}: " + ("training unfinished" if base is None else
+                                                        f"new-class evaluation missing or unfinished in {test_dir}"))
+        name = TABLE3_DATASETS.get(dataset, dataset)
+        table.rows.append(Row(name, base_new_h(bases.get(dataset, {}), news.get(dataset, {}), len(seeds))))
+        if paper and name == "ImageNet":
+            table.rows += published_rows(3, prefix="ImageNet: ", dataset="ImageNet")
+    if bases:  # the datasets with a finished seed, averaged within each seed that finished on all of them
+        average_bases = complete_means(list(bases.values()))
+        average_news = complete_means(list(news.values()))
+        average = [Row(f"Average over {len(bases)} datasets", base_new_h(average_bases, average_news, len(seeds)))]
+        table.notes.append("Average: Base and New averaged over the datasets within each seed (the seeds finished "
+                           "on all of them), H of those averages")
+        if paper:
+            average += published_rows(3, prefix="Average: ", dataset="Average")
+            if sorted(bases) != sorted(TABLE3_DATASETS):
+                table.notes.append("the published averages are over the 11 datasets of Table 3")
+        table.rows[:0] = average
+    return Report([table], missing, digits=2)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m dassl_trainers.base2new_summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_root", help="the OUTROOT given to configs/dassl/base2new.sh")
     parser.add_argument("--train-dir", default="train_base", help="sub-folder of the base training runs")
     parser.add_argument("--test-dir", default="test_new", help="sub-folder of the new-class evaluations")
+    add_output_arguments(parser, "OUT_ROOT/base2new_summary")
     parser.add_argument("--runs", action="store_true", help="also list every run with its Base and New")
     args = parser.parse_args(argv)
     runs = collect(args.out_root, args.train_dir, args.test_dir)
     if not runs:
-        raise SystemExit(f"no training logs under {os.path.join(args.out_root, args.train_dir)}")
+        parser.exit(2, f"{parser.prog}: error: no training logs under {Path(args.out_root) / args.train_dir}: "
+                       "give the OUTROOT of configs/dassl/base2new.sh\n")
     if args.runs:
-        for dataset_runs in runs.values():
-            for path, base, new in dataset_runs:
-                print(f"{path}: base {base}, new {new}")
-    print(format_table(summarize(runs)))
+        for dataset, dataset_runs in runs.items():
+            for run, (base, new) in dataset_runs.items():
+                print(f"{dataset}/{run}: base {base}, new {new}")
+    print_and_write(summarize(runs, args.paper, args.train_dir, args.test_dir), args.out, args.out_root,
+                    "base2new_summary")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,16 @@
-"""base2new_summary: Base / New / H from Dassl-style logs (CI: no Dassl)."""
+"""Dassl / CoOp summaries (Table 3 base-to-new, Table 2 ImageNet variants) from generated run folders
+with the logs Dassl writes (CI: no Dassl needed)."""
+import csv
+import json
+from pathlib import Path
+from statistics import mean, stdev
+
 import pytest
 
-from dassl_trainers.base2new_summary import collect, final_accuracy, format_table, main, summarize
+from dassl_trainers import base2new_summary, imagenet_summary
+from dassl_trainers.base2new_summary import collect, run_accuracy, summarize
+
+PAPER = Path(__file__).resolve().parents[1] / "clipood_plugin" / "paper_results.json"
 
 
 def dassl_result(accuracy):
@@ -10,66 +19,202 @@ def dassl_result(accuracy):
             f"* error: {100 - accuracy:.1f}%\n")
 
 
-def write_run(root, dataset, seed, base=None, new=None, val_accuracies=(), log_name="log.txt"):
-    train = root / "train_base" / dataset / f"seed{seed}"
-    train.mkdir(parents=True, exist_ok=True)
-    text = "epoch [1/1] batch [500/500] loss 0.3\n" + "".join(dassl_result(a) for a in val_accuracies)
-    if base is not None:
-        text += "Finish training\nDeploy the last-epoch model\n" + dassl_result(base) + "Elapsed: 0:01:00\n"
-    (train / log_name).write_text(text)
+def coop_arguments(eval_only):
+    """The start of a log of CoOp's train.py (print_args)."""
+    return f"***************\n** Arguments **\n***************\neval_only: {eval_only}\nseed: 1\n** Config **\n"
+
+
+def write_training(folder, accuracy=None, val_accuracies=(), log_name="log.txt"):
+    folder.mkdir(parents=True, exist_ok=True)
+    text = coop_arguments(False) + "epoch [1/1] batch [500/500] loss 0.3\n" + "".join(map(dassl_result, val_accuracies))
+    if accuracy is not None:
+        text += "Finish training\nDeploy the last-epoch model\n" + dassl_result(accuracy) + "Elapsed: 0:01:00\n"
+    (folder / log_name).write_text(text)
+
+
+def write_evaluation(folder, accuracy):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "log.txt").write_text(coop_arguments(True) + "Loading weights\n" + dassl_result(accuracy))
+
+
+def write_run(root, dataset, seed, base=None, new=None, val_accuracies=()):
+    write_training(root / "train_base" / dataset / f"seed{seed}", base, val_accuracies)
     if new is not None:
-        test = root / "test_new" / dataset / f"seed{seed}"
-        test.mkdir(parents=True, exist_ok=True)
-        (test / "log.txt").write_text("Loaded model\n" + dassl_result(new))
+        write_evaluation(root / "test_new" / dataset / f"seed{seed}", new)
 
 
 def h(base, new):  # written out here on purpose, independent of the package
     return 2 * base * new / (base + new)
 
 
+def paper_rows(table, **match):
+    rows = json.loads(PAPER.read_text())["tables"][table]["rows"]
+    return [row for row in rows if all(row[k] == v for k, v in match.items())]
+
+
+def cell_text(mean_value, std_value=None, digits=2):
+    return f"{mean_value:.{digits}f}" + ("" if std_value is None else f" ± {std_value:.{digits}f}")
+
+
+def row_cells(report, label):
+    table = report.tables[0]
+    row = next(row for row in table.rows if row.label == label)
+    return {column: row.cells[column] for column in table.columns}
+
+
 def test_base_is_the_test_after_training_not_a_validation_result(tmp_path):
     write_run(tmp_path, "dtd", 1, base=80.0, new=60.0, val_accuracies=(99.0,))
-    assert final_accuracy(tmp_path / "train_base" / "dtd" / "seed1", "Finish training") == 80.0
+    assert run_accuracy(tmp_path / "train_base" / "dtd" / "seed1") == 80.0
+    assert run_accuracy(tmp_path / "test_new" / "dtd" / "seed1") == 60.0
     write_run(tmp_path, "eurosat", 1, val_accuracies=(99.0,))  # still training: no Base yet
-    assert final_accuracy(tmp_path / "train_base" / "eurosat" / "seed1", "Finish training") is None
+    assert run_accuracy(tmp_path / "train_base" / "eurosat" / "seed1") is None
 
 
 def test_newest_log_of_a_resumed_run_counts(tmp_path):
-    write_run(tmp_path, "dtd", 1, val_accuracies=(50.0,))  # interrupted
-    write_run(tmp_path, "dtd", 1, base=70.0, log_name="log.txt-2026-01-01-00-00-00")  # Dassl's name when resumed
-    assert final_accuracy(tmp_path / "train_base" / "dtd" / "seed1", "Finish training") == 70.0
+    folder = tmp_path / "train_base" / "dtd" / "seed1"
+    write_training(folder, val_accuracies=(50.0,))  # interrupted
+    write_training(folder, 70.0, log_name="log.txt-2026-01-01-00-00-00")  # Dassl's name when resumed
+    assert run_accuracy(folder) == 70.0
 
 
-def test_table_means_over_seeds_and_harmonic_means(tmp_path):
-    for seed, (base, new) in enumerate([(80.0, 60.0), (82.0, 64.0), (84.0, 62.0)], start=1):
-        write_run(tmp_path, "oxford_pets", seed, base, new)
-    write_run(tmp_path, "imagenet", 1, 70.0, 65.0)
-    write_run(tmp_path, "imagenet", 2, 72.0)  # new-class evaluation missing: left out of the means
-    rows = summarize(collect(tmp_path))
-    names = [row[0] for row in rows]
-    assert names == ["Average (2 datasets)", "ImageNet", "OxfordPets"]  # Table 3 order
-    _, base, new, hm, complete, total = rows[2]
-    assert (base, new, complete, total) == (pytest.approx(82.0), pytest.approx(62.0), 3, 3)
-    assert hm == pytest.approx(h(82.0, 62.0))  # H of the seed means
-    assert rows[1][1:] == (pytest.approx(70.0), pytest.approx(65.0), pytest.approx(h(70.0, 65.0)), 1, 2)
-    average = rows[0]
-    assert average[1] == pytest.approx((82.0 + 70.0) / 2) and average[2] == pytest.approx((62.0 + 65.0) / 2)
-    assert average[3] == pytest.approx(h(76.0, 63.5))  # H of the averages, as in CoCoOp / CLIPood
-    table = format_table(rows)
-    assert "OxfordPets" in table and f"{h(82.0, 62.0):6.2f}" in table and "1/2" in table
+def test_the_argument_dict_of_dassl_trainers_train_marks_eval_only_too(tmp_path):
+    arguments = "** Arguments **\n{'root': 'D', 'eval_only': True, 'seed': 1}\n"
+    (tmp_path / "log.txt").write_text(arguments + dassl_result(55.5))
+    assert run_accuracy(tmp_path) == 55.5
 
 
-def test_command_line_prints_the_table(tmp_path, capsys):
-    write_run(tmp_path, "eurosat", 1, 90.0, 60.0)
-    main([str(tmp_path)])
+@pytest.fixture
+def base2new_root(tmp_path):
+    """oxford_pets 3 seeds; imagenet seed 3's new-class evaluation missing; eurosat seed 2 still training."""
+    values = {"oxford_pets": [(80.0, 60.0), (82.0, 64.0), (84.0, 62.0)],
+              "imagenet": [(70.0, 65.0), (72.0, 66.0), (71.0, None)],
+              "eurosat": [(90.0, 50.0), (None, None), (91.0, 55.0)]}
+    for dataset, seeds in values.items():
+        for seed, (base, new) in enumerate(seeds, start=1):
+            write_run(tmp_path, dataset, seed, base, new)
+    return tmp_path, values
+
+
+def test_table3_means_and_stds_over_seeds_and_the_average_within_seeds(base2new_root):
+    root, values = base2new_root
+    report = summarize(collect(root), paper=True)
+    table = report.tables[0]
+    labels = [row.label for row in table.rows if not row.published]
+    assert labels == ["Average over 3 datasets", "ImageNet", "OxfordPets", "EuroSAT"]  # Table 3 order
+
+    bases, news = [b for b, _ in values["oxford_pets"]], [n for _, n in values["oxford_pets"]]
+    pets = row_cells(report, "OxfordPets")
+    assert (pets["Base"].mean, pets["Base"].std) == (pytest.approx(mean(bases)), pytest.approx(stdev(bases)))
+    assert (pets["New"].mean, pets["New"].std) == (pytest.approx(mean(news)), pytest.approx(stdev(news)))
+    assert pets["H"].mean == pytest.approx(h(mean(bases), mean(news)))  # H of the seed means
+    assert pets["H"].std == pytest.approx(stdev([h(b, n) for b, n in values["oxford_pets"]]))
+
+    imagenet = row_cells(report, "ImageNet")  # seed 3 has no New: left out, and marked
+    assert imagenet["Base"].mean == pytest.approx(71.0) and (imagenet["Base"].runs, imagenet["Base"].expected) == (2, 3)
+    assert imagenet["New"].mean == pytest.approx(65.5) and imagenet["H"].text(2).endswith("(2/3)")
+
+    # seeds finished on every dataset: only seed 1 (imagenet lacks 3, eurosat lacks 2)
+    average = row_cells(report, "Average over 3 datasets")
+    seed1_base, seed1_new = mean([80.0, 70.0, 90.0]), mean([60.0, 65.0, 50.0])
+    assert average["Base"].mean == pytest.approx(seed1_base) and average["New"].mean == pytest.approx(seed1_new)
+    assert average["H"].mean == pytest.approx(h(seed1_base, seed1_new)) and average["H"].runs == 1
+    assert average["Base"].std is None  # one seed: no spread to report
+
+    assert report.missing == ["imagenet seed3: new-class evaluation missing or unfinished in test_new",
+                              "eurosat seed2: training unfinished"]
+    text = report.text()
+    assert "eurosat seed2: training unfinished" in text and cell_text(mean(bases), stdev(bases)) in text
+
+
+def test_published_rows_of_table3_are_the_papers_average_and_imagenet_only(base2new_root):
+    root, _ = base2new_root
+    report = summarize(collect(root), paper=True)
+    published = [row for row in report.tables[0].rows if row.published]
+    expected = paper_rows("3")
+    assert len(published) == len(expected) == 8  # 4 methods x (Average, ImageNet): nothing for other datasets
+    for row, paper in zip(published, expected):
+        assert row.label == f"{paper['dataset']}: {paper['method']} (paper)"
+        assert {column: [cell.mean, cell.std] for column, cell in row.cells.items()} == paper["cells"]
+    labels = [row.label for row in report.tables[0].rows]
+    # each dataset's published rows follow its row
+    assert labels.index("Average: CLIPood (paper)") < labels.index("ImageNet") < labels.index("ImageNet: CLIP (paper)")
+    assert summarize(collect(root)).tables[0].rows[1].label == "ImageNet"  # without --paper: ours only
+
+
+def test_command_line_prints_and_writes_markdown_and_csv(base2new_root, capsys):
+    root, values = base2new_root
+    assert base2new_summary.main([str(root), "--paper", "--out", str(root / "tables" / "t3")]) == 0
     out = capsys.readouterr().out
-    assert "EuroSAT" in out and f"{h(90.0, 60.0):.2f}" in out
-    with pytest.raises(SystemExit, match="no training logs"):
-        main([str(tmp_path / "elsewhere")])
+    bases = [b for b, _ in values["oxford_pets"]]
+    assert "OxfordPets" in out and cell_text(mean(bases), stdev(bases)) in out and "Average: CoCoOp (paper)" in out
+    markdown = (root / "tables" / "t3.md").read_text()
+    assert "| OxfordPets | " + cell_text(mean(bases), stdev(bases)) in markdown
+    assert "- eurosat seed2: training unfinished" in markdown
+    with open(root / "tables" / "t3.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    pets_base = next(r for r in rows if r["row"] == "OxfordPets" and r["column"] == "Base")
+    assert float(pets_base["mean"]) == pytest.approx(mean(bases))
+    assert float(pets_base["std"]) == pytest.approx(stdev(bases))
+    assert (pets_base["source"], pets_base["runs"], pets_base["expected"]) == ("ours", "3", "3")
+    clipood_h = next(r for r in rows if r["row"] == "Average: CLIPood (paper)" and r["column"] == "H")
+    assert (clipood_h["source"], float(clipood_h["mean"]), float(clipood_h["std"])) == ("paper", 78.9, 0.1)
+    base2new_summary.main([str(root)])  # default: next to the runs
+    assert (root / "base2new_summary.md").exists() and (root / "base2new_summary.csv").exists()
+
+
+def test_no_runs_is_one_line_and_exit_code_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        base2new_summary.main([str(tmp_path / "elsewhere")])
+    assert exit_info.value.code == 2 and "no training logs" in capsys.readouterr().err
 
 
 def test_coop_script_layout_is_read_too(tmp_path):
     deep = "oxford_pets/shots_16/CLIPood/vit_b16_base2new"
     write_run(tmp_path, deep, 1, 90.0, 80.0)
-    rows = summarize(collect(tmp_path))
-    assert rows[1][0] == "OxfordPets" and rows[1][3] == pytest.approx(h(90.0, 80.0))
+    report = summarize(collect(tmp_path))
+    assert row_cells(report, "OxfordPets")["H"].mean == pytest.approx(h(90.0, 80.0)) and not report.missing
+
+
+@pytest.fixture
+def table2_root(tmp_path):
+    """CoCoOp's xd layout: ImageNet training, then eval-only runs per variant; seed 2's ImageNet-A is missing."""
+    accuracies = {"imagenet": [71.0, 72.0], "imagenetv2": [64.0, 65.0], "imagenet_sketch": [49.0, 50.0],
+                  "imagenet_a": [50.0, None], "imagenet_r": [77.0, 78.0]}
+    for seed in (1, 2):
+        write_training(tmp_path / "imagenet" / "CLIPood" / "vit_b16_16shots" / f"seed{seed}",
+                       accuracies["imagenet"][seed - 1])
+        for dataset in ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"):
+            if accuracies[dataset][seed - 1] is not None:
+                write_evaluation(tmp_path / "evaluation" / "CLIPood" / "vit_b16_16shots" / dataset / f"seed{seed}",
+                                 accuracies[dataset][seed - 1])
+    return tmp_path, accuracies
+
+
+def test_table2_columns_ood_average_within_seeds_and_missing_seeds(table2_root, capsys):
+    root, accuracies = table2_root
+    report = imagenet_summary.summarize(imagenet_summary.collect(root), paper=True)
+    cells = row_cells(report, "ours")
+    assert (cells["ImageNet"].mean, cells["ImageNet"].std) == (pytest.approx(71.5), pytest.approx(stdev([71.0, 72.0])))
+    assert cells["ImageNet-A"].mean == 50.0 and cells["ImageNet-A"].text(2) == "50.00 (1/2)"
+    seed1_ood = mean([64.0, 49.0, 50.0, 77.0])  # seed 2 lacks ImageNet-A: no OOD avg for it
+    ood = cells["OOD avg"]
+    assert (ood.mean, ood.runs, ood.expected) == (pytest.approx(seed1_ood), 1, 2)
+    assert report.missing == ["imagenet_a seed2: no run"]
+    for row, paper in zip([row for row in report.tables[0].rows if row.published], paper_rows("2")):
+        assert row.label == f"{paper['method']} (paper)"
+        assert {column: [cell.mean, cell.std] for column, cell in row.cells.items()} == paper["cells"]
+
+    assert imagenet_summary.main([str(root), "--paper"]) == 0
+    assert "Fine-tune (paper)" in capsys.readouterr().out
+    with open(root / "imagenet_summary.csv", newline="") as f:
+        ours = {r["column"]: r for r in csv.DictReader(f) if r["source"] == "ours"}
+    assert float(ours["ImageNet-R"]["mean"]) == pytest.approx(77.5) and ours["ImageNet-A"]["runs"] == "1"
+    assert "## Missing or unfinished runs\n\n- imagenet_a seed2: no run" in (root / "imagenet_summary.md").read_text()
+
+
+def test_table2_two_runs_for_one_seed_is_an_error_naming_the_fix(table2_root, capsys):
+    root, _ = table2_root
+    write_training(root / "other" / "imagenet" / "seed1", 60.0)
+    with pytest.raises(SystemExit) as exit_info:
+        imagenet_summary.main([str(root)])
+    assert exit_info.value.code == 2 and "give the folder of one experiment" in capsys.readouterr().err
