@@ -31,7 +31,8 @@ def _register_once(trainer_class):
 @_register_once
 class CLIPood(TrainerX):
     """CLIPood (Shu et al., ICML 2023) as a Dassl trainer; settings in cfg.TRAINER.CLIPOOD, the optimizer's
-    in cfg.OPTIM (adamw, cosine, no warm-up). The evaluated model is the Beta Moving Average.
+    in cfg.OPTIM (adamw, cosine, no warm-up). The evaluated model is the Beta Moving Average (or the
+    averaging of TRAINER.CLIPOOD.AVERAGING).
 
     Under torchrun with several processes it trains data-parallel (docs/distributed.md): each rank takes
     its share of every batch, and rank 0 alone logs, evaluates and saves checkpoints."""

@@ -207,7 +207,10 @@ def test_runner_trains_the_panels_and_the_summary_tables_their_results(data_dir,
     out = tmp_path / "out"
     common = ["run", "--output-dir", str(out), "--config", str(config), "--data-dir", str(data_dir),
               "--test-domains", "sketch", "painting", "--steps", "2", *TINY]
-    assert runner.main([*common, "--panels", "b", "d"]) == 0
+    assert runner.main([*common, "--panels", "b", "--stop-after", "1"]) == 0  # interrupted after one step
+    assert not list((out / "runs").glob("*/results.json")) and len(list((out / "runs").glob("*/checkpoint.pt"))) == 2
+    assert runner.main([*common, "--panels", "b", "d"]) == 0  # resumes the two, trains the others
+    assert "--resume" in capsys.readouterr().out
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == ["averaging-uniform", "margin_kind-fixed", "margin_kind-none_averaging-none",
                     "margin_kind-none_head-linear_averaging-none"]
