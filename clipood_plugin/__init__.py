@@ -9,9 +9,10 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "averaging": ("BetaMovingAverage", "ExponentialMovingAverage", "build_averager"),
+    "averaging": ("BetaMovingAverage", "ExponentialMovingAverage", "UniformAverage", "build_averager"),
     "backbone": ("CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "InputAdapter",
                  "WeightsUnavailableError", "load_clip"),
+    "heads": ("LinearHeadClassifier",),
     "learner": ("CLIPoodLearner",),
     "loss": ("MarginMetricSoftmax", "margin_metric_softmax"),
     "open_classes": ("BaseNewAccuracy", "harmonic_mean", "num_base_classes"),

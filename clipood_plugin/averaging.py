@@ -1,4 +1,4 @@
-"""Weight averaging over a training trajectory: Beta Moving Average (Eq. 5-7) and its ablations.
+"""Weight averaging over a training trajectory: Beta Moving Average (Eq. 5-7) and its ablations (Figure 5d).
 
 Every averager keeps one frozen copy of the model, starting from the weights it is given (theta_0,
 the pretrained model), and folds each new set of weights in with one ``torch._foreach_lerp_`` over
@@ -60,7 +60,7 @@ class BetaMovingAverage(_WeightAverage):
 
     theta_0 is the model given here; ``update`` must then be called once after each of the
     ``total_steps`` optimizer steps (Eq. 7: ``avg <- avg + (a_t / A_t) * (theta_t - avg)``).
-    ``beta = 1`` is the uniform average of the trajectory.
+    ``beta = 1`` is the uniform average of theta_0..theta_T, the pretrained weights included.
     """
 
     def __init__(self, model: nn.Module, total_steps: int, beta: float = 0.5):
@@ -117,15 +117,30 @@ class ExponentialMovingAverage(_WeightAverage):
         return {"decay": self.decay}
 
 
+class UniformAverage(_WeightAverage):
+    """The paper's theta_AVG = (1/T) sum_{t=1..T} theta_t (Figure 5d): the mean of the trained weights,
+    without theta_0. ``c_t = 1/t`` keeps the running mean, so after step 1 the average is theta_1 exactly."""
+
+    @property
+    def weight(self):
+        """a_t: 0 for theta_0, 1 for every later step."""
+        return float(self.step > 0)
+
+    def _next_coefficient(self):
+        self.step += 1
+        return 1.0 / self.step
+
+
 AVERAGING_CHOICES = ("bma", "uniform", "ema", "none")
 
 
 def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999):
-    """The averager for one of AVERAGING_CHOICES, or None for "none" (predict with the last weights)."""
+    """The averager for one of AVERAGING_CHOICES, or None for "none" (predict with the last weights).
+    The uniform average of theta_0..theta_T (the pretrained weights included) is "bma" with beta 1."""
     if kind == "bma":
         return BetaMovingAverage(model, total_steps, beta)
     if kind == "uniform":
-        return BetaMovingAverage(model, total_steps, beta=1.0)
+        return UniformAverage(model)
     if kind == "ema":
         return ExponentialMovingAverage(model, ema_decay)
     if kind == "none":

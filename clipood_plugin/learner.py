@@ -9,7 +9,8 @@ from torch import nn
 from . import distributed
 from .averaging import AVERAGING_CHOICES, build_averager
 from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_model_name
-from .loss import margin_metric_softmax
+from .heads import HEAD_CHOICES, LinearHeadClassifier
+from .loss import check_margin_kind, margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
 
 PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
@@ -17,7 +18,14 @@ PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
 COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
 CHECKPOINT_FORMAT = 1
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by)
-BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps")
+BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps", "head")
+# the value a build key had in checkpoints saved before it was one
+BUILD_KEY_DEFAULTS = {"head": "text"}
+
+
+def build_settings_of(config):
+    """A checkpoint config's BUILD_KEYS settings, older checkpoints' missing ones filled in."""
+    return {key: config.get(key, BUILD_KEY_DEFAULTS.get(key)) for key in BUILD_KEYS}
 
 
 def _resolve_precision(precision, device):
@@ -44,8 +52,12 @@ class CLIPoodLearner:
     AdamW with a cosine schedule over ``total_steps`` on fp32 master weights, and a Beta Moving
     Average of the weight trajectory that ``predict`` uses.
 
-    Baselines and ablations: ``margin=0`` is plain vision-language fine-tuning; ``averaging`` is
-    "bma", "uniform", "ema" or "none"; ``zero_shot=True`` builds a learner that never trains.
+    Baselines and ablations (the paper's Figure 5): ``head="linear"`` trains a linear classifier
+    initialized from the class text features with plain cross-entropy (Eq. 1, standard fine-tuning)
+    instead of the text head (Eq. 2); ``margin_kind`` is "adaptive" (MMS), "fixed" (``margin`` for
+    every wrong class) or "none" (``margin=0`` is the same: plain vision-language fine-tuning);
+    ``averaging`` is "bma", "uniform" (theta_1..theta_T), "ema" or "none"; ``zero_shot=True`` builds a
+    learner that never trains.
     ``compile`` runs the training forward and backward through torch.compile ("auto": on CUDA, where
     the step is launch-bound; "reduce-overhead" also captures it in CUDA graphs); if compiling fails,
     training goes on uncompiled with a warning.
@@ -60,11 +72,17 @@ class CLIPoodLearner:
     """
 
     def __init__(self, *, model_name="ViT-B-16", pretrained="openai", class_names, total_steps=None,
-                 lr=5e-6, weight_decay=0.1, margin=0.3, beta=0.5, averaging="bma", ema_decay=0.999,
-                 templates=DEFAULT_TEMPLATES, logit_scale=None, precision="auto", input_mean=CLIP_MEAN,
-                 input_std=CLIP_STD, zero_shot=False, compile="auto", device=None):
+                 lr=5e-6, weight_decay=0.1, margin=0.3, margin_kind="adaptive", head="text", beta=0.5,
+                 averaging="bma", ema_decay=0.999, templates=DEFAULT_TEMPLATES, logit_scale=None, precision="auto",
+                 input_mean=CLIP_MEAN, input_std=CLIP_STD, zero_shot=False, compile="auto", device=None):
         if averaging not in AVERAGING_CHOICES:
             raise ValueError(f"unknown averaging {averaging!r}; choose one of {AVERAGING_CHOICES}")
+        if head not in HEAD_CHOICES:
+            raise ValueError(f"unknown head {head!r}; choose one of {HEAD_CHOICES}")
+        check_margin_kind(margin_kind)
+        if head == "linear" and margin_kind != "none":
+            raise ValueError("head='linear' is standard fine-tuning (Eq. 1) with plain cross-entropy; margins belong "
+                             f"to the text head's metric softmax: pass margin_kind='none' (not {margin_kind!r})")
         if not zero_shot and (total_steps is None or int(total_steps) != total_steps or total_steps < 1):
             raise ValueError("total_steps must be the number of optimizer steps the run will make (a positive "
                              f"integer): it sets the cosine schedule and the BMA horizon; got {total_steps!r}")
@@ -73,7 +91,8 @@ class CLIPoodLearner:
         self.precision = _resolve_precision(precision, self.device)
         self.config = dict(model_name=resolve_model_name(model_name), pretrained=pretrained,
                            total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
-                           margin=margin, beta=beta, averaging=averaging, ema_decay=ema_decay,
+                           margin=margin, margin_kind=margin_kind, head=head, beta=beta, averaging=averaging,
+                           ema_decay=ema_decay,
                            templates=tuple([templates] if isinstance(templates, str) else templates),
                            logit_scale=logit_scale, zero_shot=zero_shot, compile=compile)
 
@@ -89,19 +108,22 @@ class CLIPoodLearner:
         self.text_features = None
         self.set_class_names(class_names)
         self.step = 0
+        # the module that is trained and averaged: the image encoder, or the encoder with its linear head
+        self.model = self.image_encoder if head == "text" else LinearHeadClassifier(
+            self.image_encoder, self.text_features, self.logit_scale)
 
         self.averager = self.optimizer = self.scheduler = None
-        self._train_encoder, self._ranks = self.image_encoder, 1  # what update() runs forward and backward
+        self._train_encoder, self._ranks = self.model, 1  # what update() runs forward and backward
         self._compiled_encoder = None
         if not zero_shot:
             # DDP first: it broadcasts rank 0's weights, which the averager then copies as theta_0
-            self._train_encoder = distributed.data_parallel(self.image_encoder, self.device)
-            if self._train_encoder is not self.image_encoder:
+            self._train_encoder = distributed.data_parallel(self.model, self.device)
+            if self._train_encoder is not self.model:
                 self._ranks = torch.distributed.get_world_size()
-            self.optimizer = torch.optim.AdamW(self.image_encoder.parameters(), lr=lr, weight_decay=weight_decay,
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay,
                                                fused=self.device.type == "cuda")
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
-            self.averager = build_averager(averaging, self.image_encoder, int(total_steps), beta, ema_decay)
+            self.averager = build_averager(averaging, self.model, int(total_steps), beta, ema_decay)
             compile_mode = _compile_mode(compile, self.device)
             if compile_mode is not None:
                 self._compiled_encoder = torch.compile(self._train_encoder, mode=compile_mode)
@@ -111,6 +133,9 @@ class CLIPoodLearner:
     def set_class_names(self, class_names):
         """Re-encode the class text features (e.g. to evaluate on classes never trained on)."""
         class_names = list(class_names)
+        if self.config["head"] == "linear" and self.class_names and class_names != self.class_names:
+            raise ValueError("a linear head classifies only the classes it was built with; to classify others "
+                             "(open classes) use head='text', whose classifier is the class names' text features")
         self.text_features = self.prompt_encoder.encode(class_names, device=self.device).to(self.device)
         self.class_names = class_names
 
@@ -127,8 +152,8 @@ class CLIPoodLearner:
 
     @property
     def inference_encoder(self):
-        """The encoder ``predict`` uses: the averaged one when averaging is on."""
-        return self.averager.module if self.averager is not None else self.image_encoder
+        """The module ``predict`` uses: the averaged one when averaging is on (with a linear head: encoder and head)."""
+        return self.averager.module if self.averager is not None else self.model
 
     def update(self, images, labels):
         """One optimizer step on a batch; returns floats: loss, acc (training batch), lr, bma_weight."""
@@ -151,7 +176,7 @@ class CLIPoodLearner:
         compiled = self._compiled_encoder
         try:
             encoder = self._train_encoder if compiled is None else compiled
-            loss, features, count = self._forward_backward(encoder, images, labels)
+            loss, outputs, count = self._forward_backward(encoder, images, labels)
         except Exception as error:  # any compiler failure: the uncompiled step is always valid
             if compiled is None:
                 raise
@@ -159,15 +184,15 @@ class CLIPoodLearner:
                           "goes on uncompiled (compile='off' skips the attempt)", stacklevel=2)
             self._compiled_encoder = None
             self.optimizer.zero_grad(set_to_none=True)
-            loss, features, count = self._forward_backward(self._train_encoder, images, labels)
+            loss, outputs, count = self._forward_backward(self._train_encoder, images, labels)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
         if self.averager is not None:
-            self.averager.update(self.image_encoder)
+            self.averager.update(self.model)
         with torch.no_grad():
-            correct = (features.float() @ self.text_features.T).argmax(dim=1) == labels
+            correct = self._logits(outputs).argmax(dim=1) == labels
             if self._ranks == 1:
                 loss, acc = loss.item(), correct.float().mean().item()
             else:  # the global batch's: the loss above is already divided by the global count
@@ -176,19 +201,31 @@ class CLIPoodLearner:
                 loss, acc = totals[0].item(), (totals[1] / count).item()
         return {"loss": loss, "acc": acc, "lr": lr, "bma_weight": self.averaging_weight}
 
-    def _forward_backward(self, encoder, images, labels):
-        """Forward under autocast, MMS, backward; returns (loss, features, global image count or None)."""
+    def _forward_backward(self, model, images, labels):
+        """Forward under autocast, loss, backward; returns (loss, model outputs, global image count or None)."""
         with self._autocast():
-            features = encoder(images)
-        margin, count = self.config["margin"], None
+            outputs = model(images)
+        count = None
         if self._ranks == 1:
-            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale)
+            loss = self._loss(outputs, labels)
         else:  # DDP averages gradients over ranks; ranks x local sum / global count makes it the global mean
             count = distributed.all_reduce_sum(torch.tensor(float(len(labels)), device=self.device))
-            loss = margin_metric_softmax(features, self.text_features, labels, margin, self.logit_scale,
-                                         reduction="sum") * (self._ranks / count)
+            loss = self._loss(outputs, labels, reduction="sum") * (self._ranks / count)
         self.scaler.scale(loss).backward()
-        return loss, features, count
+        return loss, outputs, count
+
+    def _loss(self, outputs, labels, reduction="mean"):
+        """MMS or its margin ablations against the text features (Eq. 2-4); plain cross-entropy for a linear head."""
+        if self.config["head"] == "linear":
+            return F.cross_entropy(outputs, labels, reduction=reduction)
+        return margin_metric_softmax(outputs, self.text_features, labels, self.config["margin"], self.logit_scale,
+                                     reduction, self.config["margin_kind"])
+
+    def _logits(self, outputs):
+        """Logits [B, C] from the trained module's outputs: image features (text head) or logits (linear head)."""
+        if self.config["head"] == "linear":
+            return outputs.float()
+        return self.logit_scale * F.normalize(outputs.float(), dim=-1) @ self.text_features.T
 
     @property
     def averaging_weight(self):
@@ -196,18 +233,22 @@ class CLIPoodLearner:
         return getattr(self.averager, "weight", 1.0)
 
     @torch.no_grad()
+    def _run(self, module, images):
+        module.eval()
+        with self._autocast():
+            return module(self.input_adapter(images.to(self.device, non_blocking=True)))
+
+    @torch.no_grad()
     def encode_images(self, images, averaged=True):
         """L2-normalized image features [B, D] (fp32)."""
-        encoder = self.inference_encoder if averaged else self.image_encoder
-        encoder.eval()
-        with self._autocast():
-            features = encoder(self.input_adapter(images.to(self.device, non_blocking=True)))
-        return F.normalize(features.float(), dim=-1)
+        model = self.inference_encoder if averaged else self.model
+        encoder = model.encoder if self.config["head"] == "linear" else model
+        return F.normalize(self._run(encoder, images).float(), dim=-1)
 
     @torch.no_grad()
     def predict(self, images, averaged=True):
         """Logits [B, C] against the current class names; from the averaged model unless averaged=False."""
-        return self.logit_scale * self.encode_images(images, averaged) @ self.text_features.T
+        return self._logits(self._run(self.inference_encoder if averaged else self.model, images))
 
     # ----------------------------------------------------------------- state
     def state_dict(self, include_training_state=True):
@@ -218,7 +259,7 @@ class CLIPoodLearner:
                  "text_features": self.text_features.cpu(), "step": self.step,
                  "inference_encoder": self.inference_encoder.state_dict()}
         if include_training_state and not self.config["zero_shot"]:
-            state["image_encoder"] = self.image_encoder.state_dict()
+            state["image_encoder"] = self.model.state_dict()  # with a linear head: encoder and head
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict()
             state["scaler"] = self.scaler.state_dict()
@@ -229,7 +270,7 @@ class CLIPoodLearner:
     def load_state_dict(self, state):
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a CLIPoodLearner checkpoint of format {CHECKPOINT_FORMAT}")
-        mine, theirs = self.config, state["config"]
+        mine, theirs = self.config, build_settings_of(state["config"])
         for key in BUILD_KEYS:
             if mine[key] != theirs[key]:
                 raise ValueError(f"checkpoint has {key}={theirs[key]!r} but this learner was built with "
@@ -238,7 +279,7 @@ class CLIPoodLearner:
         self.text_features = state["text_features"].to(self.device)
         self.step = state["step"]
         if "image_encoder" in state:
-            self.image_encoder.load_state_dict(state["image_encoder"])
+            self.model.load_state_dict(state["image_encoder"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
@@ -247,4 +288,4 @@ class CLIPoodLearner:
         else:  # an inference-only checkpoint: no further training from it
             self.inference_encoder.load_state_dict(state["inference_encoder"])
             if self.averager is not None:
-                self.image_encoder.load_state_dict(state["inference_encoder"])
+                self.model.load_state_dict(state["inference_encoder"])

@@ -1,37 +1,55 @@
-"""Margin Metric Softmax (MMS), Eq. (3)-(4) of the CLIPood paper."""
+"""Margin Metric Softmax (MMS), Eq. (3)-(4) of the CLIPood paper, and the margins of its ablation (Figure 5c)."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# adaptive: lam * D(T_y, T_c) (MMS); fixed: lam for every wrong class; none: lam = 0 (plain metric softmax, Eq. 2)
+MARGIN_KINDS = ("adaptive", "fixed", "none")
+
+
+def check_margin_kind(margin_kind):
+    if margin_kind not in MARGIN_KINDS:
+        raise ValueError(f"unknown margin_kind {margin_kind!r}; choose one of {MARGIN_KINDS}")
+
 
 def margin_metric_softmax(image_features, text_features, labels, margin=0.3, logit_scale=100.0,
-                          reduction="mean"):
-    """Cross-entropy over ``s * (S(I, T_c) + margin * D(T_y, T_c))`` with ``D = 1 - S(T_y, T_c)``.
+                          reduction="mean", margin_kind="adaptive"):
+    """Cross-entropy over ``s * (S(I, T_c) + m_c)``, the margin of each wrong class c being
+    ``m_c = margin * D(T_y, T_c)`` with ``D = 1 - S(T_y, T_c)`` ("adaptive", MMS), ``m_c = margin``
+    ("fixed") or 0 ("none"); the target class never gets one.
 
-    Both feature sets are L2-normalized here. Uses the exact shortcut of the paper's code:
-    ``(f - margin * T_y) . T_c = S(I, T_c) + margin * D(T_y, T_c) - margin``, and the constant
-    ``-margin`` cancels in the softmax, so one [B, C] matmul gives the margin logits.
+    Both feature sets are L2-normalized here. Each margin is computed minus ``margin``, a constant per
+    sample that cancels in the softmax; adaptive is the exact shortcut of the paper's code,
+    ``(f - margin * T_y) . T_c = S(I, T_c) + margin * D(T_y, T_c) - margin``: one [B, C] matmul.
     """
+    check_margin_kind(margin_kind)
     if image_features.ndim != 2 or text_features.ndim != 2:
         raise ValueError("image_features must be [batch, dim] and text_features [classes, dim], got "
                          f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
     dtype = torch.promote_types(torch.promote_types(image_features.dtype, text_features.dtype), torch.float32)
     image_features = F.normalize(image_features.to(dtype), dim=-1)  # fp32 at least, also under autocast
     text_features = F.normalize(text_features.to(dtype), dim=-1)
-    logits = logit_scale * (image_features - margin * text_features[labels]) @ text_features.T
-    return F.cross_entropy(logits, labels, reduction=reduction)
+    if margin_kind == "adaptive":
+        image_features = image_features - margin * text_features[labels]
+    similarities = image_features @ text_features.T
+    if margin_kind == "fixed":  # S(I, T_c) + margin * [c != y] - margin
+        similarities = similarities - margin * F.one_hot(labels, len(text_features)).to(dtype)
+    return F.cross_entropy(logit_scale * similarities, labels, reduction=reduction)
 
 
 class MarginMetricSoftmax(nn.Module):
     """:func:`margin_metric_softmax` as a module."""
 
-    def __init__(self, margin=0.3, logit_scale=100.0):
+    def __init__(self, margin=0.3, logit_scale=100.0, margin_kind="adaptive"):
         super().__init__()
+        check_margin_kind(margin_kind)
         self.margin = margin
         self.logit_scale = logit_scale
+        self.margin_kind = margin_kind
 
     def forward(self, image_features, text_features, labels):
-        return margin_metric_softmax(image_features, text_features, labels, self.margin, self.logit_scale)
+        return margin_metric_softmax(image_features, text_features, labels, self.margin, self.logit_scale,
+                                     margin_kind=self.margin_kind)
 
     def extra_repr(self):
-        return f"margin={self.margin}, logit_scale={self.logit_scale}"
+        return f"margin={self.margin}, logit_scale={self.logit_scale}, margin_kind={self.margin_kind}"

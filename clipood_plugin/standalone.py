@@ -13,7 +13,9 @@ from . import distributed
 from .averaging import AVERAGING_CHOICES
 from .data import DataError, ImageList, StepBatchSampler, scan_domain_folders, split_holdout
 from .device_decoding import DECODE_CHOICES, DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
+from .heads import HEAD_CHOICES
 from .learner import COMPILE_CHOICES, PRECISION_CHOICES, CLIPoodLearner
+from .loss import MARGIN_KINDS
 
 
 @dataclass
@@ -30,9 +32,17 @@ class TrainConfig:
     lr: float = field(default=5e-6, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     mms_lambda: float = field(default=0.3, metadata={"help": "MMS margin weight (0 = plain fine-tuning)"})
+    margin_kind: str = field(default="adaptive", metadata={"help": "margin of each wrong class: adaptive (MMS: lambda x "
+                                                                   "text distance), fixed (lambda), none",
+                                                           "choices": MARGIN_KINDS})
+    head: str = field(default="text", metadata={"help": "classifier: text (class text features, Eq. 2) or linear "
+                                                        "(trained, initialized from them, Eq. 1; needs --margin-kind none)",
+                                                "choices": HEAD_CHOICES})
     bma_beta: float = field(default=0.5, metadata={"help": "Beta(beta, beta) of the moving average"})
-    averaging: str = field(default="bma", metadata={"help": "weight averaging used for prediction",
+    averaging: str = field(default="bma", metadata={"help": "weight averaging used for prediction (uniform: the mean "
+                                                            "of the weights after steps 1..T)",
                                                     "choices": AVERAGING_CHOICES})
+    ema_decay: float = field(default=0.999, metadata={"help": "decay of --averaging ema"})
     precision: str = field(default="auto", metadata={"help": "auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere",
                                                      "choices": PRECISION_CHOICES})
     compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA), on, "
@@ -174,7 +184,8 @@ def _train(config, run, dataset, train_domains, log):
     learner = CLIPoodLearner(
         model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
         class_names=dataset.class_names, total_steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
-        margin=config.mms_lambda, beta=config.bma_beta, averaging=config.averaging, templates=config.templates,
+        margin=config.mms_lambda, margin_kind=config.margin_kind, head=config.head, beta=config.bma_beta,
+        averaging=config.averaging, ema_decay=config.ema_decay, templates=config.templates,
         precision=config.precision, compile=config.compile, device=config.device)
 
     train_items, eval_loaders = {}, {}

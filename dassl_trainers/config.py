@@ -9,6 +9,11 @@ def clipood_node():
     node = CN()
     node.MMS_LAMBDA = 0.3  # margin of Margin Metric Softmax
     node.BMA_BETA = 0.5  # Beta(beta, beta) weighting of the Beta Moving Average
+    # the paper's analysis (Figure 5): the method's settings by default
+    node.HEAD = "text"  # text (Eq. 2) or linear (Eq. 1: trained classifier, needs MARGIN_KIND none)
+    node.MARGIN_KIND = "adaptive"  # adaptive (MMS), fixed (MMS_LAMBDA for every wrong class), none
+    node.AVERAGING = "bma"  # bma, uniform (mean of the weights after steps 1..T), ema, none
+    node.EMA_DECAY = 0.999  # decay of AVERAGING ema
     node.PRETRAINED = "openai"  # open_clip tag or local file; "" = random init (for clipood-tiny)
     node.PREC = "auto"  # CLIPoodLearner's precision: auto (bf16 autocast on a GPU that has it, else fp16 / fp32),
     #                     amp-bf16, amp-fp16, fp32

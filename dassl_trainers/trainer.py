@@ -31,7 +31,8 @@ def _register_once(trainer_class):
 @_register_once
 class CLIPood(TrainerX):
     """CLIPood (Shu et al., ICML 2023) as a Dassl trainer; settings in cfg.TRAINER.CLIPOOD, the optimizer's
-    in cfg.OPTIM (adamw, cosine, no warm-up). The evaluated model is the Beta Moving Average.
+    in cfg.OPTIM (adamw, cosine, no warm-up). The evaluated model is the Beta Moving Average (or the
+    averaging of TRAINER.CLIPOOD.AVERAGING).
 
     Under torchrun with several processes it trains data-parallel (docs/distributed.md): each rank takes
     its share of every batch, and rank 0 alone logs, evaluates and saves checkpoints."""
@@ -60,12 +61,19 @@ class CLIPood(TrainerX):
                             "a per-step cosine schedule: set OPTIM.LR_SCHEDULER cosine")
         if optim.WARMUP_EPOCH > 0:
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
+        from clipood_plugin.averaging import AVERAGING_CHOICES
         from clipood_plugin.device_decoding import DECODE_CHOICES
+        from clipood_plugin.heads import HEAD_CHOICES
         from clipood_plugin.learner import COMPILE_CHOICES, PRECISION_CHOICES
+        from clipood_plugin.loss import MARGIN_KINDS
 
-        for key, choices in (("PREC", PRECISION_CHOICES), ("COMPILE", COMPILE_CHOICES), ("DECODE", DECODE_CHOICES)):
+        for key, choices in (("PREC", PRECISION_CHOICES), ("COMPILE", COMPILE_CHOICES), ("DECODE", DECODE_CHOICES),
+                             ("HEAD", HEAD_CHOICES), ("MARGIN_KIND", MARGIN_KINDS), ("AVERAGING", AVERAGING_CHOICES)):
             if settings[key] not in choices:
                 problems.append(f"TRAINER.CLIPOOD.{key} is {settings[key]!r}; choose one of {choices}")
+        if settings.HEAD == "linear" and settings.OPEN_CLASSES:
+            problems.append("TRAINER.CLIPOOD.HEAD linear cannot classify the held-out new classes of OPEN_CLASSES: "
+                            "set HEAD text")
         if problems:
             raise ValueError("CLIPood trainer config: " + "; ".join(problems)
                              + " (configs/dassl/trainers/CLIPood/*.yaml have the paper's settings)")
@@ -128,7 +136,8 @@ class CLIPood(TrainerX):
         normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]
         learner_settings = dict(
             model_name=cfg.MODEL.BACKBONE.NAME, pretrained=settings.PRETRAINED or None, lr=cfg.OPTIM.LR,
-            weight_decay=cfg.OPTIM.WEIGHT_DECAY, margin=settings.MMS_LAMBDA, beta=settings.BMA_BETA,
+            weight_decay=cfg.OPTIM.WEIGHT_DECAY, margin=settings.MMS_LAMBDA, margin_kind=settings.MARGIN_KIND,
+            head=settings.HEAD, beta=settings.BMA_BETA, averaging=settings.AVERAGING, ema_decay=settings.EMA_DECAY,
             precision=settings.PREC, compile=settings.COMPILE, device=self.device,
             input_mean=tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0),
             input_std=tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0))
@@ -204,12 +213,12 @@ class CLIPood(TrainerX):
         if not directory:
             print("Note: load_model() got no directory; evaluating the model as built")
             return
-        from clipood_plugin.learner import BUILD_KEYS
+        from clipood_plugin.learner import build_settings_of
 
         path = self._checkpoint_path(directory, epoch)
         checkpoint = load_checkpoint(path)
         state = checkpoint["state_dict"]["learner"]
-        if any(state["config"][key] != self.learner.config[key] for key in BUILD_KEYS):
+        if any(value != self.learner.config[key] for key, value in build_settings_of(state["config"]).items()):
             self._rebuild_learner(state["config"])
         self.learner.load_state_dict(state)
         self.learner.set_class_names(self.eval_class_names)
@@ -237,10 +246,10 @@ class CLIPood(TrainerX):
         """Eval-only with other settings than training (e.g. ImageNet-trained, ImageNet-A evaluated, whose
         epochs differ): build the learner as the checkpoint's, with this run's templates."""
         from clipood_plugin import CLIPoodLearner
-        from clipood_plugin.learner import BUILD_KEYS
+        from clipood_plugin.learner import build_settings_of
 
-        changed = {key: checkpoint_config[key] for key in BUILD_KEYS
-                   if checkpoint_config[key] != self.learner.config[key]}
+        changed = {key: value for key, value in build_settings_of(checkpoint_config).items()
+                   if value != self.learner.config[key]}
         print(f"CLIPood: rebuilding the learner with the checkpoint's settings {changed}")
         settings = {**self._learner_settings(), **{k: v for k, v in checkpoint_config.items() if k != "templates"}}
         self.learner = CLIPoodLearner(**settings, class_names=self.eval_class_names)

@@ -12,12 +12,14 @@ import torch
 from clipood_plugin.open_classes import num_base_classes
 
 from .class_names import resolve_class_names
-from .hparams import ALGORITHM_NAMES
+from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES
 from .run_context import current_train_run
 
-# How each algorithm configures the learner (Table 1 rows from one harness).
+# How each algorithm configures the learner (Table 1 rows from one harness). CLIPood's Figure 5 switches
+# missing from hparams (saved before they existed) take the learner's defaults, the method's.
 LEARNER_SETTINGS = {
-    "CLIPood": lambda hparams: dict(margin=hparams["mms_lambda"], beta=hparams["bma_beta"], averaging="bma"),
+    "CLIPood": lambda hparams: dict(margin=hparams["mms_lambda"], beta=hparams["bma_beta"],
+                                    **{name: hparams[name] for name in ABLATION_HPARAMS if name in hparams}),
     "CLIPERM": lambda hparams: dict(margin=0.0, averaging="none"),
     "CLIPZeroShot": lambda hparams: dict(zero_shot=True),
 }

@@ -20,6 +20,8 @@ PAPER_BATCH_SIZE = 12  # per training domain
 SMOKE_TEST_DATASETS = ("Debug28", "Debug224")
 SMOKE_TEST_BATCH_SIZE = 8
 SMOKE_TEST_MODEL = ("clipood-tiny", None)
+# CLIPood's switches of the paper's analysis (Figure 5), each the CLIPoodLearner argument of the same name
+ABLATION_HPARAMS = ("head", "margin_kind", "averaging", "ema_decay")
 
 
 def _fixed(value):
@@ -50,6 +52,11 @@ def _entries(algorithm, dataset):
         entries += [
             ("mms_lambda", 0.3, lambda r: float(r.choice([0.1, 0.2, 0.3, 0.5]))),
             ("bma_beta", 0.5, lambda r: float(r.choice([0.1, 0.3, 0.5, 1.0]))),
+            # Figure 5 switches: the method by default, not searched
+            ("head", "text", _fixed("text")),  # "linear": Eq. 1 (with margin_kind "none")
+            ("margin_kind", "adaptive", _fixed("adaptive")),  # "fixed", "none"
+            ("averaging", "bma", _fixed("bma")),  # "uniform", "ema", "none"
+            ("ema_decay", 0.999, _fixed(0.999)),
         ]
     return entries
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from clipood_plugin import BetaMovingAverage, ExponentialMovingAverage
+from clipood_plugin import BetaMovingAverage, ExponentialMovingAverage, UniformAverage, build_averager
 
 
 def beta_density(x, b):
@@ -34,12 +34,16 @@ def explicit_bma(states, beta):
     return {k: sum(a * s[k].double() for a, s in zip(alphas, states)) / sum(alphas) for k in states[0]}
 
 
+def starting_model(states):
+    first = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    first.load_state_dict(states[0])
+    return first
+
+
 def averaged_trajectory(T, beta):
     """(BMA over a random trajectory of T steps, the T + 1 stored states)."""
     _, states, models = trajectory(T)
-    first = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
-    first.load_state_dict(states[0])
-    bma = BetaMovingAverage(first, total_steps=T, beta=beta)
+    bma = BetaMovingAverage(starting_model(states), total_steps=T, beta=beta)
     for model in models:
         bma.update(model)
     return bma, states
@@ -125,3 +129,39 @@ def test_averaged_copy_is_frozen_and_separate():
     bma = BetaMovingAverage(model, total_steps=3)
     assert not any(p.requires_grad for p in bma.module.parameters())
     assert bma.module.weight.data_ptr() != model.weight.data_ptr()
+
+
+def test_uniform_is_the_papers_mean_of_theta_1_to_T_without_the_pretrained_weights():
+    T = 7
+    _, states, models = trajectory(T)
+    uniform = build_averager("uniform", starting_model(states), total_steps=T)
+    assert isinstance(uniform, UniformAverage) and uniform.weight == 0.0  # a_0: theta_0 does not count
+    uniform.update(models[0])
+    for key, value in uniform.module.state_dict().items():
+        assert torch.equal(value, states[1][key]), key  # after step 1 the average is theta_1 itself
+    for model in models[1:]:
+        uniform.update(model)
+    assert uniform.step == T and uniform.weight == 1.0
+    for key, value in uniform.module.state_dict().items():
+        expected = sum(s[key].double() for s in states[1:]) / T  # (1/T) sum_{t=1..T} theta_t
+        assert torch.allclose(value.double(), expected, atol=1e-6), key
+
+
+def test_uniform_resumes_bit_identical():
+    T = 6
+    _, states, models = trajectory(T)
+    uninterrupted = UniformAverage(starting_model(states))
+    for model in models:
+        uninterrupted.update(model)
+    first_half = UniformAverage(starting_model(states))
+    for model in models[:2]:
+        first_half.update(model)
+    buffer = io.BytesIO()
+    torch.save(first_half.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = UniformAverage(nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3)))
+    resumed.load_state_dict(torch.load(buffer))
+    for model in models[2:]:
+        resumed.update(model)
+    for a, b in zip(resumed.module.state_dict().values(), uninterrupted.module.state_dict().values()):
+        assert torch.equal(a, b)

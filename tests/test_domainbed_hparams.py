@@ -23,12 +23,14 @@ def test_defaults_are_the_papers_table1_settings(dataset, lr):
     hparams = default_clipood_hparams("CLIPood", dataset)
     assert hparams == {"clip_model": "ViT-B-16", "clip_pretrained": "openai", "prompt_template": "a photo of a {}.",
                        "clip_compile": "auto", "class_names": None, "open_class_ratio": 0.0, "steps": None, "lr": lr, "weight_decay": 0.1,
-                       "batch_size": 12, "mms_lambda": 0.3, "bma_beta": 0.5}
+                       "batch_size": 12, "mms_lambda": 0.3, "bma_beta": 0.5,
+                       "head": "text", "margin_kind": "adaptive", "averaging": "bma", "ema_decay": 0.999}
 
 
 def test_only_clipood_has_margin_and_averaging_hparams():
     for name in ("CLIPERM", "CLIPZeroShot"):
-        assert not {"mms_lambda", "bma_beta"} & set(default_clipood_hparams(name, "PACS"))
+        assert not {"mms_lambda", "bma_beta", "head", "margin_kind", "averaging", "ema_decay"} & set(
+            default_clipood_hparams(name, "PACS"))
 
 
 @pytest.mark.parametrize("dataset", ["Debug28", "Debug224"])

@@ -1,4 +1,5 @@
-"""MMS against Eq. (3)-(4) written out sample by sample with an explicit D matrix."""
+"""MMS against Eq. (3)-(4) written out sample by sample with an explicit D matrix; its margin ablations
+(Figure 5c: a fixed margin, no margin) against their own per-sample equations."""
 import math
 
 import pytest
@@ -8,15 +9,21 @@ import torch.nn.functional as F
 from clipood_plugin import MarginMetricSoftmax, margin_metric_softmax
 
 
-def explicit_mms(image, text, labels, lam, scale):
+def explicit_margin_softmax(image, text, labels, scale, margin_of):
+    """-log exp(s S(I, T_y)) / sum_c exp(s (S(I, T_c) + margin_of(y, c))) per sample."""
     losses = []
     for i in range(image.shape[0]):
         cos = [float(F.cosine_similarity(image[i], text[c], dim=0)) for c in range(text.shape[0])]
         y = int(labels[i])
-        D = [1 - float(F.cosine_similarity(text[y], text[c], dim=0)) for c in range(text.shape[0])]
-        denominator = sum(math.exp(scale * (cos[c] + lam * D[c])) for c in range(text.shape[0]))
+        denominator = sum(math.exp(scale * (cos[c] + margin_of(y, c))) for c in range(text.shape[0]))
         losses.append(-math.log(math.exp(scale * cos[y]) / denominator))
     return losses
+
+
+def explicit_mms(image, text, labels, lam, scale):
+    def adaptive(y, c):  # lam * D(T_y, T_c)
+        return lam * (1 - float(F.cosine_similarity(text[y], text[c], dim=0)))
+    return explicit_margin_softmax(image, text, labels, scale, adaptive)
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
@@ -62,3 +69,32 @@ def test_gradient_matches_explicit_form():
 def test_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="batch, dim"):
         margin_metric_softmax(torch.randn(3), torch.randn(2, 3), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("lam", [0.1, 0.3, 1.0])
+def test_fixed_margin_is_the_same_lambda_for_every_wrong_class(lam):
+    g = torch.Generator().manual_seed(3)
+    image, text = torch.randn(5, 16, generator=g, dtype=torch.float64), torch.randn(6, 16, generator=g, dtype=torch.float64)
+    labels = torch.tensor([5, 0, 2, 2, 4])
+    expected = explicit_margin_softmax(image, text, labels, 10.0, lambda y, c: lam * (c != y))
+    got = margin_metric_softmax(image * 2.0, text, labels, margin=lam, logit_scale=10.0, reduction="none",
+                                margin_kind="fixed")
+    assert got.tolist() == pytest.approx(expected, rel=1e-6)
+    assert MarginMetricSoftmax(lam, 10.0, "fixed")(image, text, labels).item() == pytest.approx(
+        sum(expected) / len(expected), rel=1e-6)
+
+
+def test_no_margin_is_the_plain_metric_softmax_whatever_lambda():
+    g = torch.Generator().manual_seed(4)
+    image, text = torch.randn(4, 8, generator=g, dtype=torch.float64), torch.randn(3, 8, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 2, 1, 2])
+    expected = explicit_margin_softmax(image, text, labels, 20.0, lambda y, c: 0.0)  # Eq. 2 with cross-entropy
+    got = margin_metric_softmax(image, text, labels, margin=0.7, logit_scale=20.0, reduction="none", margin_kind="none")
+    assert got.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_margin_kind_is_refused():
+    with pytest.raises(ValueError, match="adaptive"):
+        margin_metric_softmax(torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 1]), margin_kind="additive")
+    with pytest.raises(ValueError, match="margin_kind"):
+        MarginMetricSoftmax(margin_kind="Fixed")
