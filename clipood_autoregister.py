@@ -17,6 +17,7 @@ WATCHED = {
     "domainbed.algorithms": "domainbed_adapter",
     "domainbed.hparams_registry": "domainbed_adapter",
     "domainbed.command_launchers": "domainbed_adapter",
+    "domainbed.datasets": "domainbed_adapter",
     "dassl.config": "dassl_trainers",
     "dassl.engine": "dassl_trainers",
 }

@@ -21,7 +21,8 @@ def harmonic_mean(base, new):
 
 class BaseNewAccuracy:
     """Accuracy of predictions over all classes, split by whether the true label is a base class
-    (label < num_base) or a new one. Accuracies are fractions in [0, 1]."""
+    (label < num_base) or a new one, and over every sample ("total", as in the paper's Table 4).
+    Accuracies are fractions in [0, 1]."""
 
     def __init__(self, num_base):
         self.num_base = num_base
@@ -37,5 +38,6 @@ class BaseNewAccuracy:
 
     def result(self):
         base, new = (self.correct / self.count.clamp(min=1)).tolist()
-        return {"base_acc": base, "new_acc": new, "harmonic_mean": harmonic_mean(base, new),
+        total = (self.correct.sum() / self.count.sum().clamp(min=1)).item()
+        return {"base_acc": base, "new_acc": new, "harmonic_mean": harmonic_mean(base, new), "total_acc": total,
                 "base_count": int(self.count[0]), "new_count": int(self.count[1])}

@@ -12,6 +12,7 @@ import torch
 from clipood_plugin.open_classes import num_base_classes
 
 from .class_names import resolve_class_names
+from .data import check_prepared, data_settings
 from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES
 from .run_context import current_train_run
 
@@ -35,14 +36,17 @@ DESCRIPTIONS = {
     "CLIPZeroShot": "Zero-shot CLIP: never trains (run it with --steps 1).",
 }
 # DomainBed's MNIST variants (1 or 2 channels) are ToTensor images in [0, 1]; every other dataset is
-# ImageNet-normalized. The learner maps either exactly onto CLIP's normalization and resolution.
+# ImageNet-normalized, or CLIP-normalized with clip_transforms "clipood". The learner maps each exactly
+# onto CLIP's normalization and resolution.
 UNIT_RANGE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-def input_normalization(input_shape):
-    """(mean, std) of the images DomainBed feeds for a dataset of this input shape."""
-    from clipood_plugin import IMAGENET_MEAN, IMAGENET_STD
-    return UNIT_RANGE if input_shape[0] < 3 else (IMAGENET_MEAN, IMAGENET_STD)
+def input_normalization(input_shape, clip_transforms="domainbed"):
+    """(mean, std) of the images DomainBed feeds for a dataset of this input shape and transforms."""
+    from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    if input_shape[0] < 3:
+        return UNIT_RANGE
+    return (CLIP_MEAN, CLIP_STD) if clip_transforms == "clipood" else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _fallback_steps():
@@ -75,14 +79,18 @@ def resolve_horizon(requested, run):
 def _report_incomplete_run(algorithm_ref):
     algorithm = algorithm_ref()
     if algorithm is not None and algorithm.learner.step < algorithm.total_steps:
-        skipped = f" ({algorithm.skipped_steps} skipped: open-class-only batches)" if algorithm.skipped_steps else ""
         print(f"WARNING: {type(algorithm).__name__} made {algorithm.learner.step} of the {algorithm.total_steps} "
-              f"optimizer steps its BMA and learning-rate schedule were built for{skipped}; its averaged model "
+              "optimizer steps its BMA and learning-rate schedule were built for; its averaged model "
               "is incomplete", file=sys.stderr)
 
 
 class CLIPAlgorithm:
-    """Mixin put in front of DomainBed's Algorithm: ``update`` / ``predict`` / model.pkl state."""
+    """Mixin put in front of DomainBed's Algorithm: ``update`` / ``predict`` / model.pkl state.
+
+    In the wild (``open_class_ratio`` > 0) the learner trains against the text features of the base
+    classes only (the first ``num_base_classes``; the new classes' names are unknown until test time) on
+    data holding base-class images only (``domainbed_adapter.data``), and ``predict`` classifies among all
+    classes."""
 
     algorithm_name = None  # set per class by build_algorithm_classes
 
@@ -100,51 +108,64 @@ class CLIPAlgorithm:
         self.total_steps = None if self.zero_shot else resolve_horizon(hparams.get("steps"), run)
         if not self.zero_shot and hparams.get("steps") is None:
             hparams["steps"] = self.total_steps  # so results.jsonl and model.pkl record the horizon used
+        clip_transforms, open_class_ratio = data_settings(hparams)
+        if run is not None and run.dataset is not None:
+            check_prepared(run.dataset, hparams)
         class_names, class_names_source = resolve_class_names(
             num_classes, hparams.get("class_names"), run and run.dataset_name, run and run.dataset)
+        hparams["class_names"] = list(class_names)  # so results.jsonl and model.pkl record the names used
         self.num_classes = num_classes
-        self.num_base_classes = num_base_classes(num_classes, hparams.get("open_class_ratio") or 0.0)
-        self.skipped_steps = 0
-        mean, std = input_normalization(input_shape)
+        self.num_base_classes = num_base_classes(num_classes, open_class_ratio)
+        if self.num_base_classes < num_classes and hparams.get("head", "text") != "text":
+            raise ValueError("open_class_ratio > 0 needs the text head: a linear head has no weights for the new "
+                             "classes; set hparams head to 'text' or open_class_ratio to 0")
+        self.eval_class_names = class_names
+        self.train_class_names = class_names[:self.num_base_classes]
+        mean, std = input_normalization(input_shape, clip_transforms)
         self.learner = CLIPoodLearner(
-            model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"], class_names=class_names,
+            model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"],
+            class_names=self.train_class_names,
             total_steps=self.total_steps, lr=hparams.get("lr", 0.0), weight_decay=hparams.get("weight_decay", 0.0),
             templates=hparams["prompt_template"], input_mean=mean, input_std=std,
             compile=hparams.get("clip_compile", "auto"), **LEARNER_SETTINGS[name](hparams))
         if run is not None:  # one line in train.py's out.txt on what DomainBed could not tell the algorithm
             horizon = "" if self.zero_shot else f"horizon {self.total_steps} steps (learning-rate schedule, BMA), "
             print(f"{name}: {horizon}{num_classes} class names from {class_names_source}, "
-                  f"{self.num_base_classes} of them trained on")
+                  f"{self.num_base_classes} of them trained on; {clip_transforms} image transforms")
             if not self.zero_shot:
                 atexit.register(_report_incomplete_run, weakref.ref(self))
+
+    def _use_class_names(self, names):
+        if self.learner.class_names != names:  # re-encoded only when switching between training and evaluation
+            self.learner.set_class_names(names)
 
     def update(self, minibatches, unlabeled=None):
         if self.zero_shot:
             return {}
-        if self.learner.step + self.skipped_steps >= self.total_steps:
+        if self.learner.step >= self.total_steps:
             raise RuntimeError(f"{self.algorithm_name} was built for {self.total_steps} steps (the BMA and "
                                "learning-rate horizon) and update() is called once more; run train.py with the "
                                "--steps you mean, or set hparams['steps'] to the number of update() calls")
         images = torch.cat([x for x, _ in minibatches])
         labels = torch.cat([y for _, y in minibatches])
-        if self.num_base_classes < self.num_classes:  # in the wild: open classes never reach training
-            keep = labels < self.num_base_classes
-            images, labels = images[keep], labels[keep]
-            if not len(labels):
-                self.skipped_steps += 1
-                return {"skipped_steps": 1.0}
+        if self.num_base_classes < self.num_classes and int(labels.max()) >= self.num_base_classes:
+            raise ValueError(f"a training batch holds labels of new classes (>= {self.num_base_classes}) under "
+                             "open_class_ratio: the training environments must hold base-class images only, as "
+                             "domainbed.datasets builds them once the CLIPood plugin is registered")
+        self._use_class_names(self.train_class_names)
         return {key: float(value) for key, value in self.learner.update(images, labels).items()}
 
     def predict(self, x):
+        self._use_class_names(self.eval_class_names)
         return self.learner.predict(x).to(x.device)
 
     # model.pkl: what rebuilds the predictor (no text tower, no optimizer, no live weights)
     def state_dict(self, *args, **kwargs):
+        self._use_class_names(self.eval_class_names)  # the saved predictor classifies among all classes
         learner_state = self.learner.state_dict(include_training_state=False)
         if self._encoder_is_reproducible():
             del learner_state["inference_encoder"]
-        return {"clipood_learner": learner_state, "num_base_classes": self.num_base_classes,
-                "skipped_steps": self.skipped_steps}
+        return {"clipood_learner": learner_state, "num_base_classes": self.num_base_classes}
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         learner_state = dict(state_dict["clipood_learner"])
@@ -154,10 +175,11 @@ class CLIPAlgorithm:
         if "inference_encoder" not in learner_state and self._encoder_is_reproducible():
             learner_state["inference_encoder"] = self.learner.inference_encoder.state_dict()
         self.learner.load_state_dict(learner_state)
+        self.eval_class_names = list(learner_state["class_names"])
         self.num_base_classes = state_dict["num_base_classes"]
-        self.skipped_steps = state_dict["skipped_steps"]
+        self.train_class_names = self.eval_class_names[:self.num_base_classes]
         total = learner_state["config"]["total_steps"]
-        if total is not None and learner_state["step"] + self.skipped_steps < total:
+        if total is not None and learner_state["step"] < total:
             warnings.warn(f"this model.pkl was saved after {learner_state['step']} of the {total} steps it was "
                           "built for: a partial run (a BMA over those steps only)", stacklevel=2)
 
@@ -168,7 +190,8 @@ class CLIPAlgorithm:
 
     @property
     def class_names(self):
-        return list(self.learner.class_names)
+        """All classes, in DomainBed's label order: those ``predict`` classifies among."""
+        return list(self.eval_class_names)
 
 
 _CLASSES_BY_BASE = {}

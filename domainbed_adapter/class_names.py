@@ -1,7 +1,10 @@
 """Class names for DomainBed datasets, in the order of DomainBed's labels.
 
-DomainBed never hands class names to an algorithm. Resolution order (``resolve_class_names``):
-1. the ``class_names`` hparam;
+DomainBed never hands class names to an algorithm. The hparams registry puts the table below into the
+``class_names`` hparam of every dataset it lists (``known_class_names``), so hparams built for a dataset
+carry its names. Resolution order (``resolve_class_names``):
+1. the ``class_names`` hparam, unless it is that registry default and the dataset train.py has loaded
+   says otherwise (then 2: the folders are what the labels mean);
 2. the class folders of the dataset train.py has loaded (ImageFolder labels = sorted folder names);
 3. the table below for the dataset's name (folder datasets: ImageFolder order; others: label order);
 4. generic names for synthetic data (Debug28, Debug224, ColoredMNIST);
@@ -112,15 +115,22 @@ def class_names_of_loaded_dataset(dataset):
     return list(class_list) if class_list is not None else None
 
 
+def known_class_names(dataset_name):
+    """The built-in names of a dataset in DomainBed's label order (a new list), or None."""
+    names = FOLDER_CLASS_NAMES.get(dataset_name) or LABEL_CLASS_NAMES.get(dataset_name)
+    return None if names is None else list(names)
+
+
 def resolve_class_names(num_classes, hparam_names=None, dataset_name=None, loaded_dataset=None):
     """Class names in DomainBed's label order (see the module docstring); returns (names, source)."""
-    if hparam_names is not None:
+    loaded_names = None if loaded_dataset is None else class_names_of_loaded_dataset(loaded_dataset)
+    registry_default = hparam_names is not None and list(hparam_names) == known_class_names(dataset_name)
+    if hparam_names is not None and not (registry_default and loaded_names is not None):
         names, source = list(hparam_names), "the hparam class_names"
-    elif loaded_dataset is not None and class_names_of_loaded_dataset(loaded_dataset) is not None:
-        names, source = class_names_of_loaded_dataset(loaded_dataset), f"the class folders of {dataset_name}"
-    elif dataset_name in FOLDER_CLASS_NAMES or dataset_name in LABEL_CLASS_NAMES:
-        names = FOLDER_CLASS_NAMES.get(dataset_name) or LABEL_CLASS_NAMES[dataset_name]
-        names, source = list(names), f"the built-in table for {dataset_name}"
+    elif loaded_names is not None:
+        names, source = loaded_names, f"the class folders of {dataset_name}"
+    elif known_class_names(dataset_name) is not None:
+        names, source = known_class_names(dataset_name), f"the built-in table for {dataset_name}"
     elif dataset_name in GENERIC_NAME_DATASETS:
         names, source = generic_class_names(num_classes), f"generic names for the synthetic {dataset_name}"
     elif dataset_name is None:

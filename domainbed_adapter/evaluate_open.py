@@ -1,11 +1,13 @@
-"""In-the-wild protocol (paper Table 4): base-class and new-class accuracy per environment.
+"""In-the-wild protocol (paper Table 4): base-class, new-class and total accuracy per environment.
 
-``python -m domainbed_adapter.evaluate_open --input_dir RUN_OR_SWEEP_DIR [--data_dir D]``
+``python -m domainbed_adapter.evaluate_open --input_dir RUN_OR_SWEEP_DIR [--data_dir D] [--split S]``
 
 For every model.pkl of a CLIP algorithm trained with ``open_class_ratio > 0`` it rebuilds the dataset
-and the in/out splits exactly as train.py did (same seeds), classifies every image over all classes
-(base + new, as the authors evaluate), and writes ``open_class_results.json`` next to the model:
-``env{i}_{in,out}_{base,new}_acc`` and the sample counts behind them.
+and the in/out splits exactly as train.py did (same seeds, base-class images only in the training
+environments), classifies every image over all classes (base + new, as the authors evaluate), and
+writes ``open_class_results.json`` next to the model: ``env{i}_{split}_{base,new,total}_acc`` and the
+sample counts behind them, for the splits ``in``, ``out`` and ``all`` (both together: the whole
+environment, the authors' in-the-wild test set).
 """
 import argparse
 import glob
@@ -18,8 +20,10 @@ import torch
 from clipood_plugin.open_classes import BaseNewAccuracy, harmonic_mean
 
 from .checkpoint import load_algorithm
+from .data import check_prepared
 
 RESULTS_FILE = "open_class_results.json"
+SPLITS = ("in", "out", "all")
 
 
 def _train_splits(dataset, args):
@@ -37,15 +41,13 @@ def _train_splits(dataset, args):
 
 
 @torch.no_grad()
-def base_and_new_accuracy(algorithm, loader, num_base_classes):
-    """{'base_acc', 'new_acc', 'base_count', 'new_count'}: argmax over all classes, split by true label."""
-    accuracy = BaseNewAccuracy(num_base_classes)
+def accumulate(algorithm, loader, *accuracies):
+    """Feed every batch's predictions (argmax over all classes) to each ``BaseNewAccuracy``."""
     algorithm.eval()
     for images, labels in loader:
-        accuracy.update(algorithm.predict(images), labels)
-    result = accuracy.result()
-    del result["harmonic_mean"]  # recomputed from the split the table reports
-    return result
+        logits = algorithm.predict(images)
+        for accuracy in accuracies:
+            accuracy.update(logits, labels)
 
 
 def evaluate_run(model_pkl, data_dir=None, num_workers=None):
@@ -60,13 +62,21 @@ def evaluate_run(model_pkl, data_dir=None, num_workers=None):
     np.random.seed(args["seed"])
     torch.manual_seed(args["seed"])
     dataset = datasets.get_dataset_class(args["dataset"])(data_dir or args["data_dir"], args["test_envs"], hparams)
+    check_prepared(dataset, hparams)
     workers = dataset.N_WORKERS if num_workers is None else num_workers
+    accuracies = {}
+    for name, split in _train_splits(dataset, args).items():
+        whole_environment = accuracies.setdefault(name.rsplit("_", 1)[0] + "_all",
+                                                  BaseNewAccuracy(algorithm.num_base_classes))
+        accuracies[name] = BaseNewAccuracy(algorithm.num_base_classes)
+        loader = torch.utils.data.DataLoader(split, batch_size=64, num_workers=workers)
+        accumulate(algorithm, loader, accuracies[name], whole_environment)
     results = {"num_base_classes": algorithm.num_base_classes, "num_classes": algorithm.num_classes,
                "test_envs": args["test_envs"]}
-    for name, split in _train_splits(dataset, args).items():
-        loader = torch.utils.data.DataLoader(split, batch_size=64, num_workers=workers)
-        for key, value in base_and_new_accuracy(algorithm, loader, algorithm.num_base_classes).items():
-            results[f"{name}_{key}"] = value
+    for name, accuracy in accuracies.items():
+        for key, value in accuracy.result().items():
+            if key != "harmonic_mean":  # recomputed from the split the table reports
+                results[f"{name}_{key}"] = value
     with open(os.path.join(os.path.dirname(model_pkl), RESULTS_FILE), "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
     return results
@@ -77,21 +87,25 @@ def main(argv=None):
     parser.add_argument("--input_dir", required=True, help="a train output_dir or a sweep output_dir")
     parser.add_argument("--data_dir", help="override the data_dir recorded in model.pkl")
     parser.add_argument("--num_workers", type=int, help="data loader workers (default: the dataset's N_WORKERS)")
+    parser.add_argument("--split", choices=SPLITS, default="in",
+                        help="split of the test environments printed: in (DomainBed's test split, the default), "
+                             "out (the holdout split) or all (the whole environment, the authors' Table 4 test set); "
+                             "the json file has all three")
     args = parser.parse_args(argv)
     from .registration import register
     register()
     paths = sorted(glob.glob(os.path.join(args.input_dir, "model.pkl"))
                    + glob.glob(os.path.join(args.input_dir, "*", "model.pkl")))
-    print(f"{'run':34} {'test env':>8} {'base':>7} {'new':>7} {'H':>7}")
+    print(f"{'run':34} {'test env':>8} {'base':>7} {'new':>7} {'H':>7} {'total':>7}")
     for path in paths:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         if not saved["model_hparams"].get("open_class_ratio"):
             continue
         results = evaluate_run(path, args.data_dir, args.num_workers)
         for env in saved["args"]["test_envs"]:
-            base, new = results[f"env{env}_in_base_acc"], results[f"env{env}_in_new_acc"]
+            base, new, total = (results[f"env{env}_{args.split}_{kind}_acc"] for kind in ("base", "new", "total"))
             print(f"{os.path.basename(os.path.dirname(path))[:34]:34} {env:>8} {100 * base:7.1f} {100 * new:7.1f} "
-                  f"{100 * harmonic_mean(base, new):7.1f}")
+                  f"{100 * harmonic_mean(base, new):7.1f} {100 * total:7.1f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import zlib
 
 import numpy as np
 
+from .class_names import known_class_names
+
 ALGORITHM_NAMES = ("CLIPood", "CLIPERM", "CLIPZeroShot")
 
 # Paper Table 1 learning rates (authors' scripts); datasets not listed use DEFAULT_LR.
@@ -40,7 +42,10 @@ def _entries(algorithm, dataset):
         # torch.compile of the training step: "auto" = on CUDA; off for the smoke tests (compiling costs more
         # than their 3 steps)
         ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
-        ("class_names", None, _fixed(None)),  # list overriding the dataset's class names
+        # the dataset's names where they are known, so hparams built for a dataset stand on their own
+        ("class_names", known_class_names(dataset), lambda r: known_class_names(dataset)),
+        # "clipood": the authors' image transforms instead of DomainBed's (domainbed_adapter/data.py)
+        ("clip_transforms", "domainbed", _fixed("domainbed")),
         ("open_class_ratio", 0.0, _fixed(0.0)),  # in-the-wild protocol: 0.5 in the paper (Table 4)
         ("steps", None, _fixed(None)),  # None: the steps train.py runs (see docs/domainbed.md)
         ("lr", lr, lambda r: lr * 10 ** r.uniform(-0.5, 0.5)),

@@ -1,11 +1,11 @@
-"""Putting the CLIP algorithms, their hparams and the Slurm launcher into DomainBed's modules (no edit
-to its files).
+"""Putting the CLIP algorithms, their hparams, their data preparation and the Slurm launcher into
+DomainBed's modules (no edit to its files).
 
 DomainBed has no plugin mechanism: ``get_algorithm_class`` looks names up in ``domainbed.algorithms``'
 globals, sweep.py defaults to its ``ALGORITHMS`` list, every hparam comes from
-``hparams_registry._hparams`` and sweep.py finds launchers in ``command_launchers.REGISTRY``. Patching
-those is what registration means. Each patch is idempotent and only touches modules that have finished
-importing.
+``hparams_registry._hparams``, train.py builds its dataset from the classes in ``domainbed.datasets``
+and sweep.py finds launchers in ``command_launchers.REGISTRY``. Patching those is what registration
+means. Each patch is idempotent and only touches modules that have finished importing.
 """
 import functools
 import sys
@@ -13,6 +13,7 @@ import warnings
 
 from . import slurm
 from .algorithms import CLIPAlgorithm, build_algorithm_classes
+from .data import patch_datasets
 from .hparams import ALGORITHM_NAMES, clipood_hparams
 
 
@@ -75,14 +76,18 @@ def register_loaded():
     launchers = _finished("domainbed.command_launchers", "REGISTRY")
     if launchers is not None:
         patch_command_launchers(launchers)
+    datasets = _finished("domainbed.datasets", "DATASETS")
+    if datasets is not None:
+        patch_datasets(datasets)
 
 
 def register():
-    """Import DomainBed's algorithms, hparams registry and command launchers and patch them (works
-    without the .pth hook)."""
+    """Import DomainBed's algorithms, hparams registry, datasets and command launchers and patch them
+    (works without the .pth hook)."""
     try:
         import domainbed.algorithms  # noqa: F401
         import domainbed.command_launchers  # noqa: F401
+        import domainbed.datasets  # noqa: F401
         import domainbed.hparams_registry  # noqa: F401
     except ImportError as error:
         raise ImportError("DomainBed is not importable: run from the root of a DomainBed checkout or put it on "

@@ -3,7 +3,9 @@
 train.py builds the algorithm with (input_shape, num_classes, num_domains, hparams) only, yet the BMA
 and cosine horizons need the number of steps it will run and the prompts need the class names. Both are
 in train.py's namespace when it builds the algorithm: ``args`` (parsed command line) and ``dataset``
-(the loaded dataset object); its loop runs exactly ``args.steps or dataset.N_STEPS`` updates. This module
+(the loaded dataset object); its loop runs exactly ``args.steps or dataset.N_STEPS`` updates, and its
+training loaders draw from the ``1 - args.holdout_fraction`` "in" share of each environment. While the
+dataset is being built (``domainbed_adapter.data``) ``args`` exists and ``dataset`` does not yet. This module
 finds them in the ``__main__`` module when that is DomainBed's train script (``python -m
 domainbed.scripts.train``, ``python domainbed/scripts/train.py`` or ``python -m domainbed_adapter.train``).
 """
@@ -21,6 +23,7 @@ class TrainRun:
     dataset_name: str
     n_steps: int  # the number of update() calls train.py makes
     dataset: object  # the loaded dataset, or None
+    holdout_fraction: float = 0.2  # share of each environment train.py holds out of training (its default)
 
 
 def _is_train_script(module):
@@ -46,4 +49,5 @@ def current_train_run():
     if n_steps is None:  # dataset not built yet: read the class attribute train.py would use
         from domainbed import datasets
         n_steps = datasets.get_dataset_class(args.dataset).N_STEPS
-    return TrainRun(dataset_name=args.dataset, n_steps=int(n_steps), dataset=dataset)
+    return TrainRun(dataset_name=args.dataset, n_steps=int(n_steps), dataset=dataset,
+                    holdout_fraction=getattr(args, "holdout_fraction", TrainRun.holdout_fraction))

@@ -65,3 +65,12 @@ def test_unknown_dataset_asks_for_class_names_and_no_dataset_warns():
         resolve_class_names(3, None, "MyDataset", loaded(object()))
     with pytest.warns(UserWarning, match="placeholder"):
         assert resolve_class_names(2)[0] == ["class 0", "class 1"]
+
+
+def test_the_registry_default_yields_to_the_loaded_folders_an_explicit_list_does_not(tmp_path):
+    pacs = FOLDER_CLASS_NAMES["PACS"]
+    renamed = image_folder(tmp_path / "env", [name.capitalize() for name in pacs])  # same order, other names
+    assert resolve_class_names(7, pacs, "PACS", loaded(renamed)) == (renamed.classes, "the class folders of PACS")
+    mine = [f"a {name}" for name in pacs]
+    assert resolve_class_names(7, mine, "PACS", loaded(renamed)) == (mine, "the hparam class_names")
+    assert resolve_class_names(7, pacs, "PACS", None) == (pacs, "the hparam class_names")  # outside train.py

@@ -88,12 +88,16 @@ def test_clip_erm_predicts_with_its_live_weights_and_clipood_with_the_average():
     assert erm.learner.config["margin"] == 0 and clipood.learner.config["margin"] == 0.3
 
 
-@pytest.mark.parametrize("input_shape,to_domainbed", [
-    ((3, 224, 224), lambda clip01: (clip01 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)),
-    ((1, 28, 28), lambda clip01: clip01[:1]),  # MNIST variants: gray [0, 1], no normalization
+@pytest.mark.parametrize("input_shape,to_domainbed,clip_transforms", [
+    ((3, 224, 224), lambda clip01: (clip01 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1),
+     "domainbed"),
+    # the authors' pipeline normalizes with CLIP's own mean/std
+    ((3, 224, 224), lambda clip01: (clip01 - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1),
+     "clipood"),
+    ((1, 28, 28), lambda clip01: clip01[:1], "domainbed"),  # MNIST variants: gray [0, 1], no normalization
 ])
-def test_domainbed_images_reach_clip_exactly_normalized(input_shape, to_domainbed):
-    algorithm = build("CLIPZeroShot", input_shape=input_shape, seed=3)
+def test_domainbed_images_reach_clip_exactly_normalized(input_shape, to_domainbed, clip_transforms):
+    algorithm = build("CLIPZeroShot", input_shape=input_shape, seed=3, clip_transforms=clip_transforms)
     torch.manual_seed(3)  # same weights: the learner draws them in the same order
     reference = CLIPoodLearner(model_name="clipood-tiny", pretrained=None, class_names=["thing 0", "thing 1"],
                                zero_shot=True)
@@ -105,16 +109,24 @@ def test_domainbed_images_reach_clip_exactly_normalized(input_shape, to_domainbe
                                rtol=1e-4, atol=1e-4)
 
 
-def test_open_classes_never_reach_training():
-    algorithm = build(open_class_ratio=0.5)
-    assert algorithm.num_base_classes == 1 and algorithm.learner.num_classes == 2  # new classes stay in the classifier
-    assert algorithm.update(minibatches(((1, 1), (1,)))) == {"skipped_steps": 1.0}
-    assert algorithm.learner.step == 0 and algorithm.skipped_steps == 1
-    mixed = minibatches(((0, 1, 1), (1, 0)))
-    base_only = torch.cat([x[y == 0] for x, y in mixed]), torch.zeros(2, dtype=torch.long)
-    reference = build(open_class_ratio=0.0)
-    assert algorithm.update(mixed)["loss"] == pytest.approx(reference.learner.update(*base_only)["loss"], rel=1e-5)
-
+def test_in_the_wild_trains_against_the_base_class_names_only_and_predicts_among_all():
+    names = [f"thing {i}" for i in range(4)]
+    in_the_wild = build(open_class_ratio=0.5, num_classes=4)
+    assert in_the_wild.num_base_classes == 2 and in_the_wild.class_names == names
+    assert in_the_wild.learner.class_names == names[:2]  # the new names are unknown until test time
+    batch = minibatches(((0, 1, 0), (1, 1, 0)))
+    # reference: the same weights trained on a 2-class problem; all four names would add negatives
+    base_only, all_names = build(num_classes=2), build(num_classes=4)
+    loss = in_the_wild.update(batch)["loss"]
+    assert loss == pytest.approx(base_only.update(batch)["loss"], rel=1e-6)
+    assert loss != pytest.approx(all_names.update(batch)["loss"], rel=1e-3)
+    x = batch[0][0]
+    assert in_the_wild.predict(x).shape == (3, 4) and in_the_wild.learner.class_names == names
+    in_the_wild.update(batch)
+    assert in_the_wild.learner.class_names == names[:2]
+    assert in_the_wild.state_dict()["clipood_learner"]["class_names"] == names  # model.pkl predicts among all
+    with pytest.raises(ValueError, match="new classes"):
+        in_the_wild.update(minibatches(((0, 2, 0), (1, 1, 0))))
 
 
 @pytest.fixture(scope="module")

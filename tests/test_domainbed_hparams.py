@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from domainbed_adapter.class_names import FOLDER_CLASS_NAMES
 from domainbed_adapter.hparams import ALGORITHM_NAMES, clipood_hparams, default_clipood_hparams
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "domainbed")
@@ -22,7 +23,8 @@ def load_config(name):
 def test_defaults_are_the_papers_table1_settings(dataset, lr):
     hparams = default_clipood_hparams("CLIPood", dataset)
     assert hparams == {"clip_model": "ViT-B-16", "clip_pretrained": "openai", "prompt_template": "a photo of a {}.",
-                       "clip_compile": "auto", "class_names": None, "open_class_ratio": 0.0, "steps": None, "lr": lr, "weight_decay": 0.1,
+                       "clip_compile": "auto", "class_names": FOLDER_CLASS_NAMES[dataset], "clip_transforms": "domainbed",
+                       "open_class_ratio": 0.0, "steps": None, "lr": lr, "weight_decay": 0.1,
                        "batch_size": 12, "mms_lambda": 0.3, "bma_beta": 0.5,
                        "head": "text", "margin_kind": "adaptive", "averaging": "bma", "ema_decay": 0.999}
 
@@ -62,7 +64,8 @@ def test_table1_config_is_the_registry_default_and_steps_are_epochs_times_500():
     assert set(config["datasets"]) == set(PAPER_DATASETS) and set(config["algorithms"]) == set(ALGORITHM_NAMES)
     for dataset, settings in config["datasets"].items():
         assert settings["steps"] == 500 * settings["epochs"]
-        hparams = {key: value for key, value in settings.items() if key not in ("epochs", "steps")}
+        assert settings["clip_transforms"] == "clipood"  # the authors' pipeline; DomainBed's is the default
+        hparams = {key: value for key, value in settings.items() if key not in ("epochs", "steps", "clip_transforms")}
         defaults = default_clipood_hparams("CLIPood", dataset)
         assert {key: defaults[key] for key in hparams} == hparams
 
@@ -71,6 +74,22 @@ def test_table4_config_holds_the_in_the_wild_settings():
     datasets = load_config("table4_in_the_wild.json")["datasets"]
     assert datasets["OfficeHome"] == {"epochs": 10, "steps": 5000, "lr": 3e-6, "batch_size": 12,
                                          "weight_decay": 0.1, "mms_lambda": 0.1, "bma_beta": 0.1,
-                                         "open_class_ratio": 0.5}
+                                         "open_class_ratio": 0.5, "clip_transforms": "clipood"}
     assert (datasets["DomainNet"]["lr"], datasets["DomainNet"]["mms_lambda"], datasets["DomainNet"]["bma_beta"],
             datasets["DomainNet"]["steps"]) == (5e-6, 0.1, 0.5, 10000)
+
+
+def test_the_paper_sweeps_pass_the_authors_transforms_to_every_algorithm():
+    import argparse
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("launch_sweep", os.path.join(CONFIGS, "launch_sweep.py"))
+    launch_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_sweep)
+    for name in ("table1_domain_shift.json", "table4_in_the_wild.json"):
+        args = argparse.Namespace(hparams=None, datasets=None, algorithms=None, steps=None, n_trials=None,
+                                  data_dir="D", output_dir="O", command_launcher="dummy", skip_confirmation=True)
+        commands = launch_sweep.sweep_commands(load_config(name), args)
+        assert commands
+        for command in commands:
+            hparams = json.loads(command[command.index("--hparams") + 1])
+            assert hparams["clip_transforms"] == "clipood", command

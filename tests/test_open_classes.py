@@ -29,6 +29,7 @@ def test_base_new_accuracy_against_a_direct_count():
     assert result["base_acc"] == pytest.approx(sum(base) / len(base))
     assert result["new_acc"] == pytest.approx(sum(new) / len(new))
     assert (result["base_count"], result["new_count"]) == (len(base), len(new))
+    assert result["total_acc"] == pytest.approx(hits.float().mean().item())
     b, n = result["base_acc"], result["new_acc"]
     assert result["harmonic_mean"] == pytest.approx(2 / (1 / b + 1 / n))
 

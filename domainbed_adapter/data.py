@@ -1,0 +1,137 @@
+"""What the CLIP algorithms' hparams ask of DomainBed's datasets, done while train.py builds them.
+
+DomainBed's train.py builds the dataset itself (``vars(datasets)[args.dataset](data_dir, test_envs,
+hparams)``), splits every environment, builds its loaders and only then the algorithm, which never sees
+the data. The dataset constructor is the one place that gets the run's hparams before any loader
+exists, so registration wraps the constructor of every class in ``domainbed.datasets.DATASETS``
+(``patch_datasets``); after DomainBed's own ``__init__`` it applies two hparams:
+
+- ``clip_transforms``: ``"domainbed"`` keeps DomainBed's transforms; ``"clipood"`` gives every
+  environment the authors' pipeline (training environments with ``data_augmentation``:
+  RandomResizedCrop(224, scale 0.7-1) + horizontal flip; others: Resize(224) + CenterCrop(224); CLIP's
+  mean/std), as their edit of DomainBed's datasets.py did.
+- ``open_class_ratio`` > 0 (in the wild): each training environment keeps its base-class images only
+  (label < ``num_base_classes``), so DomainBed's split and loaders, built afterwards, hold base classes
+  only and every batch has ``batch_size`` of them. Test environments keep every class.
+
+With the defaults the dataset is left as DomainBed built it. The dataset records what was applied
+(``PREPARED_ATTRIBUTE``) and the algorithm checks it against its hparams, so a dataset built without
+the wrapper is an error, not a silent mismatch.
+"""
+import functools
+
+import torch
+
+from clipood_plugin.open_classes import num_base_classes
+
+from .run_context import current_train_run
+
+CLIP_TRANSFORMS_CHOICES = ("domainbed", "clipood")
+PREPARED_ATTRIBUTE = "clipood_data_settings"
+
+
+def data_settings(hparams):
+    """(clip_transforms, open_class_ratio) an hparams dict asks of the dataset."""
+    choice = hparams.get("clip_transforms") or "domainbed"
+    if choice not in CLIP_TRANSFORMS_CHOICES:
+        raise ValueError(f"clip_transforms is {choice!r}; choose one of {CLIP_TRANSFORMS_CHOICES}")
+    return choice, float(hparams.get("open_class_ratio") or 0.0)
+
+
+DEFAULT_SETTINGS = data_settings({})
+
+
+def clipood_transform(image_size, train):
+    """The authors' pipeline (torchvision's default bilinear interpolation, CLIP's mean/std)."""
+    from torchvision import transforms
+
+    from clipood_plugin import CLIP_MEAN, CLIP_STD
+    geometry = ([transforms.RandomResizedCrop(image_size, scale=(0.7, 1.0)), transforms.RandomHorizontalFlip()]
+                if train else [transforms.Resize(image_size), transforms.CenterCrop(image_size)])
+    return transforms.Compose(geometry + [transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+class BaseClassSubset(torch.utils.data.Subset):
+    """The base-class samples of an environment; its ``classes`` (label -> name) stay the environment's."""
+
+    @property
+    def classes(self):
+        return self.dataset.classes
+
+
+def environment_labels(environment):
+    """Labels of every sample of a DomainBed environment, read without loading images where possible."""
+    if hasattr(environment, "targets"):  # ImageFolder
+        return torch.as_tensor(environment.targets).long()
+    if isinstance(environment, torch.utils.data.TensorDataset):  # Debug, MNIST variants
+        return environment.tensors[1].long()
+    return torch.as_tensor([int(label) for _, label in environment]).long()  # reads each sample once
+
+
+def _check_batches_fill(dataset, train_envs, hparams):
+    """DomainBed's training loader draws ``batch_size`` with drop_last from the in-split; one smaller than
+    that never yields a batch and train.py hangs. Filtering makes environments smaller: say so instead."""
+    run = current_train_run()
+    if run is None or hparams.get("class_balanced"):  # a weighted sampler always fills its batches
+        return
+    for i in train_envs:
+        size = len(dataset.datasets[i])
+        in_split = size - int(size * run.holdout_fraction)
+        if in_split < hparams["batch_size"]:
+            raise ValueError(f"environment {i} has {in_split} base-class training images after the holdout, fewer "
+                             f"than batch_size {hparams['batch_size']}: DomainBed's loader would never fill a batch. "
+                             "Lower batch_size (--hparams '{\"batch_size\": N}')")
+
+
+def prepare_dataset(dataset, test_envs, hparams):
+    """Apply ``clip_transforms`` and ``open_class_ratio`` to a DomainBed dataset just built (see module doc)."""
+    choice, ratio = data_settings(hparams)
+    train_envs = [i for i in range(len(dataset.datasets)) if i not in test_envs]
+    if choice == "clipood":
+        lacking = [i for i, env in enumerate(dataset.datasets) if not hasattr(env, "transform")]
+        if lacking:
+            raise ValueError(f"clip_transforms 'clipood' replaces the image transforms of each environment, but the "
+                             f"environments {lacking} of {type(dataset).__name__} have none (tensors or nested "
+                             "datasets): use clip_transforms 'domainbed' for this dataset")
+        augment = hparams["data_augmentation"]
+        for i, environment in enumerate(dataset.datasets):
+            environment.transform = clipood_transform(dataset.input_shape[-1], train=augment and i in train_envs)
+    if ratio:
+        num_base = num_base_classes(dataset.num_classes, ratio)
+        for i in train_envs:
+            keep = torch.nonzero(environment_labels(dataset.datasets[i]) < num_base).flatten().tolist()
+            dataset.datasets[i] = BaseClassSubset(dataset.datasets[i], keep)
+        _check_batches_fill(dataset, train_envs, hparams)
+    setattr(dataset, PREPARED_ATTRIBUTE, (choice, ratio))
+
+
+def check_prepared(dataset, hparams):
+    """Raise unless ``dataset`` was built with what ``hparams`` ask of it (see ``prepare_dataset``)."""
+    wanted = data_settings(hparams)
+    applied = getattr(dataset, PREPARED_ATTRIBUTE, DEFAULT_SETTINGS)
+    if applied != wanted:
+        raise ValueError(
+            f"the hparams ask for clip_transforms {wanted[0]!r} and open_class_ratio {wanted[1]} but the "
+            f"{type(dataset).__name__} dataset was built with {applied[0]!r} and {applied[1]}: it was not built "
+            "through a registered domainbed.datasets class (run `python -m domainbed_adapter.train` or call "
+            "domainbed_adapter.register() before DomainBed builds the dataset)")
+
+
+def _preparing_init(cls, original):
+    @functools.wraps(original)
+    def __init__(self, root, test_envs, hparams):
+        original(self, root, test_envs, hparams)
+        if type(self) is cls:  # once, after the whole DomainBed constructor
+            prepare_dataset(self, test_envs, hparams)
+
+    __init__.clipood_wrapped = True
+    return __init__
+
+
+def patch_datasets(module):
+    """Wrap the constructor of every class named in ``domainbed.datasets.DATASETS`` (idempotent)."""
+    for name in module.DATASETS:
+        cls = getattr(module, name, None)
+        if not isinstance(cls, type) or getattr(cls.__dict__.get("__init__"), "clipood_wrapped", False):
+            continue
+        cls.__init__ = _preparing_init(cls, cls.__init__)
