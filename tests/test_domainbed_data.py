@@ -142,3 +142,12 @@ def test_an_algorithm_built_from_registry_hparams_outside_train_py_gets_the_real
     assert algorithm.class_names == FOLDER_CLASS_NAMES["PACS"]
     with pytest.raises(ValueError, match="7 class names from the hparam class_names but the dataset has 6 classes"):
         algorithms.get_algorithm_class("CLIPZeroShot")((3, 224, 224), 6, 3, dict(hparams))
+
+
+def test_in_the_wild_with_a_linear_head_is_refused_before_training(domainbed):
+    from domainbed import algorithms
+    _, hparams_registry = domainbed
+    hparams = {**hparams_registry.default_hparams("CLIPood", "PACS"), "clip_model": "clipood-tiny",
+               "clip_pretrained": None, "steps": 2, "open_class_ratio": 0.5, "head": "linear", "margin_kind": "none"}
+    with pytest.raises(ValueError, match="open_class_ratio > 0 needs the text head"):
+        algorithms.get_algorithm_class("CLIPood")((3, 224, 224), 7, 3, hparams)
