@@ -73,7 +73,7 @@ class CLIPoodLearner:
             "cuda" if torch.cuda.is_available() else "cpu")
         self.precision = _resolve_precision(precision, self.device)
         architecture = resolve_architecture(model_name, pretrained)
-        self.config = dict(model_name=architecture, pretrained=pretrained,
+        self.config = dict(model_name=architecture, pretrained=None if pretrained is None else str(pretrained),
                            total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
                            margin=margin, beta=beta, averaging=averaging, ema_decay=ema_decay,
                            templates=tuple([templates] if isinstance(templates, str) else templates),
