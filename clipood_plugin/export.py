@@ -87,12 +87,13 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None):
     checkpoint_path, out_path = Path(checkpoint_path), Path(out_path)
     if out_path.suffix == EXPORT_METADATA_SUFFIX:
         raise ExportError(f"OUT {out_path} would be overwritten by its own metadata: name it e.g. model.pt")
-    if out_path.resolve() == checkpoint_path.resolve():
-        raise ExportError("OUT must not be the checkpoint itself")
     state, source = read_learner_state(checkpoint_path)
     _check_exportable(state, checkpoint_path)
     config = state["config"]
     pretrained = config["pretrained"] if pretrained is None else str(pretrained)
+    if out_path.resolve() in {checkpoint_path.resolve(), Path(pretrained).resolve()}:
+        raise ExportError(f"OUT {out_path} is an input of the export (the checkpoint or the pretrained weights): "
+                          "write it elsewhere")
     try:
         clip_model, _, _, tokenizer = load_clip(config["model_name"], pretrained)
     except (WeightsUnavailableError, FileNotFoundError) as error:

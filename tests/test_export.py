@@ -3,6 +3,7 @@ what the learner predicted (zero-shot logits of the reload, computed by open_cli
 
 The formats of the three front ends: the learner's state (`clipood train`'s model.pt), DomainBed's
 model.pkl and Dassl's checkpoints, the latter two written by the real frameworks."""
+import importlib.util
 import json
 
 import open_clip
@@ -17,6 +18,7 @@ from test_dassl_integration import DASSL_ROOT, dassl_train, data_root  # noqa: F
 from test_domainbed_integration import ROOT as DOMAINBED_ROOT
 from test_domainbed_integration import train as domainbed_train
 
+HAS_WILDS = importlib.util.find_spec("wilds") is not None
 CLASS_NAMES = ["dog", "cat", "golden_retriever"]
 TEMPLATES = ("a photo of a {}.", "a sketch of a {}.")
 
@@ -87,8 +89,8 @@ def tiny_run(tiny_weights, tmp_path_factory):
 
 def test_an_openai_tagged_run_exports_to_open_clips_quickgelu_model(openai_hub_cache, tmp_path, capsys):
     learner = CLIPoodLearner(model_name="ViT-B/32", pretrained="openai", class_names=CLASS_NAMES,
-                             templates=TEMPLATES, total_steps=2, lr=1e-4, device="cpu")
-    train(learner, 2, 224)
+                             templates=TEMPLATES, total_steps=1, lr=1e-4, device="cpu")
+    train(learner, 1, 224)  # one step: the BMA of theta_0 and theta_1 is neither
     torch.save(learner.state_dict(include_training_state=False), tmp_path / "model.pt")
     code, printed = export(tmp_path / "model.pt", tmp_path / "exported.pt", capsys=capsys)
     assert code == 0 and "open_clip model: ViT-B-32-quickgelu" in printed.out
@@ -136,8 +138,10 @@ def test_a_second_stage_continues_from_the_exported_model(tiny_run, tmp_path):
 
 
 def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weights, tmp_path, capsys):
-    learner, model_pt = tiny_run
+    _, model_pt = tiny_run
     state = torch.load(model_pt, weights_only=True)
+    diverged = dict(state["inference_encoder"], proj=torch.full_like(state["inference_encoder"]["proj"], float("nan")))
+    torch.save({**state, "inference_encoder": diverged}, tmp_path / "diverged.pt")
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     torch.save({"model_dict": {"network.0.weight": torch.zeros(1)}}, tmp_path / "erm_model.pkl")
     torch.save({**state, "config": {**state["config"], "zero_shot": True}}, tmp_path / "zero_shot.pt")
@@ -146,21 +150,25 @@ def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weig
                tmp_path / "moved_weights.pt")
     other_weights = tmp_path / "other.pt"
     torch.save(random_weights("clipood-tiny", seed=99), other_weights)
-    cases = [(["missing.pt"], "No such file"), (["notes.txt"], "not a checkpoint"),
-             (["erm_model.pkl"], "holds no CLIPood learner"), (["zero_shot.pt"], "zero-shot model"),
-             (["random_init.pt"], "random init"), (["moved_weights.pt"], "--pretrained FILE"),
-             ([str(model_pt), "--pretrained", str(other_weights)], "not the weights the run started from")]
-    for args, message in cases:
-        code, printed = export(tmp_path / args[0], tmp_path / "out.pt", *args[1:], capsys=capsys)
+    out = tmp_path / "out.pt"
+    cases = [(["missing.pt"], out, "No such file"), (["notes.txt"], out, "not a checkpoint"),
+             (["erm_model.pkl"], out, "holds no CLIPood learner"), (["zero_shot.pt"], out, "zero-shot model"),
+             (["random_init.pt"], out, "random init"), (["moved_weights.pt"], out, "--pretrained FILE"),
+             (["diverged.pt"], out, "non-finite weights"),
+             ([model_pt, "--pretrained", other_weights], out, "not the weights the run started from"),
+             ([model_pt], model_pt, "an input of the export"), ([model_pt], tiny_weights, "an input of the export"),
+             ([model_pt], tmp_path / "out.json", "overwritten by its own metadata")]
+    for args, out_path, message in cases:
+        code, printed = export(tmp_path / args[0], out_path, *map(str, args[1:]), capsys=capsys)
         assert code == 2 and message in printed.err and printed.err.count("\n") == 1, (args, printed.err)
-    assert not (tmp_path / "out.pt").exists()
+    assert not out.exists()
     # the weights found elsewhere: the run's own, so the export goes through
-    assert export(tmp_path / "moved_weights.pt", tmp_path / "out.pt", "--pretrained", str(tiny_weights))[0] == 0
+    assert export(tmp_path / "moved_weights.pt", out, "--pretrained", str(tiny_weights))[0] == 0
 
 
 # ----------------------------------------------------------------------------- framework checkpoints
-@pytest.mark.skipif(DOMAINBED_ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on "
-                                                   "PYTHONPATH or set DOMAINBED_ROOT")
+@pytest.mark.skipif(DOMAINBED_ROOT is None or not HAS_WILDS, reason="DomainBed is not importable (put a DomainBed "
+                    "checkout on PYTHONPATH or set DOMAINBED_ROOT) or `wilds`, which its datasets import, is missing")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_domainbed_model_pkl_exports_with_its_recorded_architecture(tiny_archive, tmp_path):
     from domainbed_adapter import load_algorithm
@@ -175,8 +183,9 @@ def test_a_domainbed_model_pkl_exports_with_its_recorded_architecture(tiny_archi
                                algorithm.predict(normalized(raw, IMAGENET_MEAN, IMAGENET_STD)), rtol=0, atol=1e-4)
 
 
-@pytest.mark.skipif(DASSL_ROOT is None or not (DASSL_ROOT / "tools" / "train.py").is_file(),
-                    reason="Dassl is not installed from a checkout with tools/train.py")
+@pytest.mark.skipif(DASSL_ROOT is None or not (DASSL_ROOT / "tools" / "train.py").is_file() or not HAS_WILDS,
+                    reason="Dassl is not installed from a checkout with tools/train.py, or `wilds` (it imports it) "
+                           "is missing")
 def test_a_dassl_checkpoint_exports_with_its_recorded_architecture(data_root, tiny_archive, tmp_path):
     dassl_train(data_root, tmp_path / "run", "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "1",
                 "TRAINER.CLIPOOD.PRETRAINED", str(tiny_archive))
