@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import (EXPORT_FORMAT_KEY, EXPORT_METADATA_SUFFIX, EXPORT_MODEL_KEY, WeightsUnavailableError,
-                       export_metadata_path, load_clip)
+                       export_metadata_path, load_clip, resolve_architecture)
 from .learner import CHECKPOINT_FORMAT
 from .prompts import PromptEncoder
 
@@ -94,8 +94,13 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None):
     if out_path.resolve() in {checkpoint_path.resolve(), Path(pretrained).resolve()}:
         raise ExportError(f"OUT {out_path} is an input of the export (the checkpoint or the pretrained weights): "
                           "write it elsewhere")
+    architecture = resolve_architecture(config["model_name"], pretrained)
+    if architecture != config["model_name"]:
+        raise ExportError(f"{checkpoint_path} was trained as {config['model_name']!r}, but its weights "
+                          f"{pretrained!r} are {architecture!r}: the run predates QuickGELU for such weights and "
+                          "fine-tuned another activation than they were trained with; train it again")
     try:
-        clip_model, _, _, tokenizer = load_clip(config["model_name"], pretrained)
+        clip_model, _, _, tokenizer = load_clip(architecture, pretrained)
     except (WeightsUnavailableError, FileNotFoundError) as error:
         raise ExportError(f"{error} (export needs the weights the run started from: pass them with "
                           "--pretrained FILE)") from error

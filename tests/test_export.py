@@ -137,7 +137,8 @@ def test_a_second_stage_continues_from_the_exported_model(tiny_run, tmp_path):
                                rtol=0, atol=1e-5)
 
 
-def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weights, tmp_path, capsys):
+def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weights, tiny_archive, tmp_path,
+                                                            capsys):
     _, model_pt = tiny_run
     state = torch.load(model_pt, weights_only=True)
     diverged = dict(state["inference_encoder"], proj=torch.full_like(state["inference_encoder"]["proj"], float("nan")))
@@ -148,13 +149,15 @@ def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weig
     torch.save({**state, "config": {**state["config"], "pretrained": None}}, tmp_path / "random_init.pt")
     torch.save({**state, "config": {**state["config"], "pretrained": str(tmp_path / "gone.pt")}},
                tmp_path / "moved_weights.pt")
+    # trained before the architecture followed the weights: OpenAI-style weights in the GELU model
+    torch.save({**state, "config": {**state["config"], "pretrained": str(tiny_archive)}}, tmp_path / "gelu_run.pt")
     other_weights = tmp_path / "other.pt"
     torch.save(random_weights("clipood-tiny", seed=99), other_weights)
     out = tmp_path / "out.pt"
     cases = [(["missing.pt"], out, "No such file"), (["notes.txt"], out, "not a checkpoint"),
              (["erm_model.pkl"], out, "holds no CLIPood learner"), (["zero_shot.pt"], out, "zero-shot model"),
              (["random_init.pt"], out, "random init"), (["moved_weights.pt"], out, "--pretrained FILE"),
-             (["diverged.pt"], out, "non-finite weights"),
+             (["diverged.pt"], out, "non-finite weights"), (["gelu_run.pt"], out, "predates QuickGELU"),
              ([model_pt, "--pretrained", other_weights], out, "not the weights the run started from"),
              ([model_pt], model_pt, "an input of the export"), ([model_pt], tiny_weights, "an input of the export"),
              ([model_pt], tmp_path / "out.json", "overwritten by its own metadata")]
