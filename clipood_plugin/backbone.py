@@ -1,8 +1,10 @@
 """CLIP loading through open_clip, the offline ``clipood-tiny`` model, and exact input adaptation."""
 import difflib
+import json
 import os
 import socket
 import urllib.parse
+import zipfile
 from pathlib import Path
 
 import open_clip
@@ -16,7 +18,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 TINY_MODEL = "clipood-tiny"
-# CoOp / openai-CLIP style names -> open_clip names (openai weights use QuickGELU).
+QUICK_GELU_SUFFIX = "-quickgelu"  # open_clip's name for a model's QuickGELU variant
+# the JSON `clipood export` writes beside its weights, and the keys that name the model they fit
+EXPORT_METADATA_SUFFIX = ".json"
+EXPORT_FORMAT_KEY, EXPORT_MODEL_KEY = "clipood_export", "open_clip_model"
+# CoOp / openai-CLIP style names -> open_clip names (resolve_architecture picks the QuickGELU variant)
 MODEL_ALIASES = {
     "ViT-B/16": "ViT-B-16", "ViT-B/32": "ViT-B-32", "ViT-L/14": "ViT-L-14",
     "ViT-L/14@336px": "ViT-L-14-336", "RN50": "RN50", "RN101": "RN101",
@@ -51,6 +57,70 @@ def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
+def is_torchscript_archive(path) -> bool:
+    """OpenAI's original CLIP files (ViT-B-16.pt, ...) are TorchScript archives: a zip with constants.pkl."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(entry.count("/") == 1 and entry.endswith("/constants.pkl") for entry in archive.namelist())
+
+
+def export_metadata_path(weights_path) -> Path:
+    return Path(weights_path).with_suffix(EXPORT_METADATA_SUFFIX)
+
+
+def exported_model_name(weights_path):
+    """The open_clip model a `clipood export` file was written for (from the JSON beside it), else None."""
+    metadata = export_metadata_path(weights_path)
+    if not metadata.is_file():
+        return None
+    try:
+        recorded = json.loads(metadata.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None  # someone else's file of that name
+    return recorded.get(EXPORT_MODEL_KEY) if isinstance(recorded, dict) and EXPORT_FORMAT_KEY in recorded else None
+
+
+def resolve_architecture(model_name: str, pretrained=None) -> str:
+    """The open_clip model name whose architecture fits the weights ``pretrained`` names.
+
+    Weights trained with QuickGELU get the model's "-quickgelu" variant: every tag whose open_clip
+    pretrained config says quick_gelu (OpenAI's among them), and OpenAI's TorchScript archives. open_clip
+    itself builds nn.GELU for ("ViT-B-16", "openai") and only warns. A plain state-dict file carries no
+    architecture: the name given is used (OpenAI weights saved as a state dict: "ViT-B-16-quickgelu"),
+    and a file `clipood export` wrote must be given the model name recorded beside it.
+    """
+    name = resolve_model_name(model_name)
+    if pretrained is None:
+        return name
+    pretrained = str(pretrained)
+    if os.path.isfile(pretrained):
+        exported_as = exported_model_name(pretrained)
+        if exported_as is not None and exported_as != name:
+            raise ValueError(f"{pretrained} was exported for open_clip model {exported_as!r} (see "
+                             f"{export_metadata_path(pretrained)}); build with model name {exported_as!r}, "
+                             f"not {model_name!r}")
+        quick_gelu = is_torchscript_archive(pretrained)
+    else:
+        quick_gelu = open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False)
+    if not quick_gelu or open_clip.get_model_config(name).get("quick_gelu", False):
+        return name
+    variant = name + QUICK_GELU_SUFFIX
+    if variant not in open_clip.list_models():
+        raise ValueError(f"the weights {pretrained!r} were trained with QuickGELU, but open_clip has no model "
+                         f"{variant!r} to build {name} with it")
+    return variant
+
+
+def _load_torchscript_archive(model, path):
+    """OpenAI's TorchScript file into an open_clip model, as open_clip's OpenAI loader reads it (torch.jit.load:
+    open_clip's own torch.load(weights_only=True) refuses TorchScript). Only load archives you trust."""
+    state = torch.jit.load(path, map_location="cpu").state_dict()
+    for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's metadata, not weights
+        state.pop(key, None)
+    model.load_state_dict(state)
+
+
 def _weights_location(model_name: str, tag: str):
     """Where open_clip can get the tag's weights: "hub-cache", "url-cache", "network", or None (nowhere)."""
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
@@ -83,16 +153,21 @@ def pretrained_weights_available(model_name: str, tag: str) -> bool:
 def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
     """Build a CLIP model through open_clip; returns (model, preprocess_train, preprocess_val, tokenizer).
 
-    ``pretrained`` is an open_clip tag ("openai", "laion2b_s34b_b88k", ...), a local checkpoint file, or
-    None for random init. Weights that are neither cached nor reachable fail fast with a message on how to
-    use a local file instead. ``preprocess_train`` is the paper's augmentation (RandomResizedCrop scale
-    0.7-1 and horizontal flip); ``preprocess_val`` is open_clip's resize + center crop.
+    ``pretrained`` is an open_clip tag ("openai", "laion2b_s34b_b88k", ...), a local checkpoint file
+    (an open_clip state dict, or one of OpenAI's TorchScript archives), or None for random init. The
+    architecture follows the weights (``resolve_architecture``: QuickGELU where they were trained with it).
+    Weights that are neither cached nor reachable fail fast with a message on how to use a local file
+    instead. ``preprocess_train`` is the paper's augmentation (RandomResizedCrop scale 0.7-1 and horizontal
+    flip); ``preprocess_val`` is open_clip's resize + center crop.
     """
-    name = resolve_model_name(model_name)
+    name = resolve_architecture(model_name, pretrained)
+    weights_file = archive = None
     if pretrained is not None:
         pretrained = str(pretrained)
         if os.path.isfile(pretrained):
-            pass
+            weights_file = pretrained
+            if is_torchscript_archive(pretrained):
+                archive, pretrained = pretrained, None
         elif _looks_like_path(pretrained):
             raise FileNotFoundError(f"CLIP checkpoint file not found: {pretrained}")
         elif not open_clip.pretrained.is_pretrained_cfg(name, pretrained):
@@ -110,8 +185,17 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
             if location == "hub-cache":  # load from the cache without the hub's network retries
                 import huggingface_hub
                 huggingface_hub.constants.HF_HUB_OFFLINE = True
-    model, _, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=pretrained,
-                                                                     device=device or "cpu")
+    try:
+        model, _, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=pretrained,
+                                                                         device=device or "cpu")
+        if archive is not None:
+            _load_torchscript_archive(model, archive)
+    except (RuntimeError, AssertionError, KeyError) as error:  # how open_clip's loaders meet a misfit
+        if weights_file is None:
+            raise
+        detail = str(error).strip().splitlines()[-1].strip()
+        raise ValueError(f"the weights in {weights_file} do not fit open_clip model {name!r} ({detail}); "
+                         "name the model they were saved from") from error
     model.float()
     tokenizer = open_clip.get_tokenizer(name)
     image_size = image_size_of(model.visual)

@@ -51,6 +51,12 @@ def build_parser():
     for action in demo._actions:  # only flags the user gives override the preset the demo picks
         if action.dest != "help":
             action.default = argparse.SUPPRESS
+    export = commands.add_parser("export", help="write a trained model (model.pt, DomainBed model.pkl, Dassl "
+                                 "checkpoint) as an open_clip checkpoint: averaged image tower + pretrained text tower")
+    export.add_argument("checkpoint", help="model.pt of `clipood train`, DomainBed model.pkl, or Dassl checkpoint")
+    export.add_argument("out", help="the open_clip checkpoint to write (a JSON with its model name goes beside it)")
+    export.add_argument("--pretrained", help="the weights the run started from, if not where it recorded them "
+                        "(e.g. a local file of its tag)")
     return parser
 
 
@@ -75,6 +81,9 @@ def _demo_config(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        from .export import main as export_main
+        return export_main(args.checkpoint, args.out, args.pretrained)
     try:
         if args.command == "demo":
             config = _demo_config(args)

@@ -8,7 +8,7 @@ from torch import nn
 
 from . import distributed
 from .averaging import AVERAGING_CHOICES, build_averager
-from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_model_name
+from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_architecture
 from .heads import HEAD_CHOICES, LinearHeadClassifier
 from .loss import check_margin_kind, margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
@@ -17,7 +17,8 @@ PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
 # torch.compile of the training forward/backward: auto = "on" on CUDA; reduce-overhead adds CUDA graphs
 COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
 CHECKPOINT_FORMAT = 1
-# settings a checkpoint must share with the learner that loads it (what the saved state is shaped by)
+# settings a checkpoint must share with the learner that loads it (what the saved state is shaped by);
+# model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for OpenAI's weights)
 BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps", "head")
 # the value a build key had in checkpoints saved before it was one
 BUILD_KEY_DEFAULTS = {"head": "text"}
@@ -89,14 +90,15 @@ class CLIPoodLearner:
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.precision = _resolve_precision(precision, self.device)
-        self.config = dict(model_name=resolve_model_name(model_name), pretrained=pretrained,
+        architecture = resolve_architecture(model_name, pretrained)
+        self.config = dict(model_name=architecture, pretrained=None if pretrained is None else str(pretrained),
                            total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
                            margin=margin, margin_kind=margin_kind, head=head, beta=beta, averaging=averaging,
                            ema_decay=ema_decay,
                            templates=tuple([templates] if isinstance(templates, str) else templates),
                            logit_scale=logit_scale, zero_shot=zero_shot, compile=compile)
 
-        clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(model_name, pretrained)
+        clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(architecture, pretrained)
         clip_model.eval()
         self.image_encoder = clip_model.visual.to(self.device)
         clip_model.visual = nn.Identity()  # the text tower stays on the CPU; only its features are kept

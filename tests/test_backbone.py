@@ -46,3 +46,36 @@ def test_local_checkpoint_file_is_loaded(tmp_path):
     torch.manual_seed(4)
     loaded, *_ = load_clip("clipood-tiny", pretrained=str(path))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_an_openai_torchscript_archive_loads_its_weights_into_the_quickgelu_architecture(tmp_path):
+    import torch
+    from open_clip.transformer import QuickGELU
+    from torch import nn
+
+    from clipood_plugin import CLIPoodLearner
+    from clipood_plugin.backbone import resolve_architecture
+    from pretrained_cache import random_weights, write_openai_archive
+
+    weights = random_weights("clipood-tiny-quickgelu", seed=5)
+    model, *_ = load_clip("clipood-tiny-quickgelu", pretrained=None)
+    model.load_state_dict(weights)
+    archive = write_openai_archive(tmp_path / "tiny.pt", model)
+    assert resolve_architecture("clipood-tiny", str(archive)) == "clipood-tiny-quickgelu"
+    loaded, *_ = load_clip("clipood-tiny", pretrained=str(archive))
+    assert {type(m) for m in loaded.modules() if isinstance(m, (nn.GELU, QuickGELU))} == {QuickGELU}
+    assert loaded.state_dict().keys() == weights.keys()
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in weights.items())
+    # a learner records the architecture, so its checkpoint reloads into a learner built the same way
+    learner = CLIPoodLearner(model_name="clipood-tiny", pretrained=str(archive), class_names=["a", "b"],
+                             total_steps=1, device="cpu")
+    assert learner.config["model_name"] == "clipood-tiny-quickgelu"
+    CLIPoodLearner(model_name="clipood-tiny", pretrained=str(archive), class_names=["a", "b"], total_steps=1,
+                   device="cpu").load_state_dict(learner.state_dict())
+
+
+def test_weights_of_another_model_are_a_clear_error(tmp_path):
+    import torch
+    torch.save(load_clip("clipood-tiny", pretrained=None)[0].state_dict(), tmp_path / "tiny.pt")
+    with pytest.raises(ValueError, match="do not fit open_clip model 'RN50'"):
+        load_clip("RN50", pretrained=str(tmp_path / "tiny.pt"))
