@@ -62,6 +62,9 @@ def _check_exportable(state, checkpoint_path):
     if config["zero_shot"]:
         raise ExportError(f"{checkpoint_path} is a zero-shot model (never trained): use open_clip's "
                           f"{config['model_name']!r} with pretrained={config['pretrained']!r} directly")
+    if config.get("head", "text") != "text":
+        raise ExportError(f"{checkpoint_path} was trained with a linear head: open_clip's model classifies with "
+                          "the text tower, which would not give this run's predictions; export takes text-head runs")
     if config["pretrained"] is None:
         raise ExportError(f"{checkpoint_path} was trained from a random init (pretrained None): there is no "
                           "pretrained text tower to pair with its image tower; export needs a run started from "

@@ -147,6 +147,7 @@ def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weig
     torch.save({"model_dict": {"network.0.weight": torch.zeros(1)}}, tmp_path / "erm_model.pkl")
     torch.save({**state, "config": {**state["config"], "zero_shot": True}}, tmp_path / "zero_shot.pt")
     torch.save({**state, "config": {**state["config"], "pretrained": None}}, tmp_path / "random_init.pt")
+    torch.save({**state, "config": {**state["config"], "head": "linear"}}, tmp_path / "linear_head.pt")
     torch.save({**state, "config": {**state["config"], "pretrained": str(tmp_path / "gone.pt")}},
                tmp_path / "moved_weights.pt")
     # trained before the architecture followed the weights: OpenAI-style weights in the GELU model
@@ -156,7 +157,7 @@ def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weig
     out = tmp_path / "out.pt"
     cases = [(["missing.pt"], out, "No such file"), (["notes.txt"], out, "not a checkpoint"),
              (["erm_model.pkl"], out, "holds no CLIPood learner"), (["zero_shot.pt"], out, "zero-shot model"),
-             (["random_init.pt"], out, "random init"), (["moved_weights.pt"], out, "--pretrained FILE"),
+             (["random_init.pt"], out, "random init"), (["linear_head.pt"], out, "linear head"), (["moved_weights.pt"], out, "--pretrained FILE"),
              (["diverged.pt"], out, "non-finite weights"), (["gelu_run.pt"], out, "predates QuickGELU"),
              ([model_pt, "--pretrained", other_weights], out, "not the weights the run started from"),
              ([model_pt], model_pt, "an input of the export"), ([model_pt], tiny_weights, "an input of the export"),
