@@ -436,7 +436,7 @@ def domainbed_test_models(args):
     suite = unittest.defaultTestLoader.loadTestsFromName("domainbed.test.test_models")
     result = unittest.TextTestRunner(stream=sys.stderr, verbosity=2).run(suite)
     emit({"tests_run": result.testsRun, "expected": len(helpers.DEBUG_DATASETS) * len(CLIP_ALGORITHMS),
-          "failures": [f"{test.id()}: {text[-1500:]}" for test, text in result.failures + result.errors]})
+          "failures": [f"{test.id()}: {text[-600:]}" for test, text in result.failures + result.errors]})
 
 
 # ----------------------------------------------------------------------------- profiles
