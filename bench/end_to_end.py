@@ -58,7 +58,8 @@ def domainbed_transform(image_size):
     ])
 
 
-def run(args, root, device):
+def run(args, root, device, on_step=None):
+    """Both phases on the dataset at ``root``; ``on_step()`` (e.g. a profiler's step) after each loop step."""
     dataset = scan_domain_folders(root)
     if len(dataset.domains) < args.domains:
         raise SystemExit(f"{root} has {len(dataset.domains)} domains, fewer than --domains {args.domains}")
@@ -97,6 +98,8 @@ def run(args, root, device):
         images, labels = next(batches)
         wait += time.perf_counter() - before
         learner.update(images, labels)
+        if on_step is not None:
+            on_step()
     synchronize(device)
     seconds = (time.perf_counter() - start) / args.steps
     end_to_end = {"variant": "end_to_end", **common, "img_per_s": round(len(images) / seconds, 2),
@@ -109,7 +112,7 @@ def run(args, root, device):
           "img_per_s_ratio": round(end_to_end["img_per_s"] / step_only["img_per_s"], 3)})
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", default="ViT-B-16", help="open_clip model name or clipood-tiny (random init)")
@@ -139,6 +142,11 @@ def main(argv=None):
                      "jitter and grayscale: use --decode cpu with --augmentation domainbed")
     if args.steps < 1 or args.warmup < 1 or args.workers < 0:
         parser.error("--steps and --warmup must be at least 1, --workers at least 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     device = resolve_device(args.device)
     if args.data_dir:
         run(args, args.data_dir, device)

@@ -17,6 +17,7 @@ import argparse
 import copy
 import gc
 import json
+import warnings
 
 import torch
 
@@ -97,43 +98,64 @@ def build(variant, model_name, total_steps, device, learner_kwargs):
         "weights": "fp32", "precision": learner.precision, "image_size": learner.image_size}
 
 
-def measure(variant, args, batch, device, learner_kwargs):
-    total_steps = args.warmup + max(args.steps, args.bma_repeats)
-    step, bma_update, info = build(variant, args.model, total_steps, device, learner_kwargs)
+def measure(variant, model, batch, device, learner_kwargs, steps=20, warmup=5, bma_repeats=20):
+    total_steps = warmup + max(steps, bma_repeats)
+    step, bma_update, info = build(variant, model, total_steps, device, learner_kwargs)
     images = torch.randn(batch, 3, info["image_size"], info["image_size"], device=device)
     labels = torch.randint(0, len(CLASS_NAMES), (batch,), device=device)
     reset_peak_memory(device)
-    for _ in range(args.warmup):
-        step(images, labels)
-    seconds = timed(lambda: step(images, labels), args.steps, device)
+    with warnings.catch_warnings(record=True) as caught:  # a compile that fell back must show in the record
+        warnings.simplefilter("always")
+        for _ in range(warmup):
+            step(images, labels)
+        seconds = timed(lambda: step(images, labels), steps, device)
     peak = peak_memory_gb(device)
-    for _ in range(args.warmup):
+    for _ in range(warmup):
         bma_update()
-    bma_seconds = timed(bma_update, args.bma_repeats, device)
-    return {"variant": variant, "model": args.model, "device": device.type, "batch": batch,
-            "steps": args.steps, "img_per_s": round(batch / seconds, 2), "step_ms": round(1e3 * seconds, 3),
-            "bma_ms": round(1e3 * bma_seconds, 4), "peak_mem_gb": peak, "weights": info["weights"],
-            **({"precision": info["precision"]} if "precision" in info else {})}
+    bma_seconds = timed(bma_update, bma_repeats, device)
+    record = {"variant": variant, "model": model, "device": device.type, "batch": batch, "steps": steps,
+              "img_per_s": round(batch / seconds, 2), "step_ms": round(1e3 * seconds, 3),
+              "bma_ms": round(1e3 * bma_seconds, 4), "peak_mem_gb": peak, "weights": info["weights"]}
+    if variant != "reference":
+        record.update(precision=info["precision"], learner_kwargs=learner_kwargs)
+    if caught:
+        record["warnings"] = sorted({str(w.message)[:300] for w in caught})[:5]
+    return record
 
 
-def measure_or_report_oom(variant, args, batch, device, learner_kwargs):
+def measure_or_report_oom(variant, model, batch, device, learner_kwargs, **timing):
     try:
-        return measure(variant, args, batch, device, learner_kwargs)
+        return measure(variant, model, batch, device, learner_kwargs, **timing)
     except torch.cuda.OutOfMemoryError:
-        return {"variant": variant, "model": args.model, "device": device.type, "batch": batch,
+        return {"variant": variant, "model": model, "device": device.type, "batch": batch,
                 "error": "out of memory: try a smaller --batch"}
     finally:
-        gc.collect()  # the next case starts from a clean device
+        gc.collect()  # the next case starts from a clean device and a clean compiler
+        torch._dynamo.reset()
         reset_peak_memory(device)
 
 
 def ratios(ours, reference):
     def ratio(a, b):
         return round(a / b, 3) if a and b else None
-    return {"variant": "clipood/reference", "batch": ours["batch"],
+    return {"variant": "clipood/reference", "batch": ours["batch"], "learner_kwargs": ours.get("learner_kwargs"),
             "img_per_s_ratio": ratio(ours.get("img_per_s"), reference.get("img_per_s")),
             "bma_speedup": ratio(reference.get("bma_ms"), ours.get("bma_ms")),
             "peak_mem_ratio": ratio(ours.get("peak_mem_gb"), reference.get("peak_mem_gb"))}
+
+
+def compare(model, batches, device, learner_configs=({},), **timing):
+    """Records of each batch size in turn: the reference-style step, then per learner configuration (a dict of
+    CLIPoodLearner arguments) our step and its ratios to the reference. ``timing``: steps, warmup, bma_repeats."""
+    for batch in batches:
+        log(f"reference: {model} on {device}, batch {batch}")
+        reference = measure_or_report_oom("reference", model, batch, device, {}, **timing)
+        yield reference
+        for learner_kwargs in learner_configs:
+            log(f"clipood {learner_kwargs or ''}: {model} on {device}, batch {batch}")
+            ours = measure_or_report_oom("clipood", model, batch, device, learner_kwargs, **timing)
+            yield ours
+            yield ratios(ours, reference)
 
 
 def main(argv=None):
@@ -150,14 +172,9 @@ def main(argv=None):
     if min(args.batch) < 1 or args.steps < 1 or args.warmup < 0 or args.bma_repeats < 1:
         parser.error("--batch, --steps and --bma-repeats must be positive, --warmup at least 0")
     device = resolve_device(args.device)
-    for batch in args.batch:
-        results = {}
-        for variant in ("reference", "clipood"):
-            log(f"{variant}: {args.model} on {device}, batch {batch}")
-            results[variant] = measure_or_report_oom(variant, args, batch, device, args.learner_kwargs)
-            emit(results[variant])
-        emit(ratios(results["clipood"], results["reference"]))
-
+    for record in compare(args.model, args.batch, device, [args.learner_kwargs], steps=args.steps,
+                          warmup=args.warmup, bma_repeats=args.bma_repeats):
+        emit(record)
 
 if __name__ == "__main__":
     main()
