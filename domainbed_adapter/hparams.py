@@ -38,6 +38,8 @@ def _entries(algorithm, dataset):
         # torch.compile of the training step: "auto" = on CUDA; off for the smoke tests (compiling costs more
         # than their 3 steps)
         ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
+        # the learner's precision; "authors-fp16" reproduces the numerics the paper's lrs were tuned under
+        ("clip_precision", "auto", _fixed("auto")),
         ("class_names", None, _fixed(None)),  # list overriding the dataset's class names
         ("open_class_ratio", 0.0, _fixed(0.0)),  # in-the-wild protocol: 0.5 in the paper (Table 4)
         ("steps", None, _fixed(None)),  # None: the steps train.py runs (see docs/domainbed.md)

@@ -22,7 +22,7 @@ def load_config(name):
 def test_defaults_are_the_papers_table1_settings(dataset, lr):
     hparams = default_clipood_hparams("CLIPood", dataset)
     assert hparams == {"clip_model": "ViT-B-16", "clip_pretrained": "openai", "prompt_template": "a photo of a {}.",
-                       "clip_compile": "auto", "class_names": None, "open_class_ratio": 0.0, "steps": None, "lr": lr, "weight_decay": 0.1,
+                       "clip_compile": "auto", "clip_precision": "auto", "class_names": None, "open_class_ratio": 0.0, "steps": None, "lr": lr, "weight_decay": 0.1,
                        "batch_size": 12, "mms_lambda": 0.3, "bma_beta": 0.5}
 
 
