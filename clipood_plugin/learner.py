@@ -128,7 +128,7 @@ class CLIPoodLearner:
         return self.averager.module if self.averager is not None else self.image_encoder
 
     def update(self, images, labels):
-        """One optimizer step on a batch; returns floats: loss, acc (training batch), lr, bma_weight, and
+        """One optimizer step on a batch; returns loss, acc (training batch), lr, bma_weight (floats) and
         skipped, the number of steps so far whose loss or gradients were not finite.
 
         Such a step changes no weight (see TrainingStep); TrainingDivergedError ends a run in which

@@ -71,13 +71,13 @@ class TrainingStep:
                              f"end a run as diverged), got {max_consecutive_skips!r}")
         self.module = module
         params = [p for p in module.parameters() if p.requires_grad]
-        self._stored = [p for p in params if p.dtype != torch.float32]
-        self._widened = [torch.empty_like(p, dtype=torch.float32) for p in self._stored]
-        for widened in self._widened:
-            widened.grad = torch.empty_like(widened)
-        widened_of = {id(p): widened for p, widened in zip(self._stored, self._widened)}
+        self._fp16_weights = [p for p in params if p.dtype != torch.float32]
+        self._fp32_copies = [torch.empty_like(p, dtype=torch.float32) for p in self._fp16_weights]
+        for copy in self._fp32_copies:
+            copy.grad = torch.empty_like(copy)
+        copy_of = {id(p): copy for p, copy in zip(self._fp16_weights, self._fp32_copies)}
         # fused: the kernel takes the skip flag as a device tensor (found_inf)
-        self.optimizer = torch.optim.AdamW([widened_of.get(id(p), p) for p in params], lr=lr,
+        self.optimizer = torch.optim.AdamW([copy_of.get(id(p), p) for p in params], lr=lr,
                                            weight_decay=weight_decay, fused=True)
         self.scaler = torch.amp.GradScaler(params[0].device.type, enabled=precision == "amp-fp16")
         self._one = torch.ones((), device=params[0].device)
@@ -101,16 +101,16 @@ class TrainingStep:
         found_inf = torch.isfinite(loss).logical_not().float()
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
-        if self._stored:
-            torch._foreach_copy_(self._widened, self._stored)
-            torch._foreach_copy_([w.grad for w in self._widened], [p.grad for p in self._stored])
+        if self._fp16_weights:
+            torch._foreach_copy_(self._fp32_copies, self._fp16_weights)
+            torch._foreach_copy_([copy.grad for copy in self._fp32_copies], [p.grad for p in self._fp16_weights])
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, self._one)  # sets found_inf only
         # the attributes through which GradScaler hands fused optimizers its flag
         self.optimizer.grad_scale, self.optimizer.found_inf = None, found_inf
         self.optimizer.step()
-        if self._stored:
-            torch._foreach_copy_(self._stored, self._widened)  # rounds to the nearest fp16
+        if self._fp16_weights:
+            torch._foreach_copy_(self._fp16_weights, self._fp32_copies)  # rounds to the nearest fp16
         if self.scaler.is_enabled():
             self.scaler.update()
         return found_inf
