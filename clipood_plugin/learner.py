@@ -144,7 +144,7 @@ class CLIPoodLearner:
         _check_images(images)
         _check_labels(labels, len(images), self.num_classes)  # before the copy: no device sync for CPU labels
         labels = labels.to(self.device, torch.long, non_blocking=True)
-        images = self.input_adapter(images.to(self.device, non_blocking=True))
+        images = self.input_adapter(images.to(self.device, torch.float32, non_blocking=True))
         self._train_encoder.eval()  # normalization layers keep their pretrained statistics (as in the paper)
         lr = self.scheduler.get_last_lr()[0]
         self.training_step.zero_grad()
@@ -207,7 +207,7 @@ class CLIPoodLearner:
         encoder = self.inference_encoder if averaged else self.image_encoder
         encoder.eval()
         with self._autocast():
-            features = encoder(self.input_adapter(images.to(self.device, non_blocking=True)))
+            features = encoder(self.input_adapter(images.to(self.device, torch.float32, non_blocking=True)))
         return F.normalize(features.float(), dim=-1)
 
     @torch.no_grad()
@@ -355,7 +355,7 @@ def _check_images(images):
     if images.dtype not in IMAGE_DTYPES:
         hint = "; for 8-bit pixels: images.float() / 255, then normalize" if images.dtype == torch.uint8 else \
             "; convert with images.float()" if images.is_floating_point() else ""
-        raise ValueError(f"{expected}; got {images.dtype} (float32, float16 or bfloat16){hint}")
+        raise ValueError(f"{expected}; got {images.dtype}, not float32, float16 or bfloat16{hint}")
     if images.ndim != 4 or images.shape[1] not in (1, 2, 3):
         raise ValueError(f"{expected}; got shape {list(images.shape)}")
     if not images.numel():

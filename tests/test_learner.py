@@ -321,8 +321,8 @@ def test_a_bare_string_is_not_a_list_of_class_names(make_learner):
 
 
 BAD_IMAGES = [
-    (torch.zeros(6, 3, 32, 32, dtype=torch.uint8), r"got torch.uint8 .*images.float\(\) / 255"),
-    (torch.zeros(6, 3, 32, 32, dtype=torch.float64), r"got torch.float64 .*images.float\(\)"),
+    (torch.zeros(6, 3, 32, 32, dtype=torch.uint8), r"got torch.uint8, .*images.float\(\) / 255"),
+    (torch.zeros(6, 3, 32, 32, dtype=torch.float64), r"got torch.float64, .*images.float\(\)"),
     (torch.zeros(0, 3, 32, 32), "at least one image"),
     (torch.zeros(6, 32, 32), r"got shape \[6, 32, 32\]"),
     (torch.zeros(6, 4, 32, 32), r"got shape \[6, 4, 32, 32\]"),
@@ -340,6 +340,8 @@ def test_images_of_the_wrong_kind_say_what_is_expected(make_learner):
                 call()
             assert error.match(message)
     assert learner.step == 0
+    half = torch.randn(2, 3, 32, 32).half()  # half-precision batches are taken (widened exactly)
+    assert torch.equal(learner.predict(half), learner.predict(half.float()))
 
 
 def test_labels_must_be_one_class_index_per_image(make_learner, batches):
