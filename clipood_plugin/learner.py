@@ -1,5 +1,5 @@
 """CLIPoodLearner: the one training object behind the command line and the framework adapters."""
-import contextlib
+import math
 import warnings
 
 import torch
@@ -11,32 +11,26 @@ from .averaging import AVERAGING_CHOICES, build_averager
 from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_architecture
 from .heads import HEAD_CHOICES, LinearHeadClassifier
 from .loss import check_margin_kind, margin_metric_softmax
-from .prompts import DEFAULT_TEMPLATES, PromptEncoder
+from .prompts import DEFAULT_TEMPLATES, PromptEncoder, check_class_names
+from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, PRECISION_CHOICES, TrainingDivergedError, TrainingStep,
+                            autocast, resolve_precision, store_weights)
 
-PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
 # torch.compile of the training forward/backward: auto = "on" on CUDA; reduce-overhead adds CUDA graphs
 COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by);
 # model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for OpenAI's weights)
 BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps", "head")
-# the value a build key had in checkpoints saved before it was one
-BUILD_KEY_DEFAULTS = {"head": "text"}
+# settings a checkpoint with training state must share unless load_state_dict(allow_hparam_change=True)
+TRAINING_HPARAMS = ("lr", "weight_decay")
+IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# what state_dict(include_training_state=False) holds: the predictor
+INFERENCE_KEYS = ("format", "config", "class_names", "text_features", "step", "inference_encoder")
 
 
-def build_settings_of(config):
-    """A checkpoint config's BUILD_KEYS settings, older checkpoints' missing ones filled in."""
-    return {key: config.get(key, BUILD_KEY_DEFAULTS.get(key)) for key in BUILD_KEYS}
-
-
-def _resolve_precision(precision, device):
-    if precision not in PRECISION_CHOICES:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISION_CHOICES}")
-    if precision != "auto":
-        return precision
-    if device.type != "cuda":
-        return "fp32"
-    return "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
+def inference_state(state):
+    """The predictor part of a checkpoint (what an inference-only state_dict holds)."""
+    return {key: state[key] for key in INFERENCE_KEYS if key in state}
 
 
 def _compile_mode(choice, device):
@@ -62,6 +56,11 @@ class CLIPoodLearner:
     ``compile`` runs the training forward and backward through torch.compile ("auto": on CUDA, where
     the step is launch-bound; "reduce-overhead" also captures it in CUDA graphs); if compiling fails,
     training goes on uncompiled with a warning.
+    ``precision``: "auto" (bf16 autocast on a CUDA GPU that has it, else fp16 with a loss scale; fp32
+    elsewhere), "fp32", "amp-bf16", "amp-fp16", or "authors-fp16", the reference code's fp16 weights and
+    fp16 BMA copy with an fp32 round trip around AdamW (training_step.py). A step whose loss or gradients
+    are not finite is skipped and counted; ``max_consecutive_skips`` of them in a row raise
+    TrainingDivergedError.
     Images given to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``)
     and resolution; they are mapped to CLIP's exactly.
 
@@ -75,7 +74,8 @@ class CLIPoodLearner:
     def __init__(self, *, model_name="ViT-B-16", pretrained="openai", class_names, total_steps=None,
                  lr=5e-6, weight_decay=0.1, margin=0.3, margin_kind="adaptive", head="text", beta=0.5,
                  averaging="bma", ema_decay=0.999, templates=DEFAULT_TEMPLATES, logit_scale=None, precision="auto",
-                 input_mean=CLIP_MEAN, input_std=CLIP_STD, zero_shot=False, compile="auto", device=None):
+                 input_mean=CLIP_MEAN, input_std=CLIP_STD, zero_shot=False, compile="auto",
+                 max_consecutive_skips=DEFAULT_MAX_CONSECUTIVE_SKIPS, device=None):
         if averaging not in AVERAGING_CHOICES:
             raise ValueError(f"unknown averaging {averaging!r}; choose one of {AVERAGING_CHOICES}")
         if head not in HEAD_CHOICES:
@@ -89,7 +89,7 @@ class CLIPoodLearner:
                              f"integer): it sets the cosine schedule and the BMA horizon; got {total_steps!r}")
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
-        self.precision = _resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device)
         architecture = resolve_architecture(model_name, pretrained)
         self.config = dict(model_name=architecture, pretrained=None if pretrained is None else str(pretrained),
                            total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
@@ -100,7 +100,7 @@ class CLIPoodLearner:
 
         clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(architecture, pretrained)
         clip_model.eval()
-        self.image_encoder = clip_model.visual.to(self.device)
+        self.image_encoder = store_weights(clip_model.visual.to(self.device), self.precision)
         clip_model.visual = nn.Identity()  # the text tower stays on the CPU; only its features are kept
         self.logit_scale = float(logit_scale if logit_scale is not None else clip_model.logit_scale.exp().item())
         self.image_size = image_size_of(self.image_encoder)
@@ -114,7 +114,7 @@ class CLIPoodLearner:
         self.model = self.image_encoder if head == "text" else LinearHeadClassifier(
             self.image_encoder, self.text_features, self.logit_scale)
 
-        self.averager = self.optimizer = self.scheduler = None
+        self.averager = self.training_step = self.optimizer = self.scheduler = None
         self._train_encoder, self._ranks = self.model, 1  # what update() runs forward and backward
         self._compiled_encoder = None
         if not zero_shot:
@@ -122,19 +122,18 @@ class CLIPoodLearner:
             self._train_encoder = distributed.data_parallel(self.model, self.device)
             if self._train_encoder is not self.model:
                 self._ranks = torch.distributed.get_world_size()
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay,
-                                               fused=self.device.type == "cuda")
+            self.training_step = TrainingStep(self.model, self.precision, lr, weight_decay, max_consecutive_skips)
+            self.optimizer = self.training_step.optimizer
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
             self.averager = build_averager(averaging, self.model, int(total_steps), beta, ema_decay)
             compile_mode = _compile_mode(compile, self.device)
             if compile_mode is not None:
                 self._compiled_encoder = torch.compile(self._train_encoder, mode=compile_mode)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "amp-fp16")
 
     # ----------------------------------------------------------------- classes
     def set_class_names(self, class_names):
         """Re-encode the class text features (e.g. to evaluate on classes never trained on)."""
-        class_names = list(class_names)
+        class_names = check_class_names(class_names, self.prompt_encoder.tokenizer)
         if self.config["head"] == "linear" and self.class_names and class_names != self.class_names:
             raise ValueError("a linear head classifies only the classes it was built with; to classify others "
                              "(open classes) use head='text', whose classifier is the class names' text features")
@@ -147,10 +146,7 @@ class CLIPoodLearner:
 
     # ----------------------------------------------------------------- compute
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "amp-bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     @property
     def inference_encoder(self):
@@ -158,7 +154,11 @@ class CLIPoodLearner:
         return self.averager.module if self.averager is not None else self.model
 
     def update(self, images, labels):
-        """One optimizer step on a batch; returns floats: loss, acc (training batch), lr, bma_weight."""
+        """One optimizer step on a batch; returns loss, acc (training batch), lr, bma_weight (floats) and
+        skipped, the number of steps so far whose loss or gradients were not finite.
+
+        Such a step changes no weight (see TrainingStep); TrainingDivergedError ends a run in which
+        ``max_consecutive_skips`` steps in a row were skipped."""
         if self.config["zero_shot"]:
             raise RuntimeError("this learner was built with zero_shot=True and does not train")
         if self.step >= self.config["total_steps"]:
@@ -167,14 +167,13 @@ class CLIPoodLearner:
         if self.averager is not None and self.averager.step != self.step:
             raise RuntimeError("this learner was loaded from an inference-only checkpoint; to train on, load one "
                                "saved with state_dict(include_training_state=True)")
-        labels = labels.to(self.device, non_blocking=True)
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}) for the {self.num_classes} class names; "
-                             f"got range [{int(labels.min())}, {int(labels.max())}]")
-        images = self.input_adapter(images.to(self.device, non_blocking=True))
+        _check_images(images)
+        _check_labels(labels, len(images), self.num_classes)  # before the copy: no device sync for CPU labels
+        labels = labels.to(self.device, torch.long, non_blocking=True)
+        images = self.input_adapter(images.to(self.device, torch.float32, non_blocking=True))
         self._train_encoder.eval()  # normalization layers keep their pretrained statistics (as in the paper)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.zero_grad(set_to_none=True)
+        self.training_step.zero_grad()
         compiled = self._compiled_encoder
         try:
             encoder = self._train_encoder if compiled is None else compiled
@@ -185,10 +184,12 @@ class CLIPoodLearner:
             warnings.warn(f"torch.compile of the image encoder failed ({type(error).__name__}: {error}); training "
                           "goes on uncompiled (compile='off' skips the attempt)", stacklevel=2)
             self._compiled_encoder = None
-            self.optimizer.zero_grad(set_to_none=True)
+            self.training_step.zero_grad()
             loss, outputs, count = self._forward_backward(self._train_encoder, images, labels)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        skipped = self.training_step.step(loss)
+        # A skipped step is still a step of the run: the weights stay theta_{t-1}, the schedule advances and
+        # the averager folds those unchanged, finite weights in as theta_t. So the cosine schedule and the
+        # BMA weights a_t stay functions of t over total_steps, and the run ends at total_steps as planned.
         self.scheduler.step()
         self.step += 1
         if self.averager is not None:
@@ -196,12 +197,15 @@ class CLIPoodLearner:
         with torch.no_grad():
             correct = self._logits(outputs).argmax(dim=1) == labels
             if self._ranks == 1:
-                loss, acc = loss.item(), correct.float().mean().item()
+                values = torch.stack([loss.detach().float(), correct.float().mean(), skipped])
             else:  # the global batch's: the loss above is already divided by the global count
                 totals = distributed.all_reduce_sum(torch.stack([loss.detach().float() / self._ranks,
                                                                  correct.sum().float()]))
-                loss, acc = totals[0].item(), (totals[1] / count).item()
-        return {"loss": loss, "acc": acc, "lr": lr, "bma_weight": self.averaging_weight}
+                values = torch.stack([totals[0], totals[1] / count, skipped])
+            loss, acc, skipped = values.tolist()  # the step's one read from the device
+        self.training_step.record(skipped, self.step)
+        return {"loss": loss, "acc": acc, "lr": lr, "bma_weight": self.averaging_weight,
+                "skipped": self.training_step.skipped}
 
     def _forward_backward(self, model, images, labels):
         """Forward under autocast, loss, backward; returns (loss, model outputs, global image count or None)."""
@@ -213,7 +217,7 @@ class CLIPoodLearner:
         else:  # DDP averages gradients over ranks; ranks x local sum / global count makes it the global mean
             count = distributed.all_reduce_sum(torch.tensor(float(len(labels)), device=self.device))
             loss = self._loss(outputs, labels, reduction="sum") * (self._ranks / count)
-        self.scaler.scale(loss).backward()
+        self.training_step.backward(loss)
         return loss, outputs, count
 
     def _loss(self, outputs, labels, reduction="mean"):
@@ -236,9 +240,10 @@ class CLIPoodLearner:
 
     @torch.no_grad()
     def _run(self, module, images):
+        _check_images(images)
         module.eval()
         with self._autocast():
-            return module(self.input_adapter(images.to(self.device, non_blocking=True)))
+            return module(self.input_adapter(images.to(self.device, torch.float32, non_blocking=True)))
 
     @torch.no_grad()
     def encode_images(self, images, averaged=True):
@@ -255,39 +260,156 @@ class CLIPoodLearner:
     # ----------------------------------------------------------------- state
     def state_dict(self, include_training_state=True):
         """Everything to predict again (config, classes, text features, inference encoder); with
-        ``include_training_state`` also what an exact resume needs (live weights, averager, optimizer,
-        schedule, scaler). The text tower is never saved: it is frozen and comes from ``pretrained``."""
+        ``include_training_state`` also what an exact resume needs (live weights, averager, optimizer, loss
+        scale and skip counts, schedule). The text tower is never saved: it is frozen and comes from
+        ``pretrained``."""
         state = {"format": CHECKPOINT_FORMAT, "config": dict(self.config), "class_names": list(self.class_names),
                  "text_features": self.text_features.cpu(), "step": self.step,
                  "inference_encoder": self.inference_encoder.state_dict()}
         if include_training_state and not self.config["zero_shot"]:
             state["image_encoder"] = self.model.state_dict()  # with a linear head: encoder and head
-            state["optimizer"] = self.optimizer.state_dict()
+            state["training_step"] = self.training_step.state_dict()
             state["scheduler"] = self.scheduler.state_dict()
-            state["scaler"] = self.scaler.state_dict()
             if self.averager is not None:
                 state["averager"] = {k: v for k, v in self.averager.state_dict().items() if k != "module"}
         return state
 
-    def load_state_dict(self, state):
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a CLIPoodLearner checkpoint of format {CHECKPOINT_FORMAT}")
-        mine, theirs = self.config, build_settings_of(state["config"])
-        for key in BUILD_KEYS:
-            if mine[key] != theirs[key]:
-                raise ValueError(f"checkpoint has {key}={theirs[key]!r} but this learner was built with "
-                                 f"{key}={mine[key]!r}; rebuild it with the checkpoint's config")
-        self.class_names = list(state["class_names"])
-        self.text_features = state["text_features"].to(self.device)
-        self.step = state["step"]
+    def load_state_dict(self, state, allow_hparam_change=False):
+        """Restore what ``state_dict`` saved. All of ``state`` is checked before anything changes, so a load
+        that fails leaves the learner as it was.
+
+        A checkpoint with training state resumes its run: its number of classes must be this learner's, and
+        so must its lr and weight decay unless ``allow_hparam_change`` (then training goes on with this
+        learner's values, the learning rate from its cosine schedule at the checkpoint's step, and a warning
+        says so). An inference-only checkpoint is a predictor for the class names it carries; call
+        ``set_class_names`` after loading to evaluate it on others."""
+        changed = self._check_loadable(state, allow_hparam_change)
         if "image_encoder" in state:
-            self.model.load_state_dict(state["image_encoder"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            if self.averager is not None:
+            if self.averager is not None:  # first: it checks its own settings (beta, horizon) before it changes
                 self.averager.load_state_dict({**state["averager"], "module": state["inference_encoder"]})
+            self.model.load_state_dict(state["image_encoder"])
+            self.training_step.load_state_dict(state["training_step"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if changed:
+                self._continue_with_own_hparams(state["config"], changed)
         else:  # an inference-only checkpoint: no further training from it
             self.inference_encoder.load_state_dict(state["inference_encoder"])
             if self.averager is not None:
                 self.model.load_state_dict(state["inference_encoder"])
+        self.class_names = list(state["class_names"])
+        self.text_features = state["text_features"].to(self.device)
+        self.step = state["step"]
+
+    def _check_loadable(self, state, allow_hparam_change):
+        """Raise ValueError unless ``load_state_dict`` can load all of ``state``; returns the TRAINING_HPARAMS
+        on which a checkpoint with training state differs from this learner (allowed ones only)."""
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"not a CLIPoodLearner checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
+        _require_keys(state, ("config", "class_names", "text_features", "step", "inference_encoder"))
+        mine, theirs = self.config, state["config"]
+        for key in BUILD_KEYS:
+            if key not in theirs or theirs[key] != mine[key]:
+                raise ValueError(f"checkpoint has {key}={theirs.get(key)!r} but this learner was built with "
+                                 f"{key}={mine[key]!r}; rebuild it with the checkpoint's config")
+        names, features = state["class_names"], state["text_features"]
+        if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+            raise ValueError("the checkpoint's class_names is not a non-empty list of strings")
+        if not isinstance(features, torch.Tensor) or features.shape != (len(names), self.text_features.shape[1]):
+            raise ValueError(f"the checkpoint's text_features are not [{len(names)} classes, "
+                             f"{self.text_features.shape[1]}] as this model's text tower makes them")
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= (mine["total_steps"] or 0):
+            raise ValueError(f"the checkpoint's step {step!r} is not in [0, total_steps={mine['total_steps']}]")
+        _check_tensors("inference_encoder", state["inference_encoder"], self.inference_encoder.state_dict())
+        if "image_encoder" not in state:
+            return []
+        if len(names) != self.num_classes:
+            raise ValueError(f"the checkpoint was trained on {len(names)} classes and this learner on "
+                             f"{self.num_classes}; build it with the checkpoint's class names to resume")
+        changed = [key for key in TRAINING_HPARAMS if theirs.get(key) != mine[key]]
+        if changed and not allow_hparam_change:
+            raise ValueError("the checkpoint was trained with " + ", ".join(f"{k}={theirs.get(k)!r}" for k in changed)
+                             + " and this learner is built with " + ", ".join(f"{k}={mine[k]!r}" for k in changed)
+                             + "; build it with the checkpoint's values to resume the run, or pass "
+                             "allow_hparam_change=True to go on with this learner's")
+        _require_keys(state, ("training_step", "scheduler") + (("averager",) if self.averager is not None else ()))
+        _check_tensors("image_encoder", state["image_encoder"], self.model.state_dict(), same_dtype=True)
+        self.training_step.check_state(state["training_step"])
+        scheduler = state["scheduler"]
+        if not isinstance(scheduler, dict) or (scheduler.get("T_max"), scheduler.get("last_epoch")) != \
+                (mine["total_steps"], step):
+            raise ValueError(f"the checkpoint's learning-rate schedule is not a cosine over {mine['total_steps']} "
+                             f"steps at step {step}")
+        if self.averager is not None and (not isinstance(state["averager"], dict)
+                                          or state["averager"].get("step") != step):
+            raise ValueError(f"the checkpoint's averager state is not that of step {step}")
+        return changed
+
+    def _continue_with_own_hparams(self, trained_with, changed):
+        """After loading a checkpoint trained with other TRAINING_HPARAMS: this learner's lr and weight decay,
+        the learning rate where this learner's cosine schedule is at the checkpoint's step."""
+        lr, weight_decay, total_steps = (self.config[key] for key in ("lr", "weight_decay", "total_steps"))
+        current = lr * (1 + math.cos(math.pi * self.scheduler.last_epoch / total_steps)) / 2
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=lr, lr=current, weight_decay=weight_decay)
+        self.scheduler.base_lrs, self.scheduler._last_lr = [lr], [current]
+        warnings.warn("resuming with " + ", ".join(f"{k}={self.config[k]!r} (the checkpoint was trained with "
+                                                   f"{trained_with.get(k)!r})" for k in changed)
+                      + " as allow_hparam_change=True asks", stacklevel=3)
+
+
+def _require_keys(state, keys):
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} {list(value.shape)}"
+    return type(value).__name__
+
+
+def _check_tensors(name, theirs, mine, same_dtype=False):
+    """Raise ValueError unless ``theirs`` has the keys of the state dict ``mine`` and tensors of its shapes
+    (and dtypes: the precision the weights are stored in)."""
+    if not isinstance(theirs, dict) or set(theirs) != set(mine):
+        keys = set(theirs) if isinstance(theirs, dict) else set()
+        missing, unexpected = sorted(set(mine) - keys)[:3], sorted(keys - set(mine))[:3]
+        raise ValueError(f"the checkpoint's {name} is not this model's: missing {missing}, unexpected {unexpected}; "
+                         "was it saved from another model_name?")
+    for key, value in mine.items():
+        other = theirs[key]
+        if not isinstance(other, torch.Tensor) or other.shape != value.shape or (same_dtype and other.dtype != value.dtype):
+            raise ValueError(f"the checkpoint's {name}[{key!r}] is {_describe(other)} where this learner's is "
+                             f"{_describe(value)}" + ("; build it with the precision the checkpoint was trained with "
+                                                      "(authors-fp16 stores fp16 weights)"
+                                                      if other.shape == value.shape else ""))
+
+
+def _check_images(images):
+    """Raise ValueError, saying what is expected, unless ``images`` is a non-empty float batch [B, C, H, W]."""
+    expected = ("images must be a float tensor [batch, channels (1-3), height, width] normalized with the learner's "
+                "input_mean/input_std (e.g. torchvision's ToTensor then Normalize)")
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{expected}; got a {type(images).__name__}")
+    if images.dtype not in IMAGE_DTYPES:
+        hint = "; for 8-bit pixels: images.float() / 255, then normalize" if images.dtype == torch.uint8 else \
+            "; convert with images.float()" if images.is_floating_point() else ""
+        raise ValueError(f"{expected}; got {images.dtype}, not float32, float16 or bfloat16{hint}")
+    if images.ndim != 4 or images.shape[1] not in (1, 2, 3):
+        raise ValueError(f"{expected}; got shape {list(images.shape)}")
+    if not images.numel():
+        raise ValueError(f"{expected} of at least one image; got an empty batch of shape {list(images.shape)}")
+
+
+def _check_labels(labels, num_images, num_classes):
+    """Raise ValueError unless ``labels`` holds one class index in [0, num_classes) per image."""
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() \
+            or labels.dtype == torch.bool or labels.shape != (num_images,):
+        raise ValueError(f"labels must be an integer tensor [{num_images}] of class indices, one per image; got "
+                         f"{_describe(labels)}")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}) for the {num_classes} class names; "
+                         f"got range [{int(labels.min())}, {int(labels.max())}]")

@@ -10,6 +10,36 @@ def prompt_class_name(name: str) -> str:
     return name.replace("_", " ")
 
 
+def check_class_names(class_names, tokenizer):
+    """``class_names`` as a list, or ValueError if two of them would get the same text features.
+
+    Names collide when their prompts tokenize alike: after "_" becomes a space and the tokenizer's own
+    normalization (CLIP's lowercases and collapses whitespace), "golden_retriever", "Golden Retriever"
+    and "golden retriever" are one prompt, and a class that shares its features with another can never
+    be predicted. A bare string is refused rather than read as one class per character.
+    """
+    if isinstance(class_names, (str, bytes)):
+        raise ValueError(f"class_names must be a list of names, not the string {class_names!r}")
+    class_names = list(class_names)
+    if not class_names:
+        raise ValueError("class_names is empty")
+    wrong = [name for name in class_names if not isinstance(name, str)]
+    if wrong:
+        raise ValueError(f"class names must be strings; got {wrong[:3]!r}")
+    empty = [i for i, name in enumerate(class_names) if not prompt_class_name(name).strip()]
+    if empty:
+        raise ValueError(f"class names at positions {empty} are empty (or only '_' and spaces)")
+    by_prompt = {}
+    for name, tokens in zip(class_names, tokenizer([prompt_class_name(name) for name in class_names]).tolist()):
+        by_prompt.setdefault(tuple(tokens), []).append(name)
+    collisions = [names for names in by_prompt.values() if len(names) > 1]
+    if collisions:
+        raise ValueError("class names that give the same prompt (and so the same text features, leaving one of "
+                         "them never predicted): " + "; ".join(" = ".join(map(repr, names)) for names in collisions)
+                         + ". Give each class a distinct name")
+    return class_names
+
+
 class PromptEncoder:
     """Encodes class names with CLIP's frozen text tower; several templates are ensembled.
 
@@ -34,9 +64,7 @@ class PromptEncoder:
         With ``device`` the text tower visits that device only for this call, so it holds no
         accelerator memory between re-encodings.
         """
-        class_names = list(class_names)
-        if not class_names:
-            raise ValueError("class_names is empty")
+        class_names = check_class_names(class_names, self.tokenizer)
         home = next(self.clip_model.parameters()).device
         device = torch.device(device) if device is not None else home
         self.clip_model.to(device)

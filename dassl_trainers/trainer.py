@@ -213,14 +213,15 @@ class CLIPood(TrainerX):
         if not directory:
             print("Note: load_model() got no directory; evaluating the model as built")
             return
-        from clipood_plugin.learner import build_settings_of
+        from clipood_plugin.learner import inference_state
 
         path = self._checkpoint_path(directory, epoch)
         checkpoint = load_checkpoint(path)
         state = checkpoint["state_dict"]["learner"]
-        if any(value != self.learner.config[key] for key, value in build_settings_of(state["config"]).items()):
+        if self._changed_build_settings(state["config"]):
             self._rebuild_learner(state["config"])
-        self.learner.load_state_dict(state)
+        # the predictor only: its class count may differ from this run's (base-trained, evaluated on new classes)
+        self.learner.load_state_dict(inference_state(state))
         self.learner.set_class_names(self.eval_class_names)
         print(f"Loaded {path} (epoch {checkpoint['epoch']}, step {self.learner.step}); evaluating on "
               f"{len(self.learner.class_names)} classes: {_preview(self.learner.class_names)}")
@@ -242,15 +243,20 @@ class CLIPood(TrainerX):
             raise FileNotFoundError(f"no checkpoint at {path} (check --load-epoch)")
         return path
 
+    def _changed_build_settings(self, checkpoint_config):
+        """{build key: the checkpoint's value} where it differs from this run's learner."""
+        from clipood_plugin.learner import BUILD_KEYS
+
+        return {key: checkpoint_config.get(key) for key in BUILD_KEYS
+                if checkpoint_config.get(key) != self.learner.config[key]}
+
     def _rebuild_learner(self, checkpoint_config):
         """Eval-only with other settings than training (e.g. ImageNet-trained, ImageNet-A evaluated, whose
         epochs differ): build the learner as the checkpoint's, with this run's templates."""
         from clipood_plugin import CLIPoodLearner
-        from clipood_plugin.learner import build_settings_of
 
-        changed = {key: value for key, value in build_settings_of(checkpoint_config).items()
-                   if value != self.learner.config[key]}
-        print(f"CLIPood: rebuilding the learner with the checkpoint's settings {changed}")
+        print(f"CLIPood: rebuilding the learner with the checkpoint's settings "
+              f"{self._changed_build_settings(checkpoint_config)}")
         settings = {**self._learner_settings(), **{k: v for k, v in checkpoint_config.items() if k != "templates"}}
         self.learner = CLIPoodLearner(**settings, class_names=self.eval_class_names)
         self._models[MODEL_NAME].learner = self.learner

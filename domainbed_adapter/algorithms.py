@@ -127,7 +127,8 @@ class CLIPAlgorithm:
             class_names=self.train_class_names,
             total_steps=self.total_steps, lr=hparams.get("lr", 0.0), weight_decay=hparams.get("weight_decay", 0.0),
             templates=hparams["prompt_template"], input_mean=mean, input_std=std,
-            compile=hparams.get("clip_compile", "auto"), **LEARNER_SETTINGS[name](hparams))
+            compile=hparams.get("clip_compile", "auto"), precision=hparams.get("clip_precision", "auto"),
+            **LEARNER_SETTINGS[name](hparams))
         if run is not None:  # one line in train.py's out.txt on what DomainBed could not tell the algorithm
             horizon = "" if self.zero_shot else f"horizon {self.total_steps} steps (learning-rate schedule, BMA), "
             print(f"{name}: {horizon}{num_classes} class names from {class_names_source}, "

@@ -42,6 +42,8 @@ def _entries(algorithm, dataset):
         # torch.compile of the training step: "auto" = on CUDA; off for the smoke tests (compiling costs more
         # than their 3 steps)
         ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
+        # the learner's precision; "authors-fp16" reproduces the numerics the paper's lrs were tuned under
+        ("clip_precision", "auto", _fixed("auto")),
         # the dataset's names where they are known, so hparams built for a dataset stand on their own
         ("class_names", known_class_names(dataset), lambda r: known_class_names(dataset)),
         # "clipood": the authors' image transforms instead of DomainBed's (domainbed_adapter/data.py)

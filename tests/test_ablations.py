@@ -65,16 +65,6 @@ def test_linear_head_checkpoint_reloads_and_the_head_is_a_build_setting(make_lea
         make_learner().load_state_dict(learner.state_dict())
 
 
-def test_checkpoints_saved_before_the_head_switch_load_as_text_head(make_learner, batches):
-    learner = make_learner()
-    learner.update(*batches[0])
-    state = learner.state_dict()
-    del state["config"]["head"], state["config"]["margin_kind"]
-    reloaded = make_learner(seed=3)
-    reloaded.load_state_dict(state)
-    assert torch.equal(reloaded.predict(batches[1][0]), learner.predict(batches[1][0]))
-
-
 def test_linear_head_refuses_what_it_cannot_do(make_learner):
     with pytest.raises(ValueError, match="margin_kind='none'"):
         make_learner(head="linear")  # the default margin is MMS, which the linear head does not have

@@ -63,7 +63,7 @@ def test_resumable_learner_state_resumes_mid_run_and_finishes_inference_only(tmp
     learner.update(images, labels)
     learner.update(images, labels)
     final = ResumableLearner(learner).state_dict()["learner"]
-    assert "optimizer" not in final and final["step"] == 4  # a finished run keeps what predicts, not the optimizer
+    assert "training_step" not in final and final["step"] == 4  # a finished run keeps what predicts, not the optimizer
 
     resumed = tiny_learner()
     ResumableLearner(resumed).load_state_dict(torch.load(tmp_path / "mid", weights_only=True)["state_dict"])

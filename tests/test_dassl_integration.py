@@ -152,8 +152,8 @@ def test_dassl_open_classes_then_resume_ends_where_the_uninterrupted_run_does(da
                                                                              "harmonic_mean"))
     assert h == pytest.approx(2 * base * new / (base + new) if base + new else 0.0, abs=0.1)
     full = tmp_path / "full" / "clipood"
-    assert "optimizer" in checkpoint(full / "model.pth.tar-1")  # what resuming needs
-    assert "optimizer" not in checkpoint(full / "model.pth.tar-2")  # a finished run keeps what predicts
+    assert "training_step" in checkpoint(full / "model.pth.tar-1")  # what resuming needs
+    assert "training_step" not in checkpoint(full / "model.pth.tar-2")  # a finished run keeps what predicts
 
     # interrupted after epoch 1: its directory holds that epoch's checkpoint only
     shutil.copytree(tmp_path / "full", tmp_path / "resumed")

@@ -23,7 +23,8 @@ def load_config(name):
 def test_defaults_are_the_papers_table1_settings(dataset, lr):
     hparams = default_clipood_hparams("CLIPood", dataset)
     assert hparams == {"clip_model": "ViT-B-16", "clip_pretrained": "openai", "prompt_template": "a photo of a {}.",
-                       "clip_compile": "auto", "class_names": FOLDER_CLASS_NAMES[dataset], "clip_transforms": "domainbed",
+                       "clip_compile": "auto", "clip_precision": "auto",
+                       "class_names": FOLDER_CLASS_NAMES[dataset], "clip_transforms": "domainbed",
                        "open_class_ratio": 0.0, "steps": None, "lr": lr, "weight_decay": 0.1,
                        "batch_size": 12, "mms_lambda": 0.3, "bma_beta": 0.5,
                        "head": "text", "margin_kind": "adaptive", "averaging": "bma", "ema_decay": 0.999}

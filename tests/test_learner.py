@@ -1,5 +1,7 @@
 """CLIPoodLearner on clipood-tiny: BMA of the real trajectory, exact resume, open classes, adapters."""
+import copy
 import io
+import math
 from contextlib import nullcontext
 
 import open_clip
@@ -64,7 +66,7 @@ def test_inference_checkpoint_predicts_the_same_without_training_state(make_lear
     for images, labels in batches[:3]:
         learner.update(images, labels)
     state = roundtrip(learner.state_dict(include_training_state=False))
-    assert not {"optimizer", "image_encoder", "averager"} & set(state)
+    assert not {"training_step", "image_encoder", "averager"} & set(state)
     assert set(state["inference_encoder"]) == set(learner.image_encoder.state_dict())  # no text tower
     reloaded = make_learner(seed=7)
     reloaded.load_state_dict(state)
@@ -193,3 +195,159 @@ def test_a_failing_compile_falls_back_to_the_eager_step(make_learner, batches, m
         with pytest.warns(UserWarning, match="compiler unavailable") if labels is batches[0][1] else nullcontext():
             got = falling_back.update(images, labels)
         assert got == expected
+
+
+def assert_same(got, expected, where="state"):
+    """Deep equality of two state_dict()s: every tensor bit for bit, every other value equal."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == expected.dtype and torch.equal(got, expected), where
+    elif isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), where
+        for key in expected:
+            assert_same(got[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert type(got) is type(expected) and len(got) == len(expected), where
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_same(a, b, f"{where}[{i}]")
+    else:
+        assert got == expected, where
+
+
+def _corrupt(edit):
+    def apply(state):
+        state = copy.deepcopy(state)
+        edit(state)
+        return state
+    return apply
+
+
+def _set(path, value):
+    def edit(state):
+        *parents, last = path
+        for key in parents:
+            state = state[key]
+        state[last] = value(state[last]) if callable(value) else value
+    return edit
+
+
+BAD_CHECKPOINTS = {
+    "live weights of another shape": _corrupt(_set(("image_encoder", "ln_post.bias"), lambda t: t[:-1])),
+    "not a dict": lambda state: [state],
+    "old format": _corrupt(_set(("format",), 1)),
+    "no scheduler": _corrupt(lambda state: state.pop("scheduler")),
+    "other model": _corrupt(_set(("config", "model_name"), "ViT-B-16")),
+    "step beyond the horizon": _corrupt(_set(("step",), 99)),
+    "text features of another width": _corrupt(_set(("text_features",), lambda t: t[:, :-1])),
+    "inference encoder lacks a tensor": _corrupt(lambda state: state["inference_encoder"].pop("proj")),
+    "live weights in fp16": _corrupt(_set(("image_encoder", "proj"), lambda t: t.half())),
+    "optimizer moments of another shape": _corrupt(_set(("training_step", "optimizer", "state", 0, "exp_avg"),
+                                                         lambda t: t.flatten()[:-1])),
+    "skip count missing": _corrupt(lambda state: state["training_step"].pop("skipped")),
+    "other BMA beta": _corrupt(_set(("averager", "beta"), 0.1)),
+    "schedule of another step": _corrupt(_set(("scheduler", "last_epoch"), 1)),
+    "other lr": _corrupt(_set(("config", "lr"), 1e-2)),
+    "other weight decay": _corrupt(_set(("config", "weight_decay"), 0.01)),
+}
+
+
+def test_a_failed_load_changes_nothing(make_learner, batches):
+    source = make_learner()
+    for images, labels in batches[:3]:
+        source.update(images, labels)
+    good = roundtrip(source.state_dict())
+    target = make_learner(seed=5)
+    target.update(*batches[0])
+    before = copy.deepcopy(target.state_dict())
+    for name, corrupt in BAD_CHECKPOINTS.items():
+        with pytest.raises(ValueError):
+            target.load_state_dict(corrupt(good))
+        assert_same(target.state_dict(), before, name)
+    assert target.update(*batches[1])["skipped"] == 0  # still trains: not taken for an inference-only checkpoint
+    target.load_state_dict(good)
+    assert_same(target.state_dict(), source.state_dict())
+
+
+def test_other_lr_or_weight_decay_resumes_only_when_asked_and_then_follows_the_new_schedule(make_learner, batches):
+    source = make_learner()
+    for images, labels in batches[:2]:
+        source.update(images, labels)
+    state = roundtrip(source.state_dict())
+    target = make_learner(lr=5e-4, weight_decay=0.05)
+    with pytest.raises(ValueError, match=r"lr=0.001, weight_decay=0.1 .* lr=0.0005, weight_decay=0.05"):
+        target.load_state_dict(state)
+    with pytest.warns(UserWarning, match=r"lr=0.0005 \(the checkpoint was trained with 0.001\)"):
+        target.load_state_dict(state, allow_hparam_change=True)
+    for t in (2, 3):
+        assert target.update(*batches[t])["lr"] == pytest.approx(5e-4 * (1 + math.cos(math.pi * t / 6)) / 2)
+    assert target.optimizer.param_groups[0]["weight_decay"] == 0.05
+
+
+def test_a_resume_needs_the_same_number_of_classes_and_an_inference_checkpoint_brings_its_own(make_learner,
+                                                                                               batches):
+    source = make_learner(class_names=CLASSES[:3])
+    source.update(batches[0][0], batches[0][1] % 3)
+    target = make_learner()
+    with pytest.raises(ValueError, match="trained on 3 classes and this learner on 4"):
+        target.load_state_dict(roundtrip(source.state_dict()))
+    assert target.class_names == CLASSES
+    target.load_state_dict(roundtrip(source.state_dict(include_training_state=False)))  # e.g. Dassl's new classes:
+    assert target.class_names == CLASSES[:3]  # loaded, then set_class_names(new ones)
+    assert torch.equal(target.predict(batches[1][0]), source.predict(batches[1][0]))
+
+
+BAD_CLASS_NAMES = [
+    (["dog", "golden_retriever", "golden retriever"], "'golden_retriever' = 'golden retriever'"),
+    (["cat", "dog", "cat"], "'cat' = 'cat'"),
+    (["Dog", "dog  "], "'Dog' = 'dog  '"),  # CLIP's tokenizer lowercases and collapses spaces
+    (["dog", ""], r"positions \[1\] are empty"),
+    (["dog", "__"], r"positions \[1\] are empty"),
+    (["dog", 3], "must be strings"),
+    ("abc", "not the string 'abc'"),
+]
+
+
+def test_class_names_that_cannot_be_told_apart_are_an_error(make_learner):
+    learner = make_learner(zero_shot=True)
+    features = learner.text_features.clone()
+    for names, message in BAD_CLASS_NAMES:
+        with pytest.raises(ValueError, match=message):
+            learner.set_class_names(names)
+        assert learner.class_names == CLASSES and torch.equal(learner.text_features, features)
+
+
+def test_a_bare_string_is_not_a_list_of_class_names(make_learner):
+    with pytest.raises(ValueError, match="not the string 'cat'"):
+        make_learner(class_names="cat", zero_shot=True)
+
+
+BAD_IMAGES = [
+    (torch.zeros(6, 3, 32, 32, dtype=torch.uint8), r"got torch.uint8, .*images.float\(\) / 255"),
+    (torch.zeros(6, 3, 32, 32, dtype=torch.float64), r"got torch.float64, .*images.float\(\)"),
+    (torch.zeros(0, 3, 32, 32), "at least one image"),
+    (torch.zeros(6, 32, 32), r"got shape \[6, 32, 32\]"),
+    (torch.zeros(6, 4, 32, 32), r"got shape \[6, 4, 32, 32\]"),
+    (torch.zeros(6, 3, 32, 32).tolist(), "got a list"),
+]
+
+
+def test_images_of_the_wrong_kind_say_what_is_expected(make_learner):
+    learner = make_learner()
+    expected = r"images must be a float tensor \[batch, channels \(1-3\), height, width\] normalized"
+    labels = torch.zeros(6, dtype=torch.long)
+    for images, message in BAD_IMAGES:
+        for call in (lambda: learner.update(images, labels), lambda: learner.predict(images)):
+            with pytest.raises(ValueError, match=expected) as error:
+                call()
+            assert error.match(message)
+    assert learner.step == 0
+    half = torch.randn(2, 3, 32, 32).half()  # half-precision batches are taken (widened exactly)
+    assert torch.equal(learner.predict(half), learner.predict(half.float()))
+
+
+def test_labels_must_be_one_class_index_per_image(make_learner, batches):
+    learner = make_learner()
+    images = batches[0][0]
+    for labels in (torch.zeros(6), torch.zeros(5, dtype=torch.long), torch.zeros(6, 1, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"labels must be an integer tensor \[6\]"):
+            learner.update(images, labels)
+    learner.update(images, torch.zeros(6, dtype=torch.int32))  # any integer type
