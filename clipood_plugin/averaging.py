@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from .settings import AVERAGING_CHOICES
+
 
 def beta_pdf(x, beta):
     """Density of the symmetric Beta(beta, beta) distribution at x in (0, 1)."""
@@ -115,9 +117,6 @@ class ExponentialMovingAverage(_WeightAverage):
 
     def _extra_state(self):
         return {"decay": self.decay}
-
-
-AVERAGING_CHOICES = ("bma", "uniform", "ema", "none")
 
 
 def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999):

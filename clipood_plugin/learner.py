@@ -11,10 +11,8 @@ from .averaging import AVERAGING_CHOICES, build_averager
 from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_model_name
 from .loss import margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
+from .settings import COMPILE_CHOICES, PRECISION_CHOICES
 
-PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16")
-# torch.compile of the training forward/backward: auto = "on" on CUDA; reduce-overhead adds CUDA graphs
-COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
 CHECKPOINT_FORMAT = 1
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by)
 BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps")
