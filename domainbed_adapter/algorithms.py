@@ -10,6 +10,7 @@ import weakref
 
 import torch
 from clipood_plugin.open_classes import num_base_classes
+from clipood_plugin.settings import TINY_MODEL
 
 from .class_names import resolve_class_names
 from .hparams import ALGORITHM_NAMES
@@ -86,7 +87,7 @@ class CLIPAlgorithm:
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        from clipood_plugin import CLIPoodLearner
+        from clipood_plugin import CLIPoodLearner, WeightsUnavailableError
 
         name = self.algorithm_name
         missing = [key for key in REQUIRED_HPARAMS[name] if key not in hparams]
@@ -104,11 +105,15 @@ class CLIPAlgorithm:
         self.num_base_classes = num_base_classes(num_classes, hparams.get("open_class_ratio") or 0.0)
         self.skipped_steps = 0
         mean, std = input_normalization(input_shape)
-        self.learner = CLIPoodLearner(
-            model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"], class_names=class_names,
-            total_steps=self.total_steps, lr=hparams.get("lr", 0.0), weight_decay=hparams.get("weight_decay", 0.0),
-            templates=hparams["prompt_template"], input_mean=mean, input_std=std,
-            compile=hparams.get("clip_compile", "auto"), **LEARNER_SETTINGS[name](hparams))
+        try:
+            self.learner = CLIPoodLearner(
+                model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"], class_names=class_names,
+                total_steps=self.total_steps, lr=hparams.get("lr", 0.0), weight_decay=hparams.get("weight_decay", 0.0),
+                templates=hparams["prompt_template"], input_mean=mean, input_std=std,
+                compile=hparams.get("clip_compile", "auto"), **LEARNER_SETTINGS[name](hparams))
+        except WeightsUnavailableError as error:
+            raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
+                                   f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}') from None
         if run is not None:  # one line in train.py's out.txt on what DomainBed could not tell the algorithm
             horizon = "" if self.zero_shot else f"horizon {self.total_steps} steps (learning-rate schedule, BMA), "
             print(f"{name}: {horizon}{num_classes} class names from {class_names_source}, "

@@ -100,6 +100,38 @@ def held_by_another_process(directory):
         holder.wait()
 
 
+@pytest.mark.skipif(domainbed_root() is None, reason="DomainBed is not importable")
+def test_evaluate_open_reads_every_model_pkl_as_data_and_goes_on_past_a_bad_one(tmp_path, capsys):
+    from domainbed_adapter.evaluate_open import main
+
+    marker = tmp_path / "code-ran"
+    for run, content in (("planted", None), ("empty", b"")):
+        (tmp_path / run).mkdir()
+        if content is None:
+            torch.save({"args": {}, "model_hparams": PlantedCode(str(marker)), "model_dict": {}}, tmp_path / run / "model.pkl")
+        else:
+            (tmp_path / run / "model.pkl").write_bytes(content)
+    assert main(["--input_dir", str(tmp_path)]) == 2
+    assert not marker.exists()
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'planted' / 'model.pkl'} is not a checkpoint of tensors" in err
+    assert f"{tmp_path / 'empty' / 'model.pkl'} is not a readable checkpoint" in err
+
+
+def test_offline_weights_are_named_in_domainbeds_terms(tmp_path, monkeypatch):
+    import huggingface_hub
+    from test_domainbed_contract import build
+
+    from clipood_plugin import WeightsUnavailableError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(WeightsUnavailableError) as caught:
+        build(clip_model="ViT-B-16", clip_pretrained="openai")
+    assert """--hparams '{"clip_pretrained": "/path/to/ViT-B-16.bin"}'""" in str(caught.value)
+    assert '{"clip_model": "clipood-tiny", "clip_pretrained": null}' in str(caught.value)
+
+
 def test_the_output_dir_has_one_writer_and_a_dead_holder_leaves_no_lock(tmp_path):
     out = tmp_path / "run"
     with held_by_another_process(out) as pid:
