@@ -86,6 +86,10 @@ def _random_init_warning(config):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    return _train_or_demo(args)
+
+
+def _train_or_demo(args):
     command = args.command
     chosen = {k: v for k, v in vars(args).items() if k != "command"}
     try:  # everything the command line alone can tell, before anything heavy is imported
