@@ -78,13 +78,14 @@ def _together(streams):
         yield [next(stream) for stream in streams]
 
 
-def evaluate(learner, eval_loaders, averaged, skipped):
+def evaluate(learner, eval_loaders, averaged, skipped, batches_of=iter):
     """Accuracy (%) per evaluation split, over the images that can be read; the others' (path, reason) is
-    appended to ``skipped``. Distributed, each rank's loaders hold its share of the split and the counts
-    are summed over ranks (the weights, and so the predictions, are the same on every rank)."""
+    appended to ``skipped``. ``batches_of(loader)`` iterates a loader. Distributed, each rank's loaders
+    hold its share of the split and the counts are summed over ranks (the weights, and so the
+    predictions, are the same on every rank)."""
     counts = torch.zeros(len(eval_loaders), 2, dtype=torch.float64)
     for i, loader in enumerate(eval_loaders.values()):
-        for images, labels, unreadable in loader:
+        for images, labels, unreadable in batches_of(loader):
             skipped.extend(unreadable)
             if images is not None:
                 counts[i, 0] += (learner.predict(images, averaged=averaged).argmax(1).cpu() == labels).sum().item()
@@ -94,19 +95,24 @@ def evaluate(learner, eval_loaders, averaged, skipped):
             for name, (correct, total) in zip(eval_loaders, counts.tolist())}
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the run; ``kept`` says, in a sentence, what of it is on disk."""
+_END = object()  # what next() gives at the end of an iterator, in _StopSignals.between
 
-    def __init__(self, signum):
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run; ``kept`` says, in a sentence, what of it is on disk. ``forced``: a
+    second signal came while the first was waiting for a block to end, and the run stopped at once."""
+
+    def __init__(self, signum, forced=False):
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        self.signum, self.forced = signum, forced
         self.kept = None
 
 
 class _StopSignals:
     """While active, SIGINT and SIGTERM raise Interrupted at once, except inside ``deferred()`` (an optimizer
-    step and its bookkeeping, a file write): there they take effect when the block ends, so that the state
-    a run saves is always that of a finished step."""
+    step and its bookkeeping, a file write, the fetch of a batch): there they take effect when the block
+    ends, so that the state a run saves is always that of a finished step. A second signal while the
+    first one waits raises at once, with ``forced``."""
 
     def __init__(self):
         self._depth, self._pending, self._previous = 0, None, {}
@@ -123,10 +129,10 @@ class _StopSignals:
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame):
-        if self._depth:
+        if self._depth and self._pending is None:
             self._pending = signum
         else:
-            raise Interrupted(signum)
+            raise Interrupted(signum, forced=bool(self._depth))
 
     @contextlib.contextmanager
     def deferred(self):
@@ -138,6 +144,19 @@ class _StopSignals:
         if not self._depth and self._pending is not None:
             signum, self._pending = self._pending, None
             raise Interrupted(signum)
+
+    def between(self, iterable):
+        """The items of ``iterable``, each fetched inside ``deferred()``: a signal takes effect between items,
+        never in the middle of a DataLoader's receipt of a batch (which leaves its loader processes printing
+        errors as the run exits)."""
+        iterator = iter(iterable)
+        while True:
+            with self.deferred():
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
+
 
 
 class _Run:
@@ -184,7 +203,8 @@ class _Run:
         saved, now = checkpoint["data"], dataset.file_list_digest()
         changed = sorted(d for d in set(saved) | set(now) if saved.get(d) != now.get(d))
         if changed:
-            counts = "; ".join(f"{d}: {saved.get(d, [0])[0]} image files then, {now.get(d, [0])[0]} now" for d in changed)
+            counts = "; ".join(f"{d}: {saved.get(d, [0])[0]} image files then, {now.get(d, [0])[0]} now"
+                               for d in changed)
             raise DataError(f"--resume: the image files of {config.data_dir} changed since the checkpoint ({counts}); "
                             "the holdout split and the data order are drawn from them: restore them, or start over "
                             "with --overwrite")
@@ -305,7 +325,7 @@ def _train(config, run, dataset, train_domains, signals, log):
     last_step = min(config.steps, config.stop_after or config.steps)
     try:
         if "zero_shot" not in state:
-            zero_shot = evaluate(learner, eval_loaders, averaged=False, skipped=found)
+            zero_shot = evaluate(learner, eval_loaders, False, found, signals.between)
             with signals.deferred():
                 state["zero_shot"] = zero_shot
                 state["bma_weights"].append(learner.averaging_weight)  # a_0, the weight of the pretrained model
@@ -321,8 +341,9 @@ def _train(config, run, dataset, train_domains, signals, log):
                 step = learner.step
                 if _eval_due(step, config) and state["history"][-1]["step"] != step:
                     _require_finite(learner, state, config)
-                    entry = {"step": step, "final": evaluate(learner, eval_loaders, False, found),
-                             "bma": evaluate(learner, eval_loaders, True, found)}
+                    entry = {"step": step,
+                             **{key: evaluate(learner, eval_loaders, averaged, found, signals.between)
+                                for key, averaged in (("final", False), ("bma", True))}}
                     with signals.deferred():
                         state["history"].append(entry)
                         record_found(say)
@@ -331,7 +352,8 @@ def _train(config, run, dataset, train_domains, signals, log):
                     saved_step = save_checkpoint()
                 if step >= last_step:
                     break
-                images, labels = next(batches)
+                with signals.deferred():
+                    images, labels = next(batches)
                 with signals.deferred():
                     stats = learner.update(images, labels)
                     state["bma_weights"].append(stats["bma_weight"])
@@ -341,7 +363,7 @@ def _train(config, run, dataset, train_domains, signals, log):
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}", lr=f"{stats['lr']:.1e}",
                                     refresh=False)
     except Interrupted as stop:
-        if learner.step not in (0, saved_step):
+        if not stop.forced and learner.step not in (0, saved_step):  # forced: the step may be half done
             saved_step = save_checkpoint(all_ranks=False)
         if main and saved_step is not None:
             stop.kept = (f"{run.checkpoint} holds step {saved_step} of {config.steps}; continue with the same "
@@ -394,7 +416,8 @@ def _require_finite(learner, state, config):
     first = next((i + 1 for i, loss in enumerate(state["losses"]) if not math.isfinite(loss)), None)
     raise DataError(f"training diverged: the weights are not finite at step {learner.step}"
                     + (f" (the loss first was at step {first})" if first else "")
-                    + f"; nothing of it was saved. Start over with a lower --lr (this run: {config.lr:g}) and --overwrite")
+                    + f", so they were neither evaluated nor saved; start over with a lower --lr (this run: "
+                    f"{config.lr:g}) and --overwrite")
 
 
 def _mean(accuracy, domains):
