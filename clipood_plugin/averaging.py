@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+from .settings import AVERAGING_CHOICES
+
 
 def beta_pdf(x, beta):
     """Density of the symmetric Beta(beta, beta) distribution at x in (0, 1)."""
@@ -129,9 +131,6 @@ class UniformAverage(_WeightAverage):
     def _next_coefficient(self):
         self.step += 1
         return 1.0 / self.step
-
-
-AVERAGING_CHOICES = ("bma", "uniform", "ema", "none")
 
 
 def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999):

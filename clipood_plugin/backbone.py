@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
+from .settings import TINY_MODEL
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-TINY_MODEL = "clipood-tiny"
 QUICK_GELU_SUFFIX = "-quickgelu"  # open_clip's name for a model's QuickGELU variant
 # the JSON `clipood export` writes beside its weights, and the keys that name the model they fit
 EXPORT_METADATA_SUFFIX = ".json"
@@ -32,7 +33,26 @@ _REACHABILITY_TIMEOUT_S = 3.0
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained CLIP weights are neither cached nor downloadable."""
+    """Pretrained CLIP weights are neither cached nor downloadable. The fix is worded for the Python API;
+    each front end words it with its own option through ``worded_for``."""
+
+    def __init__(self, model_name, tag, pass_file=None, random_init=None):
+        super().__init__(model_name, tag, pass_file, random_init)
+        self.model_name, self.tag = model_name, tag
+        self.pass_file = pass_file or f"pretrained='/path/to/{model_name}.bin'"
+        self.random_init = random_init or f"model_name={TINY_MODEL!r} with pretrained=None"
+
+    def __str__(self):
+        return (f"pretrained weights {self.model_name}/{self.tag} are not in the local cache and cannot be downloaded "
+                "(no network). Download the open_clip checkpoint on a machine with network access and pass its path "
+                f"as {self.pass_file} with the model named {self.model_name!r} (the architecture of those weights); "
+                f"for an offline smoke test use {self.random_init}.")
+
+    def worded_for(self, pass_file, random_init):
+        """The same error with the fix in a front end's terms: how to pass a file (``{path}`` in it stands for
+        the file) and how to pick the random-init tiny model."""
+        return type(self)(self.model_name, self.tag, pass_file.replace("{path}", f"/path/to/{self.model_name}.bin"),
+                          random_init)
 
 
 def _register_model_configs():
@@ -177,11 +197,7 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
         else:
             location = _weights_location(name, pretrained)
             if location is None:
-                raise WeightsUnavailableError(
-                    f"pretrained weights {name}/{pretrained} are not in the local cache and cannot be downloaded "
-                    "(no network). Download the open_clip checkpoint on a machine with network access and pass "
-                    f"its path as pretrained (e.g. --clip-pretrained /path/to/{name}.bin); for an offline smoke "
-                    f"test use model {TINY_MODEL!r} with pretrained=None.")
+                raise WeightsUnavailableError(name, pretrained)
             if location == "hub-cache":  # load from the cache without the hub's network retries
                 import huggingface_hub
                 huggingface_hub.constants.HF_HUB_OFFLINE = True

@@ -1,22 +1,18 @@
-"""`clipood train` and `clipood demo`."""
+"""`clipood train`, `clipood demo` and `clipood export`. The arguments are parsed and checked before torch and
+open_clip are imported (on use, below), so that --help and a bad argument answer at once."""
 import argparse
 import dataclasses
 import sys
 import typing
 
-import torch
-
-from . import distributed
-from .backbone import TINY_MODEL, WeightsUnavailableError, pretrained_weights_available, resolve_model_name
-from .data import DataError
-from .standalone import TrainConfig, train
-from .synthetic import make_demo_dataset
+from .settings import TINY_MODEL, DataError, TrainConfig
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
 # needs more steps and a far larger learning rate than the paper's fine-tuning.
 DEMO_TEST_DOMAIN = "painting"
 DEMO_REAL = dict(steps=300, batch_size=16, eval_every=50, checkpoint_every=100, eval_batch_size=256)
 DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=2e-3, steps=600, eval_every=100)
+RANDOM_INIT_MIN_LR = 1e-4  # below it, a model trained from random weights barely moves in a run's steps
 
 
 def _add_config_flags(parser, defaults, skip=()):
@@ -60,13 +56,17 @@ def build_parser():
     return parser
 
 
-def _demo_config(args):
+def _demo_config(chosen):
     """Real CLIP only where it runs fast and its weights are there; the tiny model otherwise."""
+    import torch
+
+    from . import distributed
+    from .backbone import pretrained_weights_available, resolve_model_name
+
     if distributed.launched_world_size() > 1:  # every rank would write the same generated images at once
         raise DataError("clipood demo runs in one process: run it once without torchrun (it writes "
                         "OUTPUT_DIR/demo_data), then torchrun ... -m clipood_plugin train --data-dir "
                         f"OUTPUT_DIR/demo_data --test-domains {DEMO_TEST_DOMAIN} ...")
-    chosen = {k: v for k, v in vars(args).items() if k != "command"}
     if "model" in chosen:
         preset = DEMO_REAL
     else:
@@ -74,9 +74,20 @@ def _demo_config(args):
         preset = DEMO_REAL if use_real else DEMO_TINY
         print(f"demo model: {'ViT-B-16 (openai weights) on the GPU' if use_real else TINY_MODEL + ' (random init)'}"
               + ("" if use_real else ": no GPU or no pretrained weights here; pass --model/--pretrained to choose"))
+    return _demo_settings(preset, chosen)
+
+
+def _demo_settings(preset, chosen):
     config = TrainConfig(**{**preset, **chosen, "test_domains": [DEMO_TEST_DOMAIN]})
-    config.data_dir = str(make_demo_dataset(f"{config.output_dir}/demo_data"))
+    config.data_dir = f"{config.output_dir}/demo_data"
     return config
+
+
+def _random_init_warning(config):
+    if config.pretrained in (None, "none") and config.lr < RANDOM_INIT_MIN_LR:
+        return (f"warning: --pretrained none trains from random weights, which --lr {config.lr:g} (a fine-tuning "
+                f"rate) barely moves; give a far larger one (clipood demo uses --lr {DEMO_TINY['lr']:g})")
+    return None
 
 
 def main(argv=None):
@@ -84,20 +95,46 @@ def main(argv=None):
     if args.command == "export":
         from .export import main as export_main
         return export_main(args.checkpoint, args.out, args.pretrained)
+    return _train_or_demo(args)
+
+
+def _train_or_demo(args):
+    command = args.command
+    chosen = {k: v for k, v in vars(args).items() if k != "command"}
+    try:  # everything the command line alone can tell, before anything heavy is imported
+        config = _demo_settings(DEMO_TINY, chosen) if command == "demo" else TrainConfig(**chosen)
+        config.check()
+    except DataError as error:
+        return _fail(command, error)
+
+    from .backbone import WeightsUnavailableError
+    from .standalone import Interrupted, train
+    from .synthetic import make_demo_dataset
+    from .training_step import TrainingDivergedError
+
     try:
-        if args.command == "demo":
-            config = _demo_config(args)
-        else:
-            config = TrainConfig(**{k: v for k, v in vars(args).items() if k != "command"})
-        train(config)
-    except (DataError, WeightsUnavailableError, FileNotFoundError, ValueError) as error:
-        print(f"clipood {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nclipood {args.command}: interrupted; the last checkpoint in {args.output_dir} continues "
-              "with the same command and --resume", file=sys.stderr)
+        if command == "demo":
+            config = _demo_config(chosen)
+        warning = _random_init_warning(config)
+        if warning:
+            print(f"clipood {command}: {warning}", file=sys.stderr)
+        train(config, prepare_data=make_demo_dataset if command == "demo" else None)
+    except WeightsUnavailableError as error:
+        return _fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none"))
+    except (DataError, FileNotFoundError, ValueError, TrainingDivergedError) as error:
+        return _fail(command, error)
+    except Interrupted as stop:
+        print(f"\nclipood {command}: stopped by {stop}; {stop.kept}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:  # before the run began (its own handler takes over from there)
+        print(f"\nclipood {command}: interrupted before the run began; nothing was saved", file=sys.stderr)
         return 130
     return 0
+
+
+def _fail(command, error):
+    print(f"clipood {command}: error: {error}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

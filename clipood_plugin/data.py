@@ -1,18 +1,28 @@
 """Folder datasets laid out ROOT/<domain>/<class>/<image> (the PACS and OfficeHome layout), with
 batches that depend only on (seed, step), so an interrupted run resumes exactly."""
 import contextlib
+import hashlib
 import io
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
+from .settings import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+UNREADABLE_CHOICES = ("raise", "replace", "drop")  # what an ImageList does with an image it cannot read
 
 
-class DataError(Exception):
-    """Bad input data, reported to the user as a message rather than a traceback."""
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded; ``reason`` says why."""
+
+    def __init__(self, path, reason=None):
+        super().__init__(path if reason is None else f"cannot read image {path} ({reason}); remove or replace it")
+        self.reason = reason
 
 
 @dataclass
@@ -20,58 +30,88 @@ class FolderDataset:
     root: Path
     domains: list
     class_names: list
-    samples: dict  # domain -> [(path, label)]
-    skipped: list = field(default_factory=list)  # [(path, reason)] of unreadable images
+    samples: dict  # domain -> [(path, label)] of every image file, readable or not
+    skipped: list = field(default_factory=list)  # [(path, reason)] of the files found unreadable
+
+    def file_list_digest(self):
+        """{domain: [number of image files, sha256 of their paths and labels]}: what the holdout split and the
+        data order are drawn from."""
+        digest = {}
+        for domain, items in self.samples.items():
+            lines = "".join(f"{Path(path).relative_to(self.root).as_posix()}\t{label}\n" for path, label in items)
+            digest[domain] = [len(items), hashlib.sha256(lines.encode()).hexdigest()]
+        return digest
 
 
 def _subdirs(path):
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _describe(error):
+    return f"{type(error).__name__}: {error}"
+
+
 def _readable(path):
+    """None, or why PIL cannot read the file (a quick check: it does not decode the whole image)."""
     try:
         with Image.open(path) as image:
+            _check_pixel_mode(image)
             image.verify()
         return None
     except Exception as error:  # PIL raises many types for broken files
-        return f"{type(error).__name__}: {error}"
+        return _describe(error)
+
+
+def _missing_classes(class_names, classes_per_domain):
+    """The message for the classes some domains lack, or None."""
+    missing = {d: sorted(set(class_names) - set(c)) for d, c in classes_per_domain.items()}
+    missing = {d: m for d, m in missing.items() if m}
+    if not missing:
+        return None
+    details = "; ".join(f"{d} lacks {m}" for d, m in missing.items())
+    return (f"every domain must hold every class ({details}; an empty class folder or one without a readable image "
+            "counts as missing); add the images, or pass --allow-missing-classes to train and evaluate with the "
+            "classes each domain has")
 
 
 def scan_domain_folders(root, allow_missing_classes=False) -> FolderDataset:
     """Index ROOT/<domain>/<class>/<image>. Labels follow the sorted class folder names (as
-    torchvision's ImageFolder and DomainBed assign them). Unreadable images are skipped and counted."""
+    torchvision's ImageFolder and DomainBed assign them). Every image file is indexed; those PIL cannot
+    read are listed in ``skipped`` (an ImageList skips them when it meets them, as it does files that
+    break later). A class folder without a readable image counts as missing."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data dir {root} does not exist; expected ROOT/<domain>/<class>/<image>")
     domains = _subdirs(root)
     if not domains:
         raise DataError(f"data dir {root} has no domain folders; expected ROOT/<domain>/<class>/<image>")
-    classes_per_domain = {d.name: [c.name for c in _subdirs(d)] for d in domains}
-    class_names = sorted(set().union(*classes_per_domain.values()))
+    class_folders = {d.name: [c.name for c in _subdirs(d)] for d in domains}
+    class_names = sorted(set().union(*class_folders.values()))
     if not class_names:
         raise DataError(f"no class folders under the domains of {root}; expected ROOT/<domain>/<class>/<image>")
-    missing = {d: sorted(set(class_names) - set(c)) for d, c in classes_per_domain.items()}
-    missing = {d: m for d, m in missing.items() if m}
+    missing = _missing_classes(class_names, class_folders)  # before reading any image
     if missing and not allow_missing_classes:
-        details = "; ".join(f"{d} lacks {m}" for d, m in missing.items())
-        raise DataError(f"every domain must hold every class ({details}); add the folders, or pass "
-                        "--allow-missing-classes to train and evaluate with the classes each domain has")
+        raise DataError(missing)
     label_of = {name: i for i, name in enumerate(class_names)}
-    samples, skipped = {}, []
+    samples, skipped, readable_classes = {}, [], {}
     for domain in domains:
-        items = []
+        items, readable_classes[domain.name] = [], set()
         for class_dir in _subdirs(domain):
             for path in sorted(class_dir.rglob("*")):
                 if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
                     continue
+                items.append((str(path), label_of[class_dir.name]))
                 problem = _readable(path)
                 if problem:
                     skipped.append((str(path), problem))
                 else:
-                    items.append((str(path), label_of[class_dir.name]))
-        if not items:
+                    readable_classes[domain.name].add(class_dir.name)
+        if not readable_classes[domain.name]:
             raise DataError(f"domain {domain.name} has no readable images (extensions {IMAGE_EXTENSIONS})")
         samples[domain.name] = items
+    missing = _missing_classes(class_names, readable_classes)
+    if missing and not allow_missing_classes:
+        raise DataError(missing)
     return FolderDataset(root, [d.name for d in domains], class_names, samples, skipped)
 
 
@@ -85,37 +125,96 @@ def split_holdout(items, fraction, seed):
 @contextlib.contextmanager
 def open_image(path, data=None):
     """The PIL image of ``path`` (lazily opened), or of its bytes ``data`` when given; a file PIL cannot
-    read becomes a DataError naming it."""
+    read (here or while the block decodes it) becomes an UnreadableImage naming it."""
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as image:
             yield image
     except Exception as error:  # PIL raises many types for broken files
-        raise DataError(f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace it")
+        raise UnreadableImage(path, _describe(error)) from None
+
+
+def _check_pixel_mode(image):
+    if image.mode in ("I", "F") and not _is_16_bit_gray(image):
+        raise ValueError(f"its {image.mode} pixels (32-bit) have no fixed range; save it with 8 or 16 bits")
+
+
+def _is_16_bit_gray(image):
+    return image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")  # older PIL: I
+
+
+def rgb_image(image):
+    """``image`` decoded as 8-bit RGB. 16-bit grayscale is scaled to 8 bits (PIL's own convert clips it,
+    which turns almost every pixel white); 32-bit integer and float pixels are refused."""
+    _check_pixel_mode(image)
+    if _is_16_bit_gray(image):
+        levels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def ignore_stop_signals(worker_id=None):
+    """DataLoader ``worker_init_fn``: Ctrl-C and SIGTERM reach every process of a terminal's or a Slurm job's
+    process group; they are the training process's to handle (a worker ends when that process ends)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class ImageList(torch.utils.data.Dataset):
-    """(path, label) pairs; an index may come with a seed that fixes the random augmentation."""
+    """(path, label) pairs; an index may come with a seed that fixes the random augmentation.
 
-    def __init__(self, items, transform):
+    An item is (image, label, skipped). An image that cannot be read raises UnreadableImage with
+    ``unreadable="raise"``; with "replace" the next readable item of the list is loaded in its place (with
+    the same augmentation seed, so batches keep their size and still depend only on the seed and the
+    step); with "drop" the image is None. ``skipped`` holds the (path, reason) of each file passed over.
+    Batch items with ``collate``.
+    """
+
+    def __init__(self, items, transform, unreadable="raise"):
+        if unreadable not in UNREADABLE_CHOICES:
+            raise ValueError(f"unreadable must be one of {UNREADABLE_CHOICES}, got {unreadable!r}")
         self.items = items
         self.transform = transform
+        self.unreadable = unreadable
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, index):
         index, seed = index if isinstance(index, tuple) else (index, None)
-        path, label = self.items[index]
+        skipped = []
+        for offset in range(len(self.items)):
+            path, label = self.items[(index + offset) % len(self.items)]
+            try:
+                return self._load_seeded(path, seed), label, tuple(skipped)
+            except UnreadableImage as error:
+                if self.unreadable == "raise":
+                    raise
+                skipped.append((path, error.reason))
+                if self.unreadable == "drop":
+                    return None, label, tuple(skipped)
+        raise DataError(f"none of the {len(self.items)} images of a list can be read; the first: "
+                        f"{skipped[0][0]} ({skipped[0][1]})")
+
+    def _load_seeded(self, path, seed):
         if seed is None:
-            return self.load(path), label
+            return self.load(path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.load(path), label
+            return self.load(path)
 
     def load(self, path):
         with open_image(path) as image:
-            image = image.convert("RGB")
+            image = rgb_image(image)
         return self.transform(image)
+
+    @staticmethod
+    def collate(samples):
+        """(images, labels, skipped) of a batch of items; images left out where None ("drop"), and None
+        when none is left."""
+        kept = [(image, label) for image, label, _ in samples if image is not None]
+        images = torch.stack([image for image, _ in kept]) if kept else None
+        labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
+        return images, labels, [entry for *_, skipped in samples for entry in skipped]
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

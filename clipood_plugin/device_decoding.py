@@ -5,7 +5,9 @@ training transform (RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize
 augmentation) is split in two: the data loader processes read the file bytes and draw the random crop and
 flip exactly as the transform would (same generator calls, so the same seed gives the same crop), and the
 device decodes the whole batch at once and does the pixel work. Files that are not plain RGB or grayscale
-JPEGs (PNG, CMYK JPEG, ...) are decoded by PIL in the loader process, as on the CPU path.
+JPEGs (PNG, CMYK JPEG, ...) are decoded by PIL in the loader process, as on the CPU path, and so are JPEGs
+whose data does not end with the end-of-image marker (a truncated file: PIL then finds it unreadable, and
+the ImageList's policy for unreadable images applies, as on the CPU path).
 """
 import collections
 import concurrent.futures
@@ -16,39 +18,43 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-from .data import ImageList, open_image
-
-DECODE_CHOICES = ("cpu", "device")  # where training images are decoded and augmented
+from .data import ImageList, open_image, rgb_image
+from .settings import DECODE_CHOICES
 _INTERPOLATION_MODES = {transforms.InterpolationMode.BICUBIC: "bicubic",
                         transforms.InterpolationMode.BILINEAR: "bilinear",
                         transforms.InterpolationMode.NEAREST: "nearest"}
 _DEVICE_JPEG_MODES = ("RGB", "L")
+_JPEG_END = b"\xff\xd9"  # the end-of-image marker
 _SUPPORTED_STEPS = ("RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize")  # in this order
 
 
 class EncodedBatch(NamedTuple):
     """What the loader processes hand over: per image either the JPEG bytes (``encoded``) or decoded uint8
-    pixels [3, H, W], and the crop box (top, left, height, width) and flip drawn for it."""
+    pixels [3, H, W], and the crop box (top, left, height, width) and flip drawn for it; ``skipped`` holds
+    the (path, reason) of the unreadable files the ImageList passed over."""
     payloads: list
     encoded: list
     boxes: torch.Tensor  # [B, 4] int64
     flips: torch.Tensor  # [B] bool
     labels: torch.Tensor
     paths: list
+    skipped: list
 
     @classmethod
     def collate(cls, samples):
-        """Batch the items of an EncodedImageList."""
-        items, labels = zip(*samples)
+        """Batch the items of an EncodedImageList (whose unreadable policy is "raise" or "replace")."""
+        items, labels, skipped = zip(*samples)
         payloads, encoded, boxes, flips, paths = zip(*items)
         return cls(list(payloads), list(encoded), torch.tensor(boxes, dtype=torch.int64),
-                   torch.tensor(flips, dtype=torch.bool), torch.tensor(labels, dtype=torch.int64), list(paths))
+                   torch.tensor(flips, dtype=torch.bool), torch.tensor(labels, dtype=torch.int64), list(paths),
+                   [entry for entries in skipped for entry in entries])
 
     @classmethod
     def cat(cls, batches):
         return cls([p for b in batches for p in b.payloads], [e for b in batches for e in b.encoded],
                    torch.cat([b.boxes for b in batches]), torch.cat([b.flips for b in batches]),
-                   torch.cat([b.labels for b in batches]), [p for b in batches for p in b.paths])
+                   torch.cat([b.labels for b in batches]), [p for b in batches for p in b.paths],
+                   [s for b in batches for s in b.skipped])
 
 
 class DeviceAugmentation:
@@ -144,20 +150,23 @@ def _decode_with_pil(data, path):
 
 
 def _rgb_tensor(image):
-    return transforms.functional.pil_to_tensor(image.convert("RGB"))
+    return transforms.functional.pil_to_tensor(rgb_image(image))
 
 
 class EncodedImageList(ImageList):
-    """An ImageList whose transform is a DeviceAugmentation: an item is (payload, encoded, box, flip, path), label.
-    Plain RGB and grayscale JPEGs stay encoded (the file's bytes, decoded later on the device); other files
-    are decoded here by PIL. Batch items with ``EncodedBatch.collate``."""
+    """An ImageList whose transform is a DeviceAugmentation: an item is ((payload, encoded, box, flip, path),
+    label, skipped). Plain RGB and grayscale JPEGs that end with the end-of-image marker stay encoded (the
+    file's bytes, decoded later on the device); other files are decoded here by PIL. Batch items with
+    ``EncodedBatch.collate``."""
 
     def load(self, path):
         with open_image(path) as image:
             box, flip = self.transform.draw(image)
             if image.format == "JPEG" and image.mode in _DEVICE_JPEG_MODES:
                 with open(path, "rb") as file:
-                    return torch.frombuffer(bytearray(file.read()), dtype=torch.uint8), True, box, flip, path
+                    data = file.read()
+                if data.endswith(_JPEG_END):
+                    return torch.frombuffer(bytearray(data), dtype=torch.uint8), True, box, flip, path
             return _rgb_tensor(image), False, box, flip, path
 
 

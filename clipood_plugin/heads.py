@@ -3,8 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# text: cosine similarity to the frozen class text features (Eq. 2); linear: a trained linear classifier (Eq. 1)
-HEAD_CHOICES = ("text", "linear")
+from .settings import HEAD_CHOICES
 
 
 class LinearHeadClassifier(nn.Module):

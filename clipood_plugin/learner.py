@@ -12,11 +12,9 @@ from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_cli
 from .heads import HEAD_CHOICES, LinearHeadClassifier
 from .loss import check_margin_kind, margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder, check_class_names
-from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, PRECISION_CHOICES, TrainingDivergedError, TrainingStep,
-                            autocast, resolve_precision, store_weights)
-
-# torch.compile of the training forward/backward: auto = "on" on CUDA; reduce-overhead adds CUDA graphs
-COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
+from .settings import COMPILE_CHOICES, PRECISION_CHOICES
+from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingDivergedError, TrainingStep, autocast,
+                            resolve_precision, store_weights)
 CHECKPOINT_FORMAT = 2
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by);
 # model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for OpenAI's weights)

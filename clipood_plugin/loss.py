@@ -3,8 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# adaptive: lam * D(T_y, T_c) (MMS); fixed: lam for every wrong class; none: lam = 0 (plain metric softmax, Eq. 2)
-MARGIN_KINDS = ("adaptive", "fixed", "none")
+from .settings import MARGIN_KINDS
 
 
 def check_margin_kind(margin_kind):

@@ -1,103 +1,76 @@
 """`clipood train`: CLIPood on a ROOT/<domain>/<class>/<image> folder dataset, leave-domains-out."""
+import collections
+import contextlib
 import dataclasses
-import json
-import os
+import math
+import signal
 import sys
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from . import distributed
-from .averaging import AVERAGING_CHOICES
-from .data import DataError, ImageList, StepBatchSampler, scan_domain_folders, split_holdout
-from .device_decoding import DECODE_CHOICES, DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
-from .heads import HEAD_CHOICES
-from .learner import COMPILE_CHOICES, PRECISION_CHOICES, CLIPoodLearner
-from .loss import MARGIN_KINDS
+from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_folders, split_holdout
+from .device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
+from .files import claim_output_dir, load_checkpoint, save_tensors, write_json
+from .learner import CLIPoodLearner
+from .settings import DECODE_CHOICES, DataError, TrainConfig
 
-
-@dataclass
-class TrainConfig:
-    """Defaults are the paper's domain-shift settings (PACS: lr 5e-6, 10 epochs x 500 iterations)."""
-    data_dir: str = field(default=None, metadata={"help": "ROOT of ROOT/<domain>/<class>/<image>"})
-    test_domains: list = field(default=None, metadata={"help": "domain folder name(s) held out for testing"})
-    output_dir: str = field(default="./clipood_output", metadata={"help": "results.json, results.png, model.pt, checkpoint.pt"})
-    model: str = field(default="ViT-B-16", metadata={"help": "open_clip model name, CoOp-style name, or clipood-tiny"})
-    pretrained: str = field(default="openai", metadata={"help": "open_clip tag, local checkpoint file, or 'none' (random init)"})
-    templates: list = field(default_factory=lambda: ["a photo of a {}."], metadata={"help": "prompt template(s); several are ensembled"})
-    steps: int = field(default=5000, metadata={"help": "optimizer steps (= BMA and cosine horizon)"})
-    batch_size: int = field(default=12, metadata={"help": "images per training domain per step"})
-    lr: float = field(default=5e-6, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
-    mms_lambda: float = field(default=0.3, metadata={"help": "MMS margin weight (0 = plain fine-tuning)"})
-    margin_kind: str = field(default="adaptive", metadata={"help": "margin of each wrong class: adaptive (MMS: lambda x "
-                                                                   "text distance), fixed (lambda), none",
-                                                           "choices": MARGIN_KINDS})
-    head: str = field(default="text", metadata={"help": "classifier: text (class text features, Eq. 2) or linear "
-                                                        "(trained, initialized from them, Eq. 1; needs --margin-kind none)",
-                                                "choices": HEAD_CHOICES})
-    bma_beta: float = field(default=0.5, metadata={"help": "Beta(beta, beta) of the moving average"})
-    averaging: str = field(default="bma", metadata={"help": "weight averaging used for prediction (uniform: the mean "
-                                                            "of the weights after steps 1..T)",
-                                                    "choices": AVERAGING_CHOICES})
-    ema_decay: float = field(default=0.999, metadata={"help": "decay of --averaging ema"})
-    precision: str = field(default="auto", metadata={"help": "auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere",
-                                                     "choices": PRECISION_CHOICES})
-    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA), on, "
-                                                           "reduce-overhead (with CUDA graphs), off",
-                                                   "choices": COMPILE_CHOICES})
-    decode: str = field(default="cpu", metadata={"help": "where training JPEGs are decoded and augmented: cpu (PIL in "
-                                                         "the loader processes) or device (in batch on the training "
-                                                         "device, nvJPEG on CUDA; for fast GPUs)",
-                                                 "choices": DECODE_CHOICES})
-    holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
-    eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
-    checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
-    stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps; continue with --resume"})
-    resume: bool = field(default=False, metadata={"help": "continue from OUTPUT_DIR/checkpoint.pt"})
-    allow_missing_classes: bool = field(default=False, metadata={"help": "accept domains that lack some classes"})
-    workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "data loading processes per domain"})
-    eval_batch_size: int = field(default=128, metadata={"help": "batch size for evaluation"})
-    seed: int = field(default=0, metadata={"help": "seed of the data order, augmentation and holdout split"})
-    device: str = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available; under "
-                                                         "torchrun each process takes cuda:LOCAL_RANK)"})
-
-    # fields that may change between an interrupted run and its resumption
-    RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "workers", "eval_batch_size", "device", "compile",
-                         "decode")
+RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
 
 
 def _loader(items, transform, workers, **kwargs):
-    return torch.utils.data.DataLoader(ImageList(items, transform), num_workers=workers, **kwargs)
+    """Evaluation batches (images, labels, skipped): an image that cannot be read is left out and reported."""
+    return torch.utils.data.DataLoader(ImageList(items, transform, unreadable="drop"), num_workers=workers,
+                                       collate_fn=ImageList.collate, worker_init_fn=ignore_stop_signals, **kwargs)
 
 
 def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1,
-                     decode="cpu", device="cpu"):
+                     decode="cpu", device="cpu", skipped=None):
     """(images, labels) of each step from ``start_step`` on: one batch of ``batch_size`` per training domain
     (this rank's share of it), concatenated. Each domain has its own loader processes and data order.
 
     ``decode="device"`` decodes and augments the JPEGs on ``device`` in one batch per step
     (clipood_plugin.device_decoding; the loader processes only read files and draw the crops), and the
     images come back on ``device``; with "cpu" the loader processes do it all with PIL.
+
+    With a list ``skipped``, an image that cannot be read is replaced by the next readable one of its
+    domain (ImageList "replace": the batches stay a function of the seed and the step) and its
+    (path, reason) is appended to the list when its batch is yielded; without, it raises UnreadableImage.
     """
     if decode not in DECODE_CHOICES:
         raise DataError(f"unknown decode {decode!r}; choose one of {DECODE_CHOICES}")
     device = torch.device(device)
     on_device = DeviceAugmentation(transform) if decode == "device" else None
+    unreadable = "raise" if skipped is None else "replace"
     streams = []
     for i, items in enumerate(items_per_domain):
         sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size)
-        dataset = ImageList(items, transform) if on_device is None else EncodedImageList(items, on_device)
+        if on_device is None:
+            dataset, collate = ImageList(items, transform, unreadable), ImageList.collate
+        else:
+            dataset, collate = EncodedImageList(items, on_device, unreadable), EncodedBatch.collate
         streams.append(iter(torch.utils.data.DataLoader(
             dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
-            collate_fn=None if on_device is None else EncodedBatch.collate)))
+            collate_fn=collate, worker_init_fn=ignore_stop_signals)))
+    skipped = [] if skipped is None else skipped
     if on_device is None:
         for parts in _together(streams):
-            yield torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+            skipped.extend(entry for *_, found in parts for entry in found)
+            yield torch.cat([images for images, *_ in parts]), torch.cat([labels for _, labels, _ in parts])
     else:
-        yield from decoded_ahead(map(EncodedBatch.cat, _together(streams)), on_device, device)
+        pending = collections.deque()  # what each batch skipped, until it comes back decoded (in order)
+
+        def encoded():
+            for batch in map(EncodedBatch.cat, _together(streams)):
+                pending.append(batch.skipped)
+                yield batch
+
+        for images, labels in decoded_ahead(encoded(), on_device, device):
+            skipped.extend(pending.popleft())
+            yield images, labels
 
 
 def _together(streams):
@@ -105,16 +78,85 @@ def _together(streams):
         yield [next(stream) for stream in streams]
 
 
-def evaluate(learner, eval_loaders, averaged):
-    """Accuracy (%) per evaluation split. Distributed, each rank's loaders hold its share of the split and
-    the counts are summed over ranks (the weights, and so the predictions, are the same on every rank)."""
+def evaluate(learner, eval_loaders, averaged, skipped, batches_of=iter):
+    """Accuracy (%) per evaluation split, over the images that can be read; the others' (path, reason) is
+    appended to ``skipped``. ``batches_of(loader)`` iterates a loader. Distributed, each rank's loaders
+    hold its share of the split and the counts are summed over ranks (the weights, and so the
+    predictions, are the same on every rank)."""
     counts = torch.zeros(len(eval_loaders), 2, dtype=torch.float64)
     for i, loader in enumerate(eval_loaders.values()):
-        for images, labels in loader:
-            counts[i, 0] += (learner.predict(images, averaged=averaged).argmax(1).cpu() == labels).sum().item()
-            counts[i, 1] += len(labels)
+        for images, labels, unreadable in batches_of(loader):
+            skipped.extend(unreadable)
+            if images is not None:
+                counts[i, 0] += (learner.predict(images, averaged=averaged).argmax(1).cpu() == labels).sum().item()
+                counts[i, 1] += len(labels)
     counts = distributed.all_reduce_sum(counts.to(learner.device)).cpu()
-    return {name: 100.0 * correct / total for name, (correct, total) in zip(eval_loaders, counts.tolist())}
+    return {name: 100.0 * correct / total if total else math.nan
+            for name, (correct, total) in zip(eval_loaders, counts.tolist())}
+
+
+_END = object()  # what next() gives at the end of an iterator, in _StopSignals.between
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the run; ``kept`` says, in a sentence, what of it is on disk. ``forced``: a
+    second signal came while the first was waiting for a block to end, and the run stopped at once."""
+
+    def __init__(self, signum, forced=False):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.forced = signum, forced
+        self.kept = None
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM raise Interrupted at once, except inside ``deferred()`` (an optimizer
+    step and its bookkeeping, a file write, the fetch of a batch): there they take effect when the block
+    ends, so that the state a run saves is always that of a finished step. A second signal while the
+    first one waits raises at once, with ``forced``."""
+
+    def __init__(self):
+        self._depth, self._pending, self._previous = 0, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python runs signal handlers there only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.getsignal(signum) or signal.SIG_DFL
+                signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self._depth and self._pending is None:
+            self._pending = signum
+        else:
+            raise Interrupted(signum, forced=bool(self._depth))
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth and self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise Interrupted(signum)
+
+    def between(self, iterable):
+        """The items of ``iterable``, each fetched inside ``deferred()``: a signal takes effect between items,
+        never in the middle of a DataLoader's receipt of a batch (which leaves its loader processes printing
+        errors as the run exits)."""
+        iterator = iter(iterable)
+        while True:
+            with self.deferred():
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
+
 
 
 class _Run:
@@ -127,58 +169,105 @@ class _Run:
         self.plot = self.dir / "results.png"
         self.model = self.dir / "model.pt"
 
-    def save_atomic(self, obj, path):
-        tmp = path.with_suffix(".tmp")
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+    def check_start(self, config):
+        """Refuse to start where the run would overwrite work, or resume what is not there."""
+        finished = [path.name for path in (self.results, self.model) if path.exists()]
+        if config.resume and not self.checkpoint.exists():
+            raise DataError(f"--resume: no checkpoint at {self.checkpoint}"
+                            + (f" (the run there finished: {', '.join(finished)})" if finished else ""))
+        if config.resume or config.overwrite:
+            return
+        if self.checkpoint.exists():
+            raise DataError(f"{self.checkpoint} holds an unfinished run; pass --resume to continue it, --overwrite "
+                            "to start over, or choose another --output-dir")
+        if finished:
+            raise DataError(f"{self.dir} holds a finished run ({', '.join(finished)}); pass --overwrite to replace "
+                            "it, or choose another --output-dir")
+
+    def clear(self):
+        for path in (self.checkpoint, self.results, self.plot, self.model):
+            path.unlink(missing_ok=True)
+
+    def load_checkpoint(self, config, dataset):
+        """The run checkpoint, checked against this command's settings and dataset."""
+        checkpoint = load_checkpoint(self.checkpoint)
+        if not (isinstance(checkpoint, dict) and checkpoint.get("format") == RUN_CHECKPOINT_FORMAT
+                and {"config", "learner", "state", "data"} <= set(checkpoint)):
+            raise DataError(f"{self.checkpoint} is not a checkpoint of this version of clipood train; start over "
+                            "with --overwrite, or choose another --output-dir")
+        for key, value in dataclasses.asdict(config).items():
+            saved = checkpoint["config"].get(key)
+            if key not in TrainConfig.RESUMABLE_CHANGES and saved != value:
+                raise DataError(f"--resume: the checkpoint was made with {key}={saved!r}, this command has "
+                                f"{key}={value!r}; use the original setting or another --output-dir")
+        saved, now = checkpoint["data"], dataset.file_list_digest()
+        changed = sorted(d for d in set(saved) | set(now) if saved.get(d) != now.get(d))
+        if changed:
+            counts = "; ".join(f"{d}: {saved.get(d, [0])[0]} image files then, {now.get(d, [0])[0]} now"
+                               for d in changed)
+            raise DataError(f"--resume: the image files of {config.data_dir} changed since the checkpoint ({counts}); "
+                            "the holdout split and the data order are drawn from them: restore them, or start over "
+                            "with --overwrite")
+        return checkpoint
 
 
-def _check_resumable(saved, config):
-    for key, value in dataclasses.asdict(config).items():
-        if key not in TrainConfig.RESUMABLE_CHANGES and saved.get(key) != value:
-            raise DataError(f"--resume: the checkpoint was made with {key}={saved.get(key)!r}, this command "
-                            f"has {key}={value!r}; use the original setting or another --output-dir")
-
-
-def train(config: TrainConfig, log=print):
+def train(config: TrainConfig, log=print, prepare_data=None):
     """Run (or resume) one training job; returns the results dict that is also written to results.json.
+
+    The run holds OUTPUT_DIR for its whole life (a second run there stops at once with a DataError), and
+    ``prepare_data(data_dir)``, when given, runs once it does, before the data is scanned (clipood demo
+    writes its dataset into OUTPUT_DIR so). SIGINT or SIGTERM saves a checkpoint of the last finished
+    step and raises Interrupted.
 
     Started by torchrun with several processes, it trains data-parallel: the inputs are checked on every
     rank before the process group forms (so a bad input stops them all alike), each rank reads its share
     of every batch and of every evaluation split, and rank 0 alone logs and writes files.
     """
-    if not distributed.is_main():
+    config.check()
+    main = distributed.is_main()
+    if not main:
         log = _quiet
     run = _Run(config.output_dir)
-    if not config.test_domains:
-        raise DataError("give at least one --test-domains")
-    dataset = scan_domain_folders(config.data_dir, config.allow_missing_classes)
-    unknown = sorted(set(config.test_domains) - set(dataset.domains))
-    if unknown:
-        raise DataError(f"unknown test domain(s) {unknown}; the domains in {config.data_dir} are {dataset.domains}")
-    train_domains = [d for d in dataset.domains if d not in config.test_domains]
-    if not train_domains:
-        raise DataError(f"all domains {dataset.domains} are test domains; leave at least one to train on")
-    if dataset.skipped:
-        log(f"skipped {len(dataset.skipped)} unreadable image(s), listed in results.json (first: {dataset.skipped[0][0]})")
-    if run.checkpoint.exists() and not config.resume:
-        raise DataError(f"{run.checkpoint} holds an unfinished run; pass --resume to continue it or choose another --output-dir")
-    if config.resume and not run.checkpoint.exists():
-        raise DataError(f"--resume: no checkpoint at {run.checkpoint}")
-
-    created_group = distributed.init_from_env(config.device)
-    try:
-        return _train(config, run, dataset, train_domains, log)
-    finally:
-        if created_group:
-            distributed.shutdown()
+    with claim_output_dir(run.dir) if main else contextlib.nullcontext(), _StopSignals() as signals:
+        run.check_start(config)
+        if prepare_data is not None:
+            prepare_data(config.data_dir)
+        dataset = scan_domain_folders(config.data_dir, config.allow_missing_classes)
+        unknown = sorted(set(config.test_domains) - set(dataset.domains))
+        if unknown:
+            raise DataError(f"unknown test domain(s) {unknown}; the domains in {config.data_dir} are {dataset.domains}")
+        train_domains = [d for d in dataset.domains if d not in config.test_domains]
+        if not train_domains:
+            raise DataError(f"all domains {dataset.domains} are test domains; leave at least one to train on")
+        if dataset.skipped:
+            log(f"skipped {len(dataset.skipped)} unreadable image(s), listed in results.json "
+                f"(first: {dataset.skipped[0][0]})")
+        created_group = distributed.init_from_env(config.device)
+        try:
+            return _train(config, run, dataset, train_domains, signals, log)
+        except Interrupted as stop:
+            if stop.kept is None:
+                stop.kept = (f"{run.checkpoint} is as it was; continue with the same command and --resume"
+                             if run.checkpoint.exists() else "nothing had been trained yet, so nothing was saved")
+            raise
+        finally:
+            if created_group:
+                distributed.shutdown()
 
 
 def _quiet(*args, **kwargs):
     pass
 
 
-def _train(config, run, dataset, train_domains, log):
+def _eval_due(step, config):
+    return step % config.eval_every == 0 or step == config.steps
+
+
+def _checkpoint_due(step, config, last_step):
+    return 0 < step < config.steps and (step % config.checkpoint_every == 0 or step == last_step)
+
+
+def _train(config, run, dataset, train_domains, signals, log):
     rank, world_size, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     torch.manual_seed(config.seed)  # random-init models (clipood-tiny, pretrained none) start the same
     learner = CLIPoodLearner(
@@ -198,48 +287,95 @@ def _train(config, run, dataset, train_domains, log):
         eval_loaders[domain] = _loader(dataset.samples[domain][rank::world_size], learner.preprocess_val,
                                        config.workers, batch_size=config.eval_batch_size)
 
-    state = {"history": [], "bma_weights": [], "losses": []}
     if config.resume:
-        checkpoint = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
-        _check_resumable(checkpoint["config"], config)
-        learner.load_state_dict(checkpoint["learner"])
+        checkpoint = run.load_checkpoint(config, dataset)
+        try:
+            learner.load_state_dict(checkpoint["learner"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise DataError(f"{run.checkpoint} does not fit the model of this run ({error}); start over with "
+                            "--overwrite, or choose another --output-dir") from None
         state = checkpoint["state"]
         log(f"resumed at step {learner.step} from {run.checkpoint}")
     else:
-        zero_shot = evaluate(learner, eval_loaders, averaged=False)
-        state["zero_shot"] = zero_shot
-        state["bma_weights"].append(learner.averaging_weight)  # a_0, the weight of the pretrained model
-        state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
+        if main:
+            run.clear()  # --overwrite: the previous run's files go once this one is ready to start
+        state = {"history": [], "bma_weights": [], "losses": [], "skipped_images": {}}
+    for path, reason in dataset.skipped:
+        state["skipped_images"].setdefault(path, reason)
+    saved_step = learner.step if config.resume else None  # the step of the checkpoint on disk
+    found = []  # (path, reason) of images found unreadable while training or evaluating
 
-    batches = training_batches([train_items[d] for d in train_domains], learner.preprocess_train,
-                               config.batch_size, config.seed, config.workers, learner.step, rank, world_size,
-                               config.decode, learner.device)
+    def record_found(say):
+        for path, reason in found:
+            if path not in state["skipped_images"]:
+                state["skipped_images"][path] = reason
+                say(f"skipped unreadable image {path} ({reason}); listed in results.json")
+        found.clear()
+
+    def save_checkpoint(all_ranks=True):
+        if all_ranks:  # else the other ranks may be gone: only this rank's unreadable images are listed
+            state["skipped_images"] = _gathered(state["skipped_images"], world_size)
+        _require_finite(learner, state, config)
+        if main:
+            with signals.deferred():
+                save_tensors({"format": RUN_CHECKPOINT_FORMAT, "config": dataclasses.asdict(config),
+                              "learner": learner.state_dict(), "state": state,
+                              "data": dataset.file_list_digest()}, run.checkpoint)
+        return learner.step
+
     last_step = min(config.steps, config.stop_after or config.steps)
-    if main:
-        run.dir.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
-              mininterval=0.1 if sys.stderr.isatty() else 10, disable=not main) as bar:
-        while learner.step < last_step:
-            stats = learner.update(*next(batches))
-            state["bma_weights"].append(stats["bma_weight"])
-            state["losses"].append(stats["loss"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}", lr=f"{stats['lr']:.1e}",
-                            refresh=False)
-            step = learner.step
-            if step % config.eval_every == 0 or step == config.steps:
-                entry = {"step": step, "final": evaluate(learner, eval_loaders, averaged=False),
-                         "bma": evaluate(learner, eval_loaders, averaged=True)}
-                state["history"].append(entry)
-                if main:
-                    bar.write(f"step {step}: " + _summary(entry, config.test_domains))
-            if main and step < config.steps and (step % config.checkpoint_every == 0 or step == last_step):
-                run.save_atomic({"config": dataclasses.asdict(config), "learner": learner.state_dict(),
-                                 "state": state}, run.checkpoint)
+    try:
+        if "zero_shot" not in state:
+            zero_shot = evaluate(learner, eval_loaders, False, found, signals.between)
+            with signals.deferred():
+                state["zero_shot"] = zero_shot
+                state["bma_weights"].append(learner.averaging_weight)  # a_0, the weight of the pretrained model
+                state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
+                record_found(log)
+        batches = training_batches([train_items[d] for d in train_domains], learner.preprocess_train,
+                                   config.batch_size, config.seed, config.workers, learner.step, rank, world_size,
+                                   config.decode, learner.device, skipped=found)
+        with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
+                  mininterval=0.1 if sys.stderr.isatty() else 10, disable=not main) as bar:
+            say = bar.write if main else _quiet
+            while True:
+                step = learner.step
+                if _eval_due(step, config) and state["history"][-1]["step"] != step:
+                    _require_finite(learner, state, config)
+                    entry = {"step": step,
+                             **{key: evaluate(learner, eval_loaders, averaged, found, signals.between)
+                                for key, averaged in (("final", False), ("bma", True))}}
+                    with signals.deferred():
+                        state["history"].append(entry)
+                        record_found(say)
+                    say(f"step {step}: " + _summary(entry, config.test_domains))
+                if step != saved_step and _checkpoint_due(step, config, last_step):
+                    saved_step = save_checkpoint()
+                if step >= last_step:
+                    break
+                with signals.deferred():
+                    images, labels = next(batches)
+                with signals.deferred():
+                    stats = learner.update(images, labels)
+                    state["bma_weights"].append(stats["bma_weight"])
+                    state["losses"].append(stats["loss"])
+                    record_found(say)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}", lr=f"{stats['lr']:.1e}",
+                                    refresh=False)
+    except Interrupted as stop:
+        if not stop.forced and learner.step not in (0, saved_step):  # forced: the step may be half done
+            saved_step = save_checkpoint(all_ranks=False)
+        if main and saved_step is not None:
+            stop.kept = (f"{run.checkpoint} holds step {saved_step} of {config.steps}; continue with the same "
+                         "command and --resume")
+        raise
     if learner.step < config.steps:
         log(f"stopped at step {learner.step} of {config.steps}; continue with the same command and --resume")
         return None
 
+    state["skipped_images"] = _gathered(state["skipped_images"], world_size)
+    _require_finite(learner, state, config)
     final = state["history"][-1]
     results = {
         "config": dataclasses.asdict(config), "class_names": dataset.class_names,
@@ -248,18 +384,41 @@ def _train(config, run, dataset, train_domains, log):
         "test_mean": {k: _mean(v, config.test_domains) for k, v in
                       (("zero_shot", state["zero_shot"]), ("final", final["final"]), ("bma", final["bma"]))},
         "history": state["history"], "bma_weights": state["bma_weights"], "losses": state["losses"],
-        "skipped_images": [{"path": p, "reason": r} for p, r in dataset.skipped],
+        "skipped_images": [{"path": p, "reason": r} for p, r in sorted(state["skipped_images"].items())],
         "model_file": str(run.model),
     }
     if not main:
         return results
-    run.save_atomic(learner.state_dict(include_training_state=False), run.model)
-    run.results.write_text(json.dumps(results, indent=2))
-    plot_results(results, run.plot)
-    run.checkpoint.unlink(missing_ok=True)
+    with contextlib.suppress(Interrupted), signals.deferred():  # a stop signal now finds the run finished
+        save_tensors(learner.state_dict(include_training_state=False), run.model)
+        write_json(results, run.results)
+        plot_results(results, run.plot)
+        run.checkpoint.unlink(missing_ok=True)
     log(_report(results))
     log(f"wrote {run.results}, {run.plot} and {run.model}")
     return results
+
+
+def _gathered(skipped_images, world_size):
+    """The union of every rank's {path: reason} of unreadable images (each rank reads its share)."""
+    if world_size == 1:
+        return skipped_images
+    parts = [None] * world_size
+    torch.distributed.all_gather_object(parts, skipped_images)
+    return {path: reason for part in parts for path, reason in sorted(part.items())}
+
+
+def _require_finite(learner, state, config):
+    """Stop a diverged run before it saves or evaluates a model whose weights are not finite."""
+    weights = [t for encoder in (learner.image_encoder, learner.inference_encoder)
+               for t in encoder.state_dict().values() if t.is_floating_point()]
+    if bool(torch.stack([torch.isfinite(t).all() for t in weights]).all()):
+        return
+    first = next((i + 1 for i, loss in enumerate(state["losses"]) if not math.isfinite(loss)), None)
+    raise DataError(f"training diverged: the weights are not finite at step {learner.step}"
+                    + (f" (the loss first was at step {first})" if first else "")
+                    + f", so they were neither evaluated nor saved; start over with a lower --lr (this run: "
+                    f"{config.lr:g}) and --overwrite")
 
 
 def _mean(accuracy, domains):

@@ -10,9 +10,8 @@ import contextlib
 import torch
 from open_clip.model import convert_weights_to_lp
 
-# "authors-fp16": the numerics of the authors' code (github thuml/CLIPood), under which the paper's
-# learning rates were tuned; see store_weights and TrainingStep
-PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16", "authors-fp16")
+from .settings import PRECISION_CHOICES
+
 DEFAULT_MAX_CONSECUTIVE_SKIPS = 20
 
 

@@ -4,9 +4,10 @@ import os.path as osp
 
 from dassl.data.data_manager import build_data_loader
 from dassl.engine import TRAINER_REGISTRY, TrainerX
-from dassl.utils import load_checkpoint
 from clipood_plugin import distributed
+from clipood_plugin.files import load_checkpoint
 from clipood_plugin.open_classes import num_base_classes
+from clipood_plugin.settings import TINY_MODEL
 
 from .checkpoint import ResumableLearner
 from .config import apply_per_dataset_settings
@@ -147,11 +148,15 @@ class CLIPood(TrainerX):
 
     def build_model(self):
         # imported here: registration runs inside every Dassl import and must stay cheap (open_clip is not)
-        from clipood_plugin import CLIPoodLearner
+        from clipood_plugin import CLIPoodLearner, WeightsUnavailableError
 
         total_steps = self.max_epoch * len(self.train_loader_x)  # the cosine and BMA horizons
-        self.learner = CLIPoodLearner(**self._learner_settings(), total_steps=total_steps,
-                                      class_names=self.train_class_names)
+        try:
+            self.learner = CLIPoodLearner(**self._learner_settings(), total_steps=total_steps,
+                                          class_names=self.train_class_names)
+        except WeightsUnavailableError as error:
+            raise error.worded_for("TRAINER.CLIPOOD.PRETRAINED {path}",
+                                   f'MODEL.BACKBONE.NAME {TINY_MODEL} TRAINER.CLIPOOD.PRETRAINED ""') from None
         print(f"CLIPood: {self.learner.config['model_name']} ({self.learner.config['pretrained'] or 'random init'}), "
               f"{total_steps} steps, precision {self.learner.precision}, templates {self.learner.config['templates']}")
         self.register_model(MODEL_NAME, ResumableLearner(self.learner))
@@ -216,7 +221,7 @@ class CLIPood(TrainerX):
         from clipood_plugin.learner import inference_state
 
         path = self._checkpoint_path(directory, epoch)
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, numpy_scalars=True)  # as data: nothing in the file runs
         state = checkpoint["state_dict"]["learner"]
         if self._changed_build_settings(state["config"]):
             self._rebuild_learner(state["config"])

@@ -10,6 +10,7 @@ import weakref
 
 import torch
 from clipood_plugin.open_classes import num_base_classes
+from clipood_plugin.settings import TINY_MODEL
 
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
@@ -96,7 +97,7 @@ class CLIPAlgorithm:
 
     def __init__(self, input_shape, num_classes, num_domains, hparams):
         super().__init__(input_shape, num_classes, num_domains, hparams)
-        from clipood_plugin import CLIPoodLearner
+        from clipood_plugin import CLIPoodLearner, WeightsUnavailableError
 
         name = self.algorithm_name
         missing = [key for key in REQUIRED_HPARAMS[name] if key not in hparams]
@@ -122,13 +123,16 @@ class CLIPAlgorithm:
         self.eval_class_names = class_names
         self.train_class_names = class_names[:self.num_base_classes]
         mean, std = input_normalization(input_shape, clip_transforms)
-        self.learner = CLIPoodLearner(
-            model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"],
-            class_names=self.train_class_names,
-            total_steps=self.total_steps, lr=hparams.get("lr", 0.0), weight_decay=hparams.get("weight_decay", 0.0),
-            templates=hparams["prompt_template"], input_mean=mean, input_std=std,
-            compile=hparams.get("clip_compile", "auto"), precision=hparams.get("clip_precision", "auto"),
-            **LEARNER_SETTINGS[name](hparams))
+        try:
+            self.learner = CLIPoodLearner(
+                model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"],
+                class_names=self.train_class_names, total_steps=self.total_steps, lr=hparams.get("lr", 0.0),
+                weight_decay=hparams.get("weight_decay", 0.0), templates=hparams["prompt_template"],
+                input_mean=mean, input_std=std, compile=hparams.get("clip_compile", "auto"),
+                precision=hparams.get("clip_precision", "auto"), **LEARNER_SETTINGS[name](hparams))
+        except WeightsUnavailableError as error:
+            raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
+                                   f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}') from None
         if run is not None:  # one line in train.py's out.txt on what DomainBed could not tell the algorithm
             horizon = "" if self.zero_shot else f"horizon {self.total_steps} steps (learning-rate schedule, BMA), "
             print(f"{name}: {horizon}{num_classes} class names from {class_names_source}, "

@@ -1,17 +1,23 @@
 """Rebuilding a CLIP algorithm from the model.pkl that DomainBed's train.py writes."""
-import torch
+from clipood_plugin.files import load_checkpoint
+from clipood_plugin.settings import DataError
 
 from .hparams import ALGORITHM_NAMES
 from .registration import register
 
 
-def load_algorithm(model_pkl):
-    """(algorithm, saved dict) from a model.pkl of CLIPood, CLIPERM or CLIPZeroShot.
+def read_model_pkl(model_pkl):
+    """The dict DomainBed's train.py saved in a model.pkl, read as data (tensors, plain values and the numpy
+    numbers of random hparams; nothing in the file runs). Raises DataError naming a file that is not such."""
+    saved = load_checkpoint(model_pkl, numpy_scalars=True)
+    if not (isinstance(saved, dict) and {"args", "model_hparams", "model_dict"} <= set(saved)):
+        raise DataError(f"{model_pkl} is not a model.pkl of DomainBed's train.py")
+    return saved
 
-    model.pkl is a pickle with DomainBed's args and hparams, so it is read with weights_only=False:
-    load only files you trust, as with any DomainBed model.pkl.
-    """
-    saved = torch.load(model_pkl, map_location="cpu", weights_only=False)
+
+def load_algorithm(model_pkl):
+    """(algorithm, saved dict) from a model.pkl of CLIPood, CLIPERM or CLIPZeroShot."""
+    saved = read_model_pkl(model_pkl)
     name = saved["args"]["algorithm"]
     if name not in ALGORITHM_NAMES:
         raise ValueError(f"{model_pkl} holds a {name} model, not one of {ALGORITHM_NAMES}")

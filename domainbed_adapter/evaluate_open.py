@@ -14,12 +14,15 @@ import glob
 import json
 import os
 import random
+import sys
 
 import numpy as np
 import torch
+from clipood_plugin.files import finite_or_none
 from clipood_plugin.open_classes import BaseNewAccuracy, harmonic_mean
+from clipood_plugin.settings import DataError
 
-from .checkpoint import load_algorithm
+from .checkpoint import load_algorithm, read_model_pkl
 from .data import check_prepared
 
 RESULTS_FILE = "open_class_results.json"
@@ -78,7 +81,7 @@ def evaluate_run(model_pkl, data_dir=None, num_workers=None):
             if key != "harmonic_mean":  # recomputed from the split the table reports
                 results[f"{name}_{key}"] = value
     with open(os.path.join(os.path.dirname(model_pkl), RESULTS_FILE), "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+        json.dump(finite_or_none(results), f, indent=1, sort_keys=True, allow_nan=False)
     return results
 
 
@@ -97,8 +100,14 @@ def main(argv=None):
     paths = sorted(glob.glob(os.path.join(args.input_dir, "model.pkl"))
                    + glob.glob(os.path.join(args.input_dir, "*", "model.pkl")))
     print(f"{'run':34} {'test env':>8} {'base':>7} {'new':>7} {'H':>7} {'total':>7}")
+    unreadable = 0
     for path in paths:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            saved = read_model_pkl(path)
+        except DataError as error:  # one bad file does not stop the rest of a sweep
+            print(f"skipped: {error}", file=sys.stderr)
+            unreadable += 1
+            continue
         if not saved["model_hparams"].get("open_class_ratio"):
             continue
         results = evaluate_run(path, args.data_dir, args.num_workers)
@@ -106,7 +115,8 @@ def main(argv=None):
             base, new, total = (results[f"env{env}_{args.split}_{kind}_acc"] for kind in ("base", "new", "total"))
             print(f"{os.path.basename(os.path.dirname(path))[:34]:34} {env:>8} {100 * base:7.1f} {100 * new:7.1f} "
                   f"{100 * harmonic_mean(base, new):7.1f} {100 * total:7.1f}")
+    return 2 if unreadable else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

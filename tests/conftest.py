@@ -64,3 +64,11 @@ def openai_hub_cache(synthetic_openai_weights, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", cache_dir)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", huggingface_hub.constants.HF_HUB_OFFLINE)
     return synthetic_openai_weights
+
+
+@pytest.fixture(autouse=True)
+def pil_refuses_truncated_images(monkeypatch):
+    """PIL's default for every test: DomainBed's datasets module, once imported, makes PIL accept
+    truncated images process-wide, which would hide the cut JPEGs that tests feed."""
+    from PIL import ImageFile
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)

@@ -1,12 +1,21 @@
-"""`clipood train` / `clipood demo` as a user runs them: results, exact resume, clear errors."""
+"""`clipood train` / `clipood demo` as a user runs them: results, exact resume, clear errors, and runs that
+cannot be silently ruined (stop signals, a second writer, planted or damaged checkpoints, data that
+changes, divergence)."""
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from clipood_plugin.cli import main
+from clipood_plugin.data import scan_domain_folders
 from clipood_plugin.synthetic import make_demo_dataset
 
 FAST = ["--model", "clipood-tiny", "--pretrained", "none", "--lr", "1e-3", "--batch-size", "4",
@@ -31,7 +40,7 @@ def test_train_writes_results_plot_and_model(data_dir, tmp_path, capsys):
     assert len(results["bma_weights"]) == 5  # a_0 (pretrained) .. a_4
     assert (tmp_path / "results.png").stat().st_size > 0
     assert not (tmp_path / "checkpoint.pt").exists()
-    state = torch.load(tmp_path / "model.pt", weights_only=False)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert state["class_names"] == ["circle", "square", "star", "triangle"] and state["step"] == 4
     assert "BMA" in capsys.readouterr().out
 
@@ -48,7 +57,7 @@ def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(data_d
     a, b = (json.loads((d / "results.json").read_text()) for d in (whole, parts))
     for key in ("accuracy", "history", "losses", "bma_weights"):
         assert a[key] == b[key], key
-    ma, mb = (torch.load(d / "model.pt", weights_only=False)["inference_encoder"] for d in (whole, parts))
+    ma, mb = (torch.load(d / "model.pt", weights_only=True)["inference_encoder"] for d in (whole, parts))
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
@@ -94,3 +103,179 @@ def test_demo_runs_on_the_tiny_model(tmp_path, capsys):
     assert results["config"]["model"] == "clipood-tiny" and results["config"]["steps"] == 4
     assert results["test_domains"] == ["painting"]
     assert "clipood-tiny" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------- runs that cannot be silently ruined
+def train_argv(data, out, *extra):
+    return ["train", "--data-dir", data, "--test-domains", "sketch", "--output-dir", out, *FAST, *extra]
+
+
+def copied(data_dir, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(data_dir, root)
+    return root
+
+
+def assert_same_run(a, b):
+    """Two runs' results and final models are the same, bit for bit."""
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
+    for key in ("accuracy", "history", "losses", "bma_weights", "skipped_images"):
+        assert ra[key] == rb[key], key
+    ma, mb = (torch.load(d / "model.pt", weights_only=True) for d in (a, b))
+    for part in ("inference_encoder", "text_features"):
+        sa, sb = (m[part] if isinstance(m[part], dict) else {"": m[part]} for m in (ma, mb))
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), part
+
+
+def test_help_and_bad_arguments_answer_before_torch_is_imported():
+    code = ("import sys\n"
+            "from clipood_plugin.cli import main\n"
+            "for argv in (['train', '--help'], ['train', '--data-dir', 'd', '--test-domains', 't', '--lr', 'nan'],\n"
+            "             ['train', '--data-dir', 'd', '--test-domains', 't', '--steps', '0'],\n"
+            "             ['train', '--data-dir', 'd', '--test-domains', 't', '--resume', '--overwrite'],\n"
+            "             ['train', '--data-dir', 'd'], ['demo', '--batch-size', '0']):\n"
+            "    try:\n"
+            "        code = main(argv)\n"
+            "    except SystemExit as exit:\n"
+            "        code = exit.code\n"
+            "    print(code)\n"
+            "print(sorted(m for m in ('torch', 'open_clip', 'numpy', 'PIL') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split()[-7:] == ["0", "2", "2", "2", "2", "2", "[]"], result.stdout + result.stderr
+    for message in ("--lr must be a finite number > 0, got nan", "--steps must be at least 1, got 0",
+                    "--resume continues", "required: --test-domains", "--batch-size must be at least 1"):
+        assert message in result.stderr
+
+
+def test_a_finished_run_is_kept_unless_overwrite_is_given(data_dir, tmp_path, capsys):
+    argv = train_argv(data_dir, tmp_path, "--steps", 2)
+    assert run(*argv) == 0
+    model = (tmp_path / "model.pt").read_bytes()
+    assert run(*argv, "--seed", 1) == 2
+    assert "holds a finished run (results.json, model.pt); pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "model.pt").read_bytes() == model
+    assert run(*argv, "--seed", 1, "--overwrite") == 0
+    assert (tmp_path / "model.pt").read_bytes() != model
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["seed"] == 1
+
+
+def test_a_second_run_in_an_output_dir_stops_at_once_naming_the_first(data_dir, tmp_path, capsys):
+    from test_robustness import held_by_another_process
+
+    with held_by_another_process(tmp_path) as pid:
+        assert run(*train_argv(data_dir, tmp_path, "--steps", 2)) == 2
+    err = capsys.readouterr().err
+    assert f"in use by another run (pid {pid} on {socket.gethostname()}" in err
+    assert os.listdir(tmp_path) == ["clipood.lock"]  # nothing written; the killed holder's stale lock stays
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 2)) == 0  # a dead holder's lock is no lock
+
+
+def test_a_planted_or_damaged_checkpoint_is_refused_on_resume_and_runs_no_code(data_dir, tmp_path, capsys):
+    from test_robustness import plant_checkpoint
+
+    marker, checkpoint = tmp_path / "code-ran", tmp_path / "out" / "checkpoint.pt"
+    checkpoint.parent.mkdir()
+    plant_checkpoint(checkpoint, marker)
+    assert run(*train_argv(data_dir, tmp_path / "out", "--steps", 4, "--resume")) == 2
+    assert not marker.exists()
+    assert f"{checkpoint} is not a checkpoint of tensors and plain values" in capsys.readouterr().err
+    for damaged in (checkpoint.read_bytes()[:200], b"", np.random.default_rng(0).bytes(5000)):
+        checkpoint.write_bytes(damaged)
+        assert run(*train_argv(data_dir, tmp_path / "out", "--steps", 4, "--resume")) == 2
+        err = capsys.readouterr().err
+        assert f"error: {checkpoint} is not a readable checkpoint" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert run(*train_argv(data_dir, out, "--steps", 12, "--eval-every", 4)) == 0
+    return out
+
+
+@pytest.mark.parametrize("stop, workers", [(signal.SIGINT, 1), (signal.SIGTERM, 0)], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_the_last_step_and_resume_ends_where_an_uninterrupted_run_ends(
+        data_dir, uninterrupted, tmp_path, stop, workers):
+    """Ctrl-C in a terminal (and Slurm's SIGTERM) reaches the whole process group, loader processes too;
+    here before the first periodic checkpoint (--checkpoint-every 1000)."""
+    argv = train_argv(data_dir, tmp_path, "--steps", 12, "--eval-every", 4, "--checkpoint-every", 1000)
+    process = subprocess.Popen([sys.executable, "-m", "clipood_plugin", *map(str, argv), "--workers", str(workers)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in process.stdout:
+        if line.startswith("step 4:"):  # training is under way
+            os.killpg(process.pid, stop)
+            break
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + stop, err
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["learner"]["step"]
+    assert 4 <= saved < 12 and not (tmp_path / "results.json").exists()
+    assert err.strip().splitlines()[-1].endswith(f"stopped by {stop.name}; {tmp_path / 'checkpoint.pt'} holds step "
+                                                 f"{saved} of 12; continue with the same command and --resume")
+    assert run(*argv, "--resume") == 0
+    assert_same_run(tmp_path, uninterrupted)
+
+
+def test_a_diverging_run_saves_and_reports_nothing_from_it(data_dir, tmp_path, capsys):
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 30, "--lr", 1e30)) == 2  # > 20 non-finite steps in a row
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "training diverged" in err and "step" in err and "--lr" in err
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_a_changed_dataset_on_resume_is_an_error(data_dir, tmp_path, capsys):
+    root = copied(data_dir, tmp_path)
+    argv = train_argv(root, tmp_path / "out", "--steps", 4)
+    assert run(*argv, "--stop-after", 2) == 0
+    (root / "photo" / "circle" / "0000.png").unlink()
+    assert run(*argv, "--resume") == 2
+    assert "changed since the checkpoint (photo: 24 image files then, 23 now)" in capsys.readouterr().err
+
+
+def test_images_that_break_during_the_run_are_skipped_listed_and_resume_the_same(data_dir, tmp_path):
+    """JPEGs cut to 80%: the scan passes them (only a full decode finds the cut), training replaces
+    them, evaluation leaves them out; both are listed, and a resumed run ends the same."""
+    root = copied(data_dir, tmp_path)
+    cut = [root / "photo" / "circle" / f"000{i}.png" for i in range(3)] + [root / "sketch" / "star" / "0000.png"]
+    for path in cut:
+        Image.open(path).save(path.with_suffix(".jpg"), quality=95)
+        path.unlink()
+        data = path.with_suffix(".jpg").read_bytes()
+        path.with_suffix(".jpg").write_bytes(data[:int(0.8 * len(data))])
+    whole, parts, on_device = tmp_path / "whole", tmp_path / "parts", tmp_path / "device"
+    assert run(*train_argv(root, whole, "--steps", 6)) == 0
+    assert run(*train_argv(root, parts, "--steps", 6, "--stop-after", 3)) == 0
+    assert run(*train_argv(root, parts, "--steps", 6, "--resume")) == 0
+    assert_same_run(whole, parts)
+    listed = json.loads((whole / "results.json").read_text())["skipped_images"]
+    paths = {entry["path"] for entry in listed}
+    assert str(cut[-1].with_suffix(".jpg")) in paths and paths <= {str(p.with_suffix(".jpg")) for p in cut}
+    assert len(paths) >= 2 and all("truncated" in entry["reason"] for entry in listed)  # a training image too
+    assert run(*train_argv(root, on_device, "--steps", 6, "--decode", "device")) == 0  # the loader finds the cut
+    assert json.loads((on_device / "results.json").read_text())["skipped_images"] == listed
+
+
+def test_an_empty_class_folder_counts_as_missing(data_dir, tmp_path, capsys):
+    root = copied(data_dir, tmp_path)
+    for path in (root / "photo" / "star").iterdir():
+        path.unlink()
+    assert run(*train_argv(root, tmp_path / "out", "--steps", 2)) == 2
+    assert "photo lacks ['star']" in capsys.readouterr().err
+    dataset = scan_domain_folders(root, allow_missing_classes=True)
+    assert dataset.class_names == ["circle", "square", "star", "triangle"]
+    assert not any(label == 2 for _, label in dataset.samples["photo"])
+
+
+def test_the_offline_weights_error_and_the_random_init_warning_name_this_commands_flags(
+        data_dir, tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    argv = ["train", "--data-dir", data_dir, "--test-domains", "sketch", "--output-dir", tmp_path / "out"]
+    assert run(*argv, "--model", "ViT-B-16", "--pretrained", "openai") == 2
+    err = capsys.readouterr().err
+    assert "--pretrained /path/to/ViT-B-16-quickgelu.bin with the model named 'ViT-B-16-quickgelu'" in err
+    assert "--model clipood-tiny --pretrained none" in err
+    assert run(*argv, "--model", "clipood-tiny", "--pretrained", "none", "--data-dir", tmp_path / "nowhere") == 2
+    assert "warning: --pretrained none trains from random weights" in capsys.readouterr().err

@@ -93,15 +93,19 @@ def test_a_jpeg_the_device_decoder_rejects_is_decoded_by_pil(images, monkeypatch
         assert torch.equal(augmentation(batch, "cpu"), expected)
 
 
-def test_an_undecodable_file_is_named(images, tmp_path, monkeypatch):
+def test_a_truncated_jpeg_is_found_in_the_loader_process_and_named_or_replaced(images, tmp_path):
     broken = tmp_path / "broken.jpg"
     Image.open(images[0][0]).save(broken)
     broken.write_bytes(broken.read_bytes()[:-300])  # the header survives, the end of the image data does not
     augmentation = DeviceAugmentation(PAPER_TRANSFORM)
-    batch = EncodedBatch.collate([EncodedImageList([(str(broken), 0)], augmentation)[0]])
-    monkeypatch.setattr(device_decoding, "_decode_jpeg", _rejecting_decoder)
-    with pytest.warns(UserWarning), pytest.raises(DataError, match="broken.jpg"):
-        augmentation(batch, "cpu")
+    with pytest.raises(DataError, match="broken.jpg"):
+        EncodedImageList([(str(broken), 0)], augmentation)[0]
+    replacing = EncodedImageList([(str(broken), 0), images[1]], augmentation, unreadable="replace")
+    batch = EncodedBatch.collate([replacing[(0, 11)]])
+    assert batch.paths == [images[1][0]] and batch.labels.tolist() == [images[1][1]]
+    assert [path for path, _ in batch.skipped] == [str(broken)]
+    alone = EncodedBatch.collate([EncodedImageList([images[1]], augmentation)[(0, 11)]])
+    assert torch.equal(augmentation(batch, "cpu"), augmentation(alone, "cpu"))  # same seed, same crop
 
 
 @pytest.mark.parametrize("transform, named", [

@@ -71,7 +71,7 @@ def _train_one_rank(rank, world_size, store_file, out_file):
 
 def test_learner_under_ddp_takes_the_single_process_steps_and_keeps_one_bma(tmp_path):
     mp.spawn(_train_one_rank, args=(2, str(tmp_path / "store"), str(tmp_path / "out.pt")), nprocs=2)
-    result = torch.load(tmp_path / "out.pt", weights_only=False)
+    result = torch.load(tmp_path / "out.pt", weights_only=True)
     assert torch.equal(result["ranks"][0], result["ranks"][1])  # same live weights and BMA on both ranks, bit for bit
 
     single = learner(seed=100)  # all 7 images of each step
@@ -115,7 +115,7 @@ def test_clipood_train_on_two_processes_with_a_resume_matches_one_process(tmp_pa
     assert one["accuracy"] == two["accuracy"] and one["history"] == two["history"]
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert two["bma_weights"] == one["bma_weights"]
-    bma_one, bma_two = (torch.load(tmp_path / d / "model.pt", weights_only=False)["inference_encoder"]
+    bma_one, bma_two = (torch.load(tmp_path / d / "model.pt", weights_only=True)["inference_encoder"]
                         for d in ("one", "two"))
     start = learner(seed=0).image_encoder.state_dict()  # `clipood train` seeds the random init with --seed (0)
     assert_same_weights(bma_two, bma_one, start)

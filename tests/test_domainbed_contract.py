@@ -148,7 +148,7 @@ def test_model_pkl_state_reloads_to_the_same_logits_and_holds_nothing_dead(name,
         trained.update(minibatches())
     buffer = io.BytesIO()
     torch.save(trained.state_dict(), buffer)
-    state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
     learner_state = state["clipood_learner"]
     # no optimizer, no live weights, no averager bookkeeping, no text tower; no encoder when the named
     # pretrained weights already are the zero-shot encoder

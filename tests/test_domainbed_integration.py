@@ -128,7 +128,7 @@ def test_an_image_folder_dataset_gets_its_class_folders_as_class_names(tmp_path)
     out = run(sys.executable, "-m", "domainbed.scripts.train", "--dataset", "PACS", "--data_dir", str(tmp_path),
               "--algorithm", "CLIPood", "--steps", "1", "--hparams", hparams, "--output_dir", str(tmp_path / "out")).stdout
     assert "7 class names from the class folders of PACS" in out
-    saved = torch.load(tmp_path / "out" / "model.pkl", map_location="cpu", weights_only=False)
+    saved = torch.load(tmp_path / "out" / "model.pkl", map_location="cpu", weights_only=True)
     assert saved["model_dict"]["clipood_learner"]["class_names"] == FOLDER_CLASS_NAMES["PACS"]
 
 

@@ -19,7 +19,7 @@ def roundtrip(state):
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=False)
+    return torch.load(buffer, weights_only=True)
 
 
 def test_predict_uses_equation_5_average_of_the_trajectory(make_learner, batches):

@@ -1,0 +1,140 @@
+"""Run files on disk: checkpoints read as data (never as code), writes that are atomic and never share a
+temporary file, strict JSON, and one writer per output directory. torch is imported on use only."""
+import contextlib
+import json
+import math
+import os
+import re
+import socket
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from .settings import DataError
+
+LOCK_FILE = "clipood.lock"
+_TEMPORARY = ".*.tmp"  # what atomic writes name their temporary files: .<name>.<random>.tmp
+
+
+def load_checkpoint(path, numpy_scalars=False):
+    """The contents of a torch checkpoint file, read as data: tensors and plain Python values only
+    (``torch.load(weights_only=True)``), so that nothing in the file can run. ``numpy_scalars`` also
+    accepts numpy numbers (DomainBed's random hparams are numpy floats). A file that cannot be read so
+    (truncated, empty, not a torch file, or holding other Python objects) raises DataError naming it."""
+    import torch
+
+    allow_numpy = numpy_scalars and hasattr(torch.serialization, "safe_globals")  # torch >= 2.5
+    scope = torch.serialization.safe_globals(_numpy_scalar_types()) if allow_numpy else contextlib.nullcontext()
+    try:
+        with scope, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols of files it then refuses anyway
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"no checkpoint at {path}") from None
+    except Exception as error:  # torch raises many types for damaged files
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        if refused:
+            raise DataError(f"{path} is not a checkpoint of tensors and plain values: it asks to load the Python "
+                            f"object {refused.group(1)}, so it was not loaded (loading it could run code); delete "
+                            "it, or replace it with a file this program wrote") from None
+        raise DataError(f"{path} is not a readable checkpoint: it is truncated, empty or not a file torch wrote; "
+                        "delete it, or replace it with a file this program wrote") from None
+
+
+def _numpy_scalar_types():
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    numbers = "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
+    return [scalar, np.dtype, *{type(np.dtype(code)) for code in numbers}]  # numpy 2 pickles the dtype's class
+
+
+def save_atomic(write, path):
+    """Write ``path`` through ``write(file)`` into a temporary file of its own, then rename it over ``path``:
+    a reader sees the old file or the new one, never a part, and concurrent writes never share a file."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def save_tensors(obj, path):
+    """torch.save, atomically."""
+    import torch
+
+    save_atomic(lambda file: torch.save(obj, file), path)
+
+
+def write_json(obj, path):
+    """Strict JSON (no NaN or Infinity: a non-finite number is written as null), atomically."""
+    text = json.dumps(finite_or_none(obj), indent=2, allow_nan=False)
+    save_atomic(lambda file: file.write(text.encode()), path)
+
+
+def finite_or_none(obj):
+    """``obj`` with every non-finite float replaced by None, for strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(value) for value in obj]
+    return obj
+
+
+@contextlib.contextmanager
+def claim_output_dir(directory):
+    """Hold ``directory`` (created if missing) for one run: a second claim, from any process on any host
+    that shares the file system, raises DataError naming the holder. The claim is an flock on
+    ``directory/clipood.lock``, which the kernel releases when its process ends however it ends, so a
+    run killed outright leaves no lock behind. Temporary files of writes that a killed run left are
+    removed. A directory created here and left empty by a failed run is removed again."""
+    import fcntl
+
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 200).decode(errors="replace").strip() or "a process that is starting"
+            os.close(handle)
+            raise DataError(f"{directory} is in use by another run ({holder}); wait for it to end, or choose "
+                            "another --output-dir") from None
+        except OSError as error:  # a file system without locks
+            warnings.warn(f"cannot lock {path} ({error}): make sure no other run writes to {directory}")
+            break
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:  # its holder ended and removed it between our open and our lock
+            same = False
+        if same:
+            break
+        os.close(handle)
+    os.ftruncate(handle, 0)
+    os.write(handle, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    for leftover in directory.glob(_TEMPORARY):
+        leftover.unlink(missing_ok=True)
+    try:
+        yield directory
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(handle)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something
+                directory.rmdir()
