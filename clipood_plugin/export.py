@@ -9,7 +9,6 @@ dict, with a JSON beside it naming the open_clip model it fits. Checkpoints are 
 """
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -18,8 +17,10 @@ import torch.nn.functional as F
 
 from .backbone import (EXPORT_FORMAT_KEY, EXPORT_METADATA_SUFFIX, EXPORT_MODEL_KEY, WeightsUnavailableError,
                        export_metadata_path, load_clip, resolve_architecture)
+from .files import load_checkpoint, save_atomic, save_tensors
 from .learner import CHECKPOINT_FORMAT
 from .prompts import PromptEncoder
+from .settings import DataError
 
 EXPORT_FORMAT = 1
 # where each front end keeps the learner's state inside its checkpoint
@@ -40,13 +41,7 @@ class ExportError(ValueError):
 
 def read_learner_state(checkpoint_path):
     """(learner state, name of the format) from any of the checkpoint formats, read as data."""
-    try:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # torch.load fails in many ways on files that are not checkpoints
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"{checkpoint_path} is not a checkpoint readable as data ({detail})") from error
+    checkpoint = load_checkpoint(checkpoint_path, numpy_scalars=True)  # DomainBed's random hparams: numpy floats
     for source, keys in LEARNER_STATE_LOCATIONS:
         state = checkpoint
         for key in keys:
@@ -121,23 +116,17 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None):
                 "pretrained": pretrained, "step": state["step"], "class_names": list(state["class_names"]),
                 "training": config}
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(out_path, lambda path: torch.save(weights, path))
-    _replace_atomically(export_metadata_path(out_path),
-                        lambda path: path.write_text(json.dumps(metadata, indent=2, default=str) + "\n"))
+    save_tensors(weights, out_path)
+    save_atomic(lambda file: file.write((json.dumps(metadata, indent=2, default=str) + "\n").encode()),
+                export_metadata_path(out_path))
     return metadata
-
-
-def _replace_atomically(path, write):
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
 
 
 def main(checkpoint, out, pretrained=None):
     """`clipood export`: prints the open_clip model name to load OUT with; 2 on bad input."""
     try:
         metadata = export_open_clip(checkpoint, out, pretrained)
-    except (ValueError, WeightsUnavailableError, FileNotFoundError) as error:  # ExportError is a ValueError
+    except (ValueError, DataError, WeightsUnavailableError, FileNotFoundError) as error:  # ExportError: a ValueError
         print(f"clipood export: error: {error}", file=sys.stderr)
         return 2
     model_name = metadata[EXPORT_MODEL_KEY]
