@@ -53,13 +53,15 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
         else:
             dataset, collate = EncodedImageList(items, on_device, unreadable), EncodedBatch.collate
         streams.append(iter(torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
+            dataset, batch_sampler=sampler, num_workers=workers,
+            pin_memory=device.type == "cuda" and on_device is not None,  # decoded images: pinned once concatenated
             collate_fn=collate, worker_init_fn=ignore_stop_signals)))
     skipped = [] if skipped is None else skipped
     if on_device is None:
         for parts in _together(streams):
             skipped.extend(entry for *_, found in parts for entry in found)
-            yield torch.cat([images for images, *_ in parts]), torch.cat([labels for _, labels, _ in parts])
+            yield (_concatenated([images for images, *_ in parts], pinned=device.type == "cuda"),
+                   torch.cat([labels for _, labels, _ in parts]))
     else:
         pending = collections.deque()  # what each batch skipped, until it comes back decoded (in order)
 
@@ -71,6 +73,15 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
         for images, labels in decoded_ahead(encoded(), on_device, device):
             skipped.extend(pending.popleft())
             yield images, labels
+
+
+def _concatenated(tensors, pinned):
+    """torch.cat, into page-locked memory when ``pinned`` so that the copy to the GPU can be asynchronous
+    (a cat of pinned tensors is not pinned itself, so the loaders do not pin their parts)."""
+    if not pinned:
+        return torch.cat(tensors)
+    out = torch.empty((sum(len(t) for t in tensors), *tensors[0].shape[1:]), dtype=tensors[0].dtype, pin_memory=True)
+    return torch.cat(tensors, out=out)
 
 
 def _together(streams):
