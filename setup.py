@@ -52,7 +52,7 @@ setup(
         # what the frameworks themselves import (they are not on the package index: clone them), and what
         # Dassl's setup.py needs to build without isolation (setuptools, numpy); Dassl's requirements.txt
         # also pins linters and dev tools, hence its install with --no-deps (README)
-        "domainbed": ["wilds", "parameterized"],
+        "domainbed": ["wilds", "parameterized", "gdown"],  # gdown: DomainBed's download script
         "dassl": ["gdown", "tabulate", "tensorboard", "scikit-learn", "wilds", "setuptools>=70.1", "numpy"],
     },
     entry_points={"console_scripts": ["clipood=clipood_plugin.cli:main"]},
