@@ -49,9 +49,11 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7"],
-        # what the frameworks themselves import (they are not on the package index: clone them)
-        "domainbed": ["wilds", "parameterized"],
-        "dassl": ["gdown", "tabulate", "tensorboard", "scikit-learn", "wilds"],
+        # what the frameworks themselves import (they are not on the package index: clone them), and what
+        # Dassl's setup.py needs to build without isolation (setuptools, numpy); Dassl's requirements.txt
+        # also pins linters and dev tools, hence its install with --no-deps (README)
+        "domainbed": ["wilds", "parameterized", "gdown"],  # gdown: DomainBed's download script
+        "dassl": ["gdown", "tabulate", "tensorboard", "scikit-learn", "wilds", "setuptools>=70.1", "numpy"],
     },
     entry_points={"console_scripts": ["clipood=clipood_plugin.cli:main"]},
     cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},

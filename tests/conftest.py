@@ -1,5 +1,23 @@
+"""Shared fixtures, and the one way a test says it needs a host framework.
+
+A test that needs DomainBed, Dassl, CoOp or one of their dependencies says so with the ``needs`` marker,
+never with its own ``skipif`` / ``importorskip``::
+
+    pytestmark = pytest.mark.needs("domainbed", "wilds")    # every test of the module
+    @pytest.mark.needs("coop")                               # one test
+    require("dassl")                                         # inside a test or fixture, when only it knows
+
+The names are the keys of ``REQUIREMENTS`` below. When one is missing the test is skipped with the
+reason, which says how to get it (as on a user's machine). With ``CLIPOOD_REQUIRE_FRAMEWORKS=1``, which
+``.ci/run`` sets when the pinned frameworks are present, a missing one is an error instead: CI cannot
+pass by skipping the integration tests. Other skips (e.g. a CUDA-only test on a CPU machine) are plain
+``pytest.skip`` and stay skips.
+"""
+import functools
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +25,8 @@ import torch
 from clipood_plugin import CLIPoodLearner
 
 CLASSES = ["dog", "cat", "horse", "golden_retriever"]
+REQUIRE_FRAMEWORKS = os.environ.get("CLIPOOD_REQUIRE_FRAMEWORKS", "") not in ("", "0")
+INSTALL_EXTRAS = 'pip install ".[domainbed,dassl]"'
 
 
 @pytest.fixture
@@ -38,6 +58,87 @@ def domainbed_root():
     except ImportError:
         return None
     return os.path.dirname(os.path.dirname(os.path.abspath(domainbed.__file__)))
+
+
+def dassl_root():
+    """Root of the checkout Dassl is installed from (it holds tools/train.py), else None."""
+    spec = importlib.util.find_spec("dassl")
+    return Path(spec.origin).parents[1] if spec else None
+
+
+def coop_root():
+    """COOP_ROOT, when it is a CoOp checkout, else None."""
+    root = os.environ.get("COOP_ROOT")
+    return Path(root) if root and (Path(root) / "train.py").is_file() else None
+
+
+def _module(name, why):
+    return lambda: None if importlib.util.find_spec(name) else f"`{name}` is not installed ({why}): {INSTALL_EXTRAS}"
+
+
+def _domainbed():
+    if domainbed_root() is None:
+        return ("DomainBed is not importable: put a checkout of github facebookresearch/DomainBed on PYTHONPATH "
+                "or set DOMAINBED_ROOT")
+
+
+def _dassl():
+    if dassl_root() is None:
+        return ("Dassl is not installed: pip install --no-deps --no-build-isolation -e a checkout of "
+                "github KaiyangZhou/Dassl.pytorch")
+
+
+def _dassl_checkout():
+    root = dassl_root()
+    if root is None:
+        return _dassl()
+    if not (root / "tools" / "train.py").is_file():
+        return f"Dassl is installed without its tools/ and configs/ (not from a checkout: {root})"
+
+
+def _coop():
+    if coop_root() is None:
+        return "set COOP_ROOT to a checkout of github KaiyangZhou/CoOp to run its train.py"
+
+
+# name -> () -> None when available, else why not (and how to get it)
+REQUIREMENTS = {
+    "domainbed": _domainbed,
+    "wilds": _module("wilds", "DomainBed's datasets and Dassl import it"),
+    "parameterized": _module("parameterized", "DomainBed's tests import it"),
+    "dassl": _dassl,
+    "dassl_checkout": _dassl_checkout,  # tools/train.py, configs/
+    "coop": _coop,
+}
+
+
+@functools.cache
+def missing(name):
+    """Why requirement ``name`` is not available, or None when it is."""
+    if name not in REQUIREMENTS:
+        raise ValueError(f"unknown requirement {name!r}: use one of {', '.join(REQUIREMENTS)}")
+    return REQUIREMENTS[name]()
+
+
+def require(*names):
+    """Skip the running test unless every requirement in ``names`` is available; under
+    CLIPOOD_REQUIRE_FRAMEWORKS=1 fail it instead."""
+    reasons = [reason for reason in map(missing, names) if reason]
+    if not reasons:
+        return
+    if REQUIRE_FRAMEWORKS:
+        pytest.fail("CLIPOOD_REQUIRE_FRAMEWORKS is set, but " + "; ".join(reasons), pytrace=False)
+    pytest.skip("; ".join(reasons))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"needs(*names): the test needs these frameworks or dependencies "
+                                       f"({', '.join(REQUIREMENTS)}); see tests/conftest.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before fixtures are set up: they may need the framework too
+def pytest_runtest_setup(item):
+    require(*(name for marker in item.iter_markers("needs") for name in marker.args))
 
 
 @pytest.fixture(scope="session")

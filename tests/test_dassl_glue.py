@@ -74,8 +74,9 @@ def test_resumable_learner_state_resumes_mid_run_and_finishes_inference_only(tmp
         assert torch.allclose(resumed.inference_encoder.state_dict()[key], value, atol=1e-6), key
 
 
+@pytest.mark.needs("dassl")  # its Classification evaluator
 def test_base_new_report_against_a_direct_count():
-    evaluation = pytest.importorskip("dassl.evaluation", reason="needs Dassl's Classification evaluator")
+    from dassl import evaluation
     from yacs.config import CfgNode as CN
 
     from dassl_trainers.open_classes import BaseNewEvaluator

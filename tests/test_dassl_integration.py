@@ -1,11 +1,11 @@
 """Integration: the CLIPood trainer inside the real Dassl (tools/train.py, python -m dassl_trainers.train) and the
 real CoOp (train.py, through configs/dassl/base2new.sh), on tiny generated datasets in their on-disk layouts.
 
-Needs Dassl installed from a checkout (``pip install -e Dassl.pytorch``); the CoOp tests also need
-COOP_ROOT=/path/to/CoOp. Each test skips with the reason when its framework is missing. The model is
+Needs Dassl installed from a checkout (``pip install --no-deps --no-build-isolation -e Dassl.pytorch``); the
+CoOp test also needs COOP_ROOT=/path/to/CoOp. A test whose framework is missing skips with the reason (an
+error under CLIPOOD_REQUIRE_FRAMEWORKS=1: tests/conftest.py). The model is
 clipood-tiny with fixed random weights saved to a file (the "pretrained" weights), on the CPU.
 """
-import importlib.util
 import json
 import os
 import random
@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
-DASSL_SPEC = importlib.util.find_spec("dassl")
-pytestmark = pytest.mark.skipif(DASSL_SPEC is None, reason="Dassl is not installed: pip install -e a Dassl.pytorch "
-                                                           "checkout (github KaiyangZhou/Dassl.pytorch)")
-DASSL_ROOT = Path(DASSL_SPEC.origin).parents[1] if DASSL_SPEC else None
-COOP_ROOT = Path(os.environ.get("COOP_ROOT", "")) if os.environ.get("COOP_ROOT") else None
-needs_coop = pytest.mark.skipif(COOP_ROOT is None or not (COOP_ROOT / "train.py").is_file(),
-                                reason="set COOP_ROOT to a CoOp checkout (github KaiyangZhou/CoOp) to run its train.py")
+from conftest import coop_root, dassl_root
+
+pytestmark = pytest.mark.needs("dassl", "wilds")  # Dassl imports wilds
+DASSL_ROOT = dassl_root()
+COOP_ROOT = coop_root()
 PROJECT = Path(__file__).resolve().parents[1]
 CONFIGS = PROJECT / "configs" / "dassl"
 TRAINER_CONFIGS = CONFIGS / "trainers" / "CLIPood"
@@ -142,9 +140,8 @@ def dassl_train(root, out, config, *opts):
                cwd=DASSL_ROOT)
 
 
+@pytest.mark.needs("dassl_checkout")
 def test_dassl_open_classes_then_resume_ends_where_the_uninterrupted_run_does(data_root, tmp_path):
-    if not (DASSL_ROOT / "tools" / "train.py").is_file():
-        pytest.skip(f"Dassl is installed without its tools/train.py (not a checkout at {DASSL_ROOT})")
     log = dassl_train(data_root, tmp_path / "full", "vit_b16_dg_open_class.yaml", "OPTIM.MAX_EPOCH", "2")
     assert "training on 2 base classes" in log and "classes the learner trains on: dog, elephant\n" in log
     assert "(8 base / 8 new test images)" in log  # the target domain, all 4 classes
@@ -172,6 +169,7 @@ def test_dassl_open_classes_then_resume_ends_where_the_uninterrupted_run_does(da
     assert final_test(resumed_log) == final_test(log)
 
 
+@pytest.mark.needs("dassl_checkout")  # its configs/
 def test_train_entry_runs_dassl_datasets_and_eval_only_reloads_the_model(data_root, tmp_path):
     common = ["--root", str(data_root), "--seed", "1",
               "--dataset-config-file", str(DASSL_ROOT / "configs/datasets/dg/pacs.yaml"),
@@ -228,9 +226,8 @@ def test_decoding_on_the_device_gives_the_batches_of_dassls_own_loader(tmp_path)
         assert ((batch["img"] - images).abs() * std * 255).max() <= 2.0  # pixel levels: PIL rounds to 8 bits
 
 
+@pytest.mark.needs("dassl_checkout")
 def test_dassl_training_with_decoding_on_the_device(data_root, tmp_path):
-    if not (DASSL_ROOT / "tools" / "train.py").is_file():
-        pytest.skip(f"Dassl is installed without its tools/train.py (not a checkout at {DASSL_ROOT})")
     on_cpu = dassl_train(data_root, tmp_path / "cpu", "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "1")
     on_device = dassl_train(data_root, tmp_path / "device", "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "1",
                             "TRAINER.CLIPOOD.DECODE", "device")
@@ -266,7 +263,7 @@ def independent_new_class_predictions(root, state, template):
     return scores.argmax(dim=1).tolist(), [label for _, label in items]
 
 
-@needs_coop
+@pytest.mark.needs("coop")
 def test_coop_base2new_script_then_summary(data_root, tmp_path):
     import numpy as np
     import torch

@@ -1,16 +1,18 @@
 """The Dassl trainer under torchrun (gloo, 2 CPU processes) against one process on the same global batches.
 
-Skips when Dassl is not installed (test_dassl_integration's marker). The generated images are plain colors,
+Needs Dassl installed from a checkout (its configs), see tests/conftest.py. The generated images are plain colors,
 so augmentation changes nothing and both runs see exactly the same inputs.
 """
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from test_dassl_integration import DASSL_ROOT, TRAINER_CONFIGS, checkpoint, data_root, printed, tiny_opts  # noqa: F401
-from test_dassl_integration import pytestmark  # noqa: F401
 from test_distributed import ENV, assert_same_weights, torchrun
+
+pytestmark = pytest.mark.needs("dassl_checkout", "wilds")
 
 
 def test_dassl_trainer_on_two_processes_matches_one_process(data_root, tmp_path):  # noqa: F811

@@ -1,7 +1,7 @@
 """The Slurm launcher in a real, unmodified DomainBed: registered by the import hook, driven by sweep.py.
 
-Skipped unless ``import domainbed`` works (a checkout on PYTHONPATH, or DOMAINBED_ROOT set to its root)
-and DomainBed's dataset module imports (it needs ``wilds``). No Slurm needed: CLIPOOD_SLURM_DRY_RUN=1
+Needs ``import domainbed`` to work (a checkout on PYTHONPATH, or DOMAINBED_ROOT set to its root) and
+DomainBed's dataset module to import (it needs ``wilds``): see tests/conftest.py. No Slurm needed: CLIPOOD_SLURM_DRY_RUN=1
 writes the job script, and bash runs one of its tasks the way a Slurm array task would.
 """
 import os
@@ -14,8 +14,7 @@ from conftest import domainbed_root
 
 
 ROOT = domainbed_root()
-pytestmark = pytest.mark.skipif(ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on "
-                                                     "PYTHONPATH or set DOMAINBED_ROOT")
+pytestmark = pytest.mark.needs("domainbed")
 
 
 def run(*args, **env):
@@ -35,8 +34,8 @@ def test_importing_command_launchers_registers_slurm():
     assert run(sys.executable, "-c", probe, CLIPOOD_NO_AUTOREGISTER="1").strip() == "None"
 
 
+@pytest.mark.needs("wilds")  # domainbed.datasets, imported by sweep.py
 def test_sweep_dry_run_writes_the_job_script_and_its_task_trains(tmp_path):
-    pytest.importorskip("wilds", reason="domainbed.datasets (imported by sweep.py) needs `wilds`")
     logs, sweep_dir = tmp_path / "logs", tmp_path / "sweep"
     out = run(sys.executable, "-m", "domainbed.scripts.sweep", "launch", "--datasets", "Debug224",
               "--algorithms", "CLIPood", "--n_hparams", "1", "--n_trials", "1", "--single_test_envs",
