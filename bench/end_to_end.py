@@ -27,7 +27,7 @@ from torchvision import transforms
 from bench_utils import emit, log, resolve_device, synchronize, timed
 from clipood_plugin import CLIPoodLearner, IMAGENET_MEAN, IMAGENET_STD
 from clipood_plugin.data import scan_domain_folders
-from clipood_plugin.device_decoding import DECODE_CHOICES
+from clipood_plugin.settings import DECODE_CHOICES
 from clipood_plugin.standalone import training_batches
 
 

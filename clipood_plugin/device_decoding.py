@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchvision import transforms
 
 from .data import ImageList, open_image, rgb_image
-from .settings import DECODE_CHOICES
+
 _INTERPOLATION_MODES = {transforms.InterpolationMode.BICUBIC: "bicubic",
                         transforms.InterpolationMode.BILINEAR: "bilinear",
                         transforms.InterpolationMode.NEAREST: "nearest"}

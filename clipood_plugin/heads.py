@@ -3,8 +3,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .settings import HEAD_CHOICES
-
 
 class LinearHeadClassifier(nn.Module):
     """Image encoder and a linear classifier on its L2-normalized features, trained and averaged as one module.

@@ -9,12 +9,11 @@ from torch import nn
 from . import distributed
 from .averaging import AVERAGING_CHOICES, build_averager
 from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_architecture
-from .heads import HEAD_CHOICES, LinearHeadClassifier
+from .heads import LinearHeadClassifier
 from .loss import check_margin_kind, margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder, check_class_names
-from .settings import COMPILE_CHOICES, PRECISION_CHOICES
-from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingDivergedError, TrainingStep, autocast,
-                            resolve_precision, store_weights)
+from .settings import COMPILE_CHOICES, HEAD_CHOICES
+from .training_step import DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, resolve_precision, store_weights
 CHECKPOINT_FORMAT = 2
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by);
 # model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for OpenAI's weights)

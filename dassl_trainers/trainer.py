@@ -62,11 +62,8 @@ class CLIPood(TrainerX):
                             "a per-step cosine schedule: set OPTIM.LR_SCHEDULER cosine")
         if optim.WARMUP_EPOCH > 0:
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
-        from clipood_plugin.averaging import AVERAGING_CHOICES
-        from clipood_plugin.device_decoding import DECODE_CHOICES
-        from clipood_plugin.heads import HEAD_CHOICES
-        from clipood_plugin.learner import COMPILE_CHOICES, PRECISION_CHOICES
-        from clipood_plugin.loss import MARGIN_KINDS
+        from clipood_plugin.settings import (AVERAGING_CHOICES, COMPILE_CHOICES, DECODE_CHOICES, HEAD_CHOICES,
+                                             MARGIN_KINDS, PRECISION_CHOICES)
 
         for key, choices in (("PREC", PRECISION_CHOICES), ("COMPILE", COMPILE_CHOICES), ("DECODE", DECODE_CHOICES),
                              ("HEAD", HEAD_CHOICES), ("MARGIN_KIND", MARGIN_KINDS), ("AVERAGING", AVERAGING_CHOICES)):

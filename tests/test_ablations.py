@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from clipood_plugin.cli import main as clipood
 from clipood_plugin.synthetic import make_demo_dataset
 
-from conftest import CLASSES, domainbed_root
+from conftest import CLASSES
 from test_learner import roundtrip
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -110,10 +110,8 @@ def test_clipood_train_flags_reach_the_learner(data_dir, tmp_path, capsys):
         clipood([*common, "--output-dir", str(tmp_path / "x"), "--margin-kind", "additive"])
 
 
+@pytest.mark.needs("domainbed", "wilds")
 def test_domainbed_hparams_reach_the_learner():
-    if domainbed_root() is None:
-        pytest.skip("DomainBed is not importable: put a checkout on PYTHONPATH or set DOMAINBED_ROOT")
-    pytest.importorskip("wilds", reason="domainbed needs `wilds`")
     import domainbed_adapter
     domainbed_adapter.register()
     from domainbed import algorithms, hparams_registry
@@ -129,8 +127,8 @@ def test_domainbed_hparams_reach_the_learner():
     assert algorithm.learner.averager.step == 1
 
 
+@pytest.mark.needs("dassl")
 def test_dassl_config_keys_reach_the_learner():
-    pytest.importorskip("dassl", reason="Dassl is not installed")
     from dassl.config import get_cfg_default
 
     from clipood_plugin import CLIPoodLearner

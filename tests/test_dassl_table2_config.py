@@ -8,9 +8,11 @@ import pytest
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dassl" / "trainers" / "CLIPood" / "vit_b16_base2new.yaml"
 
 
+pytestmark = pytest.mark.needs("dassl")
+
+
 @pytest.fixture
 def dassl_cfg():
-    pytest.importorskip("dassl", reason="Dassl is not installed: pip install -e a Dassl.pytorch checkout")
     import dassl_trainers
     dassl_trainers.register()  # TRAINER.CLIPOOD must exist before the file merges
     from dassl.config import get_cfg_default

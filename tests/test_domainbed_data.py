@@ -7,13 +7,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from conftest import domainbed_root
 from domainbed_images import write_pacs_tree
 
-ROOT = domainbed_root()
 pytestmark = [
-    pytest.mark.skipif(ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on PYTHONPATH "
-                                            "or set DOMAINBED_ROOT"),
+    pytest.mark.needs("domainbed", "wilds"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 # written out here rather than imported: the test's own formulation of the authors' pipeline
@@ -24,7 +21,6 @@ IMAGES_PER_CLASS = 2
 
 @pytest.fixture(scope="module")
 def domainbed():
-    pytest.importorskip("wilds", reason="domainbed.datasets needs `wilds`")
     import domainbed_adapter
     domainbed_adapter.register()
     from domainbed import datasets, hparams_registry

@@ -17,8 +17,7 @@ from domainbed_images import write_pacs_tree
 
 ROOT = domainbed_root()
 pytestmark = [
-    pytest.mark.skipif(ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on PYTHONPATH "
-                                            "or set DOMAINBED_ROOT"),
+    pytest.mark.needs("domainbed", "wilds"),
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 IMAGES_PER_CLASS = 3

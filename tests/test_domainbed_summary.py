@@ -15,11 +15,8 @@ from statistics import mean, stdev
 
 import pytest
 
-from conftest import domainbed_root
 
-ROOT = domainbed_root()
-pytestmark = pytest.mark.skipif(ROOT is None, reason="DomainBed is not importable: put a DomainBed checkout on "
-                                                     "PYTHONPATH or set DOMAINBED_ROOT")
+pytestmark = pytest.mark.needs("domainbed")
 PAPER = json.loads((Path(__file__).resolve().parents[1] / "clipood_plugin" / "paper_results.json").read_text())
 ENVIRONMENTS = {"PACS": 4, "VLCS": 4, "OfficeHome": 4, "TerraIncognita": 4, "DomainNet": 6}
 STEPS = (0, 300, 600)

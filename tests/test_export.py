@@ -3,7 +3,6 @@ what the learner predicted (zero-shot logits of the reload, computed by open_cli
 
 The formats of the three front ends: the learner's state (`clipood train`'s model.pt), DomainBed's
 model.pkl and Dassl's checkpoints, the latter two written by the real frameworks."""
-import importlib.util
 import json
 
 import open_clip
@@ -14,11 +13,9 @@ from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, CLI
 from clipood_plugin.backbone import resolve_model_name
 from clipood_plugin.cli import main
 from pretrained_cache import random_weights, write_openai_archive, zero_shot_logits
-from test_dassl_integration import DASSL_ROOT, dassl_train, data_root  # noqa: F401 (data_root: a fixture)
-from test_domainbed_integration import ROOT as DOMAINBED_ROOT
+from test_dassl_integration import dassl_train, data_root  # noqa: F401 (data_root: a fixture)
 from test_domainbed_integration import train as domainbed_train
 
-HAS_WILDS = importlib.util.find_spec("wilds") is not None
 CLASS_NAMES = ["dog", "cat", "golden_retriever"]
 TEMPLATES = ("a photo of a {}.", "a sketch of a {}.")
 
@@ -171,8 +168,7 @@ def test_what_cannot_be_exported_is_one_line_and_exit_code_2(tiny_run, tiny_weig
 
 
 # ----------------------------------------------------------------------------- framework checkpoints
-@pytest.mark.skipif(DOMAINBED_ROOT is None or not HAS_WILDS, reason="DomainBed is not importable (put a DomainBed "
-                    "checkout on PYTHONPATH or set DOMAINBED_ROOT) or `wilds`, which its datasets import, is missing")
+@pytest.mark.needs("domainbed", "wilds")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_domainbed_model_pkl_exports_with_its_recorded_architecture(tiny_archive, tmp_path):
     from domainbed_adapter import load_algorithm
@@ -187,9 +183,7 @@ def test_a_domainbed_model_pkl_exports_with_its_recorded_architecture(tiny_archi
                                algorithm.predict(normalized(raw, IMAGENET_MEAN, IMAGENET_STD)), rtol=0, atol=1e-4)
 
 
-@pytest.mark.skipif(DASSL_ROOT is None or not (DASSL_ROOT / "tools" / "train.py").is_file() or not HAS_WILDS,
-                    reason="Dassl is not installed from a checkout with tools/train.py, or `wilds` (it imports it) "
-                           "is missing")
+@pytest.mark.needs("dassl_checkout", "wilds")
 def test_a_dassl_checkpoint_exports_with_its_recorded_architecture(data_root, tiny_archive, tmp_path):
     dassl_train(data_root, tmp_path / "run", "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "1",
                 "TRAINER.CLIPOOD.PRETRAINED", str(tiny_archive))

@@ -67,7 +67,7 @@ def test_numpy_numbers_load_only_when_allowed(tmp_path):
     assert hparams == {"lr": 1e-5, "batch_size": 12} and type(hparams["lr"]) is np.float64
 
 
-@pytest.mark.skipif(domainbed_root() is None, reason="DomainBed is not importable")
+@pytest.mark.needs("domainbed")
 def test_a_domainbed_model_pkl_with_random_hparams_loads_as_data(tmp_path):
     """DomainBed's own train.py saves numpy floats among random hparams (--hparams_seed > 0)."""
     from domainbed_adapter import load_algorithm
@@ -100,7 +100,7 @@ def held_by_another_process(directory):
         holder.wait()
 
 
-@pytest.mark.skipif(domainbed_root() is None, reason="DomainBed is not importable")
+@pytest.mark.needs("domainbed")
 def test_evaluate_open_reads_every_model_pkl_as_data_and_goes_on_past_a_bad_one(tmp_path, capsys):
     from domainbed_adapter.evaluate_open import main
 
