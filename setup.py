@@ -39,8 +39,10 @@ setup(
     py_modules=["clipood_autoregister"],
     package_data={"clipood_plugin": ["model_configs/*.json", "paper_results.json"]},
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        # 2.5: fused AdamW on the CPU (the non-finite guard skips on its device flag) and
+        # torch.serialization.safe_globals (checkpoints read as data)
+        "torch>=2.5",
+        "torchvision>=0.20",
         "open_clip_torch>=2.24",
         "yacs>=0.1.8",
         "tqdm",
