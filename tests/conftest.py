@@ -123,7 +123,7 @@ def missing(name):
 def require(*names):
     """Skip the running test unless every requirement in ``names`` is available; under
     CLIPOOD_REQUIRE_FRAMEWORKS=1 fail it instead."""
-    reasons = [reason for reason in map(missing, names) if reason]
+    reasons = list(dict.fromkeys(reason for reason in map(missing, names) if reason))
     if not reasons:
         return
     if REQUIRE_FRAMEWORKS:
