@@ -5,10 +5,11 @@ never with its own ``skipif`` / ``importorskip``::
 
     pytestmark = pytest.mark.needs("domainbed", "wilds")    # every test of the module
     @pytest.mark.needs("coop")                               # one test
-    require("dassl")                                         # inside a test or fixture, when only it knows
+    require("dassl")    # from conftest import require; in a test or fixture, when only it knows
 
-The names are the keys of ``REQUIREMENTS`` below. When one is missing the test is skipped with the
-reason, which says how to get it (as on a user's machine). With ``CLIPOOD_REQUIRE_FRAMEWORKS=1``, which
+Names (``REQUIREMENTS`` below): domainbed, wilds, parameterized, dassl, dassl_checkout (Dassl installed
+from a clone, with its tools/ and configs/), coop (COOP_ROOT). When one is missing the test is skipped
+with the reason, which says how to get it (as on a user's machine). With ``CLIPOOD_REQUIRE_FRAMEWORKS=1``, which
 ``.ci/run`` sets when the pinned frameworks are present, a missing one is an error instead: CI cannot
 pass by skipping the integration tests. Other skips (e.g. a CUDA-only test on a CPU machine) are plain
 ``pytest.skip`` and stay skips.
@@ -123,7 +124,7 @@ def missing(name):
 def require(*names):
     """Skip the running test unless every requirement in ``names`` is available; under
     CLIPOOD_REQUIRE_FRAMEWORKS=1 fail it instead."""
-    reasons = [reason for reason in map(missing, names) if reason]
+    reasons = list(dict.fromkeys(reason for reason in map(missing, names) if reason))
     if not reasons:
         return
     if REQUIRE_FRAMEWORKS:

@@ -58,17 +58,20 @@ DOMAINBEDS_OWN_TESTS = ("test_hparams_registry", "test_model_selection", "lib.te
 @pytest.mark.needs("parameterized")
 def test_domainbeds_own_tests_pass_with_the_clip_algorithms_registered():
     code = ("import json, sys, unittest\n"
-            "from domainbed import algorithms, datasets\n"
+            "from domainbed import algorithms, datasets, hparams_registry\n"
             "registry = unittest.defaultTestLoader.loadTestsFromName('domainbed.test.test_hparams_registry')\n"
             "suite = unittest.defaultTestLoader.loadTestsFromNames('domainbed.test.' + name for name in sys.argv[1:])\n"
             "result = unittest.TextTestRunner(verbosity=0).run(suite)\n"
             "print(json.dumps({'algorithms': algorithms.ALGORITHMS, 'datasets': len(datasets.DATASETS),\n"
-            "                  'registry_tests': registry.countTestCases(),\n"
+            "                  'registry_tests': registry.countTestCases(), 'clip_models': [\n"
+            "                      hparams_registry.default_hparams(name, 'Debug224').get('clip_model')\n"
+            f"                      for name in {CLIP_ALGORITHMS!r}],\n"
             "                  'skipped': sorted({reason for _, reason in result.skipped})}))\n"
             "sys.exit(not result.wasSuccessful())")
     report = json.loads(run(sys.executable, "-c", code, *DOMAINBEDS_OWN_TESTS).stdout.splitlines()[-1])
     assert set(CLIP_ALGORITHMS) <= set(report["algorithms"])
     assert report["registry_tests"] == len(report["algorithms"]) * report["datasets"]  # the CLIP ones included
+    assert report["clip_models"] == ["clipood-tiny"] * 3  # the registry has their hparams
     assert set(report["skipped"]) <= {"needs DATA_DIR environment variable"}  # DomainBed's own: no data here
 
 
