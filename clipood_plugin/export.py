@@ -7,7 +7,6 @@ and logit scale of the pretrained weights the run started from, into a complete 
 dict, with a JSON beside it naming the open_clip model it fits. Checkpoints are read as data
 (torch.load(weights_only=True)); no framework is imported.
 """
-import json
 import math
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 
 from .backbone import (EXPORT_FORMAT_KEY, EXPORT_METADATA_SUFFIX, EXPORT_MODEL_KEY, WeightsUnavailableError,
                        export_metadata_path, load_clip, resolve_architecture)
-from .files import load_checkpoint, save_atomic, save_tensors
+from .files import load_checkpoint, save_tensors, write_json
 from .learner import CHECKPOINT_FORMAT
 from .prompts import PromptEncoder
 from .settings import DataError
@@ -117,8 +116,7 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None):
                 "training": config}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_tensors(weights, out_path)
-    save_atomic(lambda file: file.write((json.dumps(metadata, indent=2, default=str) + "\n").encode()),
-                export_metadata_path(out_path))
+    write_json(metadata, export_metadata_path(out_path))
     return metadata
 
 

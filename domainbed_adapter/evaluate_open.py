@@ -11,14 +11,13 @@ environment, the authors' in-the-wild test set).
 """
 import argparse
 import glob
-import json
 import os
 import random
 import sys
 
 import numpy as np
 import torch
-from clipood_plugin.files import finite_or_none
+from clipood_plugin.files import write_json
 from clipood_plugin.open_classes import BaseNewAccuracy, harmonic_mean
 from clipood_plugin.settings import DataError
 
@@ -80,8 +79,7 @@ def evaluate_run(model_pkl, data_dir=None, num_workers=None):
         for key, value in accuracy.result().items():
             if key != "harmonic_mean":  # recomputed from the split the table reports
                 results[f"{name}_{key}"] = value
-    with open(os.path.join(os.path.dirname(model_pkl), RESULTS_FILE), "w") as f:
-        json.dump(finite_or_none(results), f, indent=1, sort_keys=True, allow_nan=False)
+    write_json(results, os.path.join(os.path.dirname(model_pkl), RESULTS_FILE))
     return results
 
 
