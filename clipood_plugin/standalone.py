@@ -421,7 +421,7 @@ def _gathered(skipped_images, world_size):
 
 def _require_finite(learner, state, config):
     """Stop a diverged run before it saves or evaluates a model whose weights are not finite."""
-    weights = [t for encoder in (learner.image_encoder, learner.inference_encoder)
+    weights = [t for encoder in (learner.model, learner.inference_encoder)  # with a linear head: encoder and head
                for t in encoder.state_dict().values() if t.is_floating_point()]
     if bool(torch.stack([torch.isfinite(t).all() for t in weights]).all()):
         return
