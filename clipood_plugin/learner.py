@@ -11,7 +11,7 @@ from .averaging import AVERAGING_CHOICES, build_averager
 from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_architecture
 from .heads import LinearHeadClassifier
 from .loss import check_margin_kind, margin_metric_softmax
-from .prompts import DEFAULT_TEMPLATES, PromptEncoder, check_class_names
+from .prompts import DEFAULT_TEMPLATES, PromptEncoder
 from .settings import COMPILE_CHOICES, HEAD_CHOICES
 from .training_step import DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, resolve_precision, store_weights
 CHECKPOINT_FORMAT = 2
@@ -130,11 +130,12 @@ class CLIPoodLearner:
     # ----------------------------------------------------------------- classes
     def set_class_names(self, class_names):
         """Re-encode the class text features (e.g. to evaluate on classes never trained on)."""
-        class_names = check_class_names(class_names, self.prompt_encoder.tokenizer)
+        features = self.prompt_encoder.encode(class_names, device=self.device)  # checks the names first
+        class_names = list(class_names)
         if self.config["head"] == "linear" and self.class_names and class_names != self.class_names:
             raise ValueError("a linear head classifies only the classes it was built with; to classify others "
                              "(open classes) use head='text', whose classifier is the class names' text features")
-        self.text_features = self.prompt_encoder.encode(class_names, device=self.device).to(self.device)
+        self.text_features = features.to(self.device)
         self.class_names = class_names
 
     @property
