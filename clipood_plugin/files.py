@@ -24,8 +24,7 @@ def load_checkpoint(path, numpy_scalars=False):
     (truncated, empty, not a torch file, or holding other Python objects) raises DataError naming it."""
     import torch
 
-    allow_numpy = numpy_scalars and hasattr(torch.serialization, "safe_globals")  # torch >= 2.5
-    scope = torch.serialization.safe_globals(_numpy_scalar_types()) if allow_numpy else contextlib.nullcontext()
+    scope = torch.serialization.safe_globals(_numpy_scalar_types()) if numpy_scalars else contextlib.nullcontext()
     try:
         with scope, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols of files it then refuses anyway
