@@ -202,7 +202,7 @@ def check_grad_scaler(tiny):
         handle = _first_layer(learner.image_encoder).weight.register_hook(
             lambda grad: norms.append(float(grad.float().norm())))
         for _ in range(steps):
-            scales.append(learner.scaler.get_scale())
+            scales.append(learner.training_step.scaler.get_scale())
             tiny.train(learner, steps=1)
             if math.isfinite(norms[-1]):
                 break
@@ -210,7 +210,7 @@ def check_grad_scaler(tiny):
         return norms, scales
 
     fp16 = tiny.learner(precision="amp-fp16", compile="off")
-    _require(fp16.scaler.is_enabled(), "the GradScaler is not enabled under amp-fp16")
+    _require(fp16.training_step.scaler.is_enabled(), "the GradScaler is not enabled under amp-fp16")
     before = _weights(fp16.image_encoder)
     norms, scales = gradient_norms(fp16, 4)
     (plain,), _ = gradient_norms(tiny.learner(precision="fp32", compile="off"), 1)

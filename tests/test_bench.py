@@ -108,6 +108,19 @@ def test_acceptance_without_cuda_exits_2_with_one_line(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "a CUDA GPU is needed" in done.stderr
 
 
+def test_acceptance_branch_checks_that_need_no_gpu_run_on_the_cpu():
+    """The GradScaler and fused-AdamW checks reach into the learner: on the CPU device they run the same code, so a
+    renamed attribute fails here rather than on a GPU machine (the 2026-12-04 H200 run lost its grad-scaler check
+    to learner.scaler, which had moved into learner.training_step)."""
+    result = subprocess.run([sys.executable, str(BENCH / "acceptance_checks.py"), "cuda-branches", "--device", "cpu",
+                             "--only", "grad-scaler", "fused-adamw"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    records = {record["check"]: record for record in map(json.loads, result.stdout.splitlines())}
+    assert {name: record["status"] for name, record in records.items()} == \
+        {"grad-scaler": "pass", "fused-adamw": "pass"}, result.stdout + result.stderr[-2000:]
+    assert records["grad-scaler"]["scales"][-1] > 1  # the loss was scaled
+
+
 def test_acceptance_profile_counts_the_host_syncs_of_each_step(tmp_path):
     """The learner's update reads its loss with .item(): at least one host sync per profiled step."""
     result = subprocess.run([sys.executable, str(BENCH / "acceptance_checks.py"), "profile-step", "--device", "cpu",
