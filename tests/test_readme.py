@@ -62,10 +62,11 @@ def recipe_environment():
     PYTHONPATH, and README's variables."""
     environment = {**os.environ, "CLIPOOD": str(PROJECT),
                    "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
-    if domainbed_root():
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [domainbed_root(), os.environ.get("PYTHONPATH")]))
-    if dassl_root():
-        environment["DASSL_ROOT"] = str(dassl_root())
+    domainbed, dassl = domainbed_root(), dassl_root()
+    if domainbed:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [domainbed, os.environ.get("PYTHONPATH")]))
+    if dassl:
+        environment["DASSL_ROOT"] = str(dassl)
     return environment
 
 
