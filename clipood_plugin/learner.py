@@ -57,8 +57,8 @@ class CLIPoodLearner:
     ``precision``: "auto" (bf16 autocast on a CUDA GPU that has it, else fp16 with a loss scale; fp32
     elsewhere), "fp32", "amp-bf16", "amp-fp16", or "authors-fp16", the authors' arithmetic: openai CLIP's
     fp16 storage, a pure fp16 forward pass, fp16 text features normalized once and an fp16 loss, an fp32
-    round trip around AdamW (training_step.py) and their BMA fold into an fp16 copy. A step whose loss or gradients
-    are not finite is skipped and counted; ``max_consecutive_skips`` of them in a row raise
+    round trip around AdamW (training_step.py) and their BMA fold into an fp16 copy. A step whose loss or
+    gradients are not finite is skipped and counted; ``max_consecutive_skips`` of them in a row raise
     TrainingDivergedError.
     Images given to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``)
     and resolution; they are mapped to CLIP's exactly.
