@@ -3,6 +3,8 @@
 Every averager keeps one frozen copy of the model, starting from the weights it is given (theta_0,
 the pretrained model), and folds each new set of weights in with one ``torch._foreach_lerp_`` over
 all floating-point parameters: ``avg += c_t * (theta_t - avg)``. Only ``c_t`` differs between them.
+BMA can instead fold as the authors' code does (``authors_fold``), which differs from the lerp only in
+how fp16 weights round.
 """
 import copy
 import math
@@ -43,8 +45,11 @@ class _WeightAverage:
         current = self._floats(model)
         if len(current) != len(self._avg_floats):
             raise ValueError("update() got a model with a different set of tensors than the averaged one")
-        torch._foreach_lerp_(self._avg_floats, current, coefficient)
+        self._fold(current, coefficient)
         return coefficient
+
+    def _fold(self, current, coefficient):
+        torch._foreach_lerp_(self._avg_floats, current, coefficient)
 
     def _extra_state(self):
         return {}
@@ -63,9 +68,16 @@ class BetaMovingAverage(_WeightAverage):
     theta_0 is the model given here; ``update`` must then be called once after each of the
     ``total_steps`` optimizer steps (Eq. 7: ``avg <- avg + (a_t / A_t) * (theta_t - avg)``).
     ``beta = 1`` is the uniform average of theta_0..theta_T, the pretrained weights included.
+
+    ``authors_fold``: fold as the authors' GeneralMovingAverage.update does (engine.py lines 28-30),
+    ``avg <- (avg + r_t * theta_t) / (1 + r_t)`` with ``r_t = a_t / A_{t-1}``, each operation rounded to the
+    stored dtype. The same average in exact arithmetic; in fp16 the lerp drops every increment
+    ``c_t * (theta_t - avg)`` below half an fp16 spacing, so over thousands of small steps it lags toward
+    theta_0, while this fold rounds values of the size of the weights themselves, without that bias. It is
+    the fold of precision "authors-fp16", whose weights and average are fp16.
     """
 
-    def __init__(self, model: nn.Module, total_steps: int, beta: float = 0.5):
+    def __init__(self, model: nn.Module, total_steps: int, beta: float = 0.5, authors_fold: bool = False):
         if int(total_steps) != total_steps or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer (the number of optimizer steps), got {total_steps!r}")
         if not beta > 0:
@@ -73,8 +85,10 @@ class BetaMovingAverage(_WeightAverage):
         super().__init__(model)
         self.total_steps = int(total_steps)
         self.beta = float(beta)
+        self.authors_fold = bool(authors_fold)
         self.weight = self.weight_at(0)
         self.weight_sum = self.weight
+        self._relative_weight = None  # r_t = a_t / A_{t-1} of the latest step
 
     def weight_at(self, t: int) -> float:
         """a_t, the unnormalized weight of the weights after step t."""
@@ -86,8 +100,16 @@ class BetaMovingAverage(_WeightAverage):
                                "averaged all of them; build it with the number of optimizer steps the run really makes")
         self.step += 1
         self.weight = self.weight_at(self.step)
+        self._relative_weight = self.weight / self.weight_sum
         self.weight_sum += self.weight
         return self.weight / self.weight_sum
+
+    def _fold(self, current, coefficient):
+        if not self.authors_fold:
+            return super()._fold(current, coefficient)
+        # avg + r * theta, then / (1 + r): the authors' order, each foreach op rounding as their tensor op does
+        torch._foreach_add_(self._avg_floats, torch._foreach_mul(current, self._relative_weight))
+        torch._foreach_div_(self._avg_floats, 1 + self._relative_weight)
 
     def _extra_state(self):
         return {"weight_sum": self.weight_sum, "total_steps": self.total_steps, "beta": self.beta}
@@ -133,11 +155,12 @@ class UniformAverage(_WeightAverage):
         return 1.0 / self.step
 
 
-def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999):
+def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999, authors_fold=False):
     """The averager for one of AVERAGING_CHOICES, or None for "none" (predict with the last weights).
-    The uniform average of theta_0..theta_T (the pretrained weights included) is "bma" with beta 1."""
+    The uniform average of theta_0..theta_T (the pretrained weights included) is "bma" with beta 1.
+    ``authors_fold`` is BMA's (the authors' code has no other averager); the ablations always lerp."""
     if kind == "bma":
-        return BetaMovingAverage(model, total_steps, beta)
+        return BetaMovingAverage(model, total_steps, beta, authors_fold)
     if kind == "uniform":
         return UniformAverage(model)
     if kind == "ema":

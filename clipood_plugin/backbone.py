@@ -170,7 +170,7 @@ def pretrained_weights_available(model_name: str, tag: str) -> bool:
     return _weights_location(model_name, tag) is not None
 
 
-def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
+def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision="fp32"):
     """Build a CLIP model through open_clip; returns (model, preprocess_train, preprocess_val, tokenizer).
 
     ``pretrained`` is an open_clip tag ("openai", "laion2b_s34b_b88k", ...), a local checkpoint file
@@ -179,7 +179,13 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
     Weights that are neither cached nor reachable fail fast with a message on how to use a local file
     instead. ``preprocess_train`` is the paper's augmentation (RandomResizedCrop scale 0.7-1 and horizontal
     flip); ``preprocess_val`` is open_clip's resize + center crop.
+
+    ``precision``: "fp32", or "fp16", the storage openai CLIP's build_model gives the model on a GPU (its
+    model.py convert_weights: fp16 convolution, linear and attention weights and the projections) with its
+    LayerNorm computed in fp32, as open_clip's precision "fp16" builds it; the authors train in it.
     """
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
     name = resolve_architecture(model_name, pretrained)
     weights_file = archive = None
     if pretrained is not None:
@@ -203,7 +209,7 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
                 huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
         model, _, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=pretrained,
-                                                                         device=device or "cpu")
+                                                                         device=device or "cpu", precision=precision)
         if archive is not None:
             _load_torchscript_archive(model, archive)
     except (RuntimeError, AssertionError, KeyError) as error:  # how open_clip's loaders meet a misfit
@@ -212,7 +218,8 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None):
         detail = str(error).strip().splitlines()[-1].strip()
         raise ValueError(f"the weights in {weights_file} do not fit open_clip model {name!r} ({detail}); "
                          "name the model they were saved from") from error
-    model.float()
+    if precision == "fp32":
+        model.float()
     tokenizer = open_clip.get_tokenizer(name)
     image_size = image_size_of(model.visual)
     preprocess_train = transforms.Compose([

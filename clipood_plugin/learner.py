@@ -13,7 +13,8 @@ from .heads import LinearHeadClassifier
 from .loss import check_margin_kind, margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
 from .settings import COMPILE_CHOICES, HEAD_CHOICES
-from .training_step import DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, resolve_precision, store_weights
+from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, clip_storage, input_dtype,
+                            resolve_precision)
 CHECKPOINT_FORMAT = 2
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by);
 # model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for OpenAI's weights)
@@ -54,9 +55,10 @@ class CLIPoodLearner:
     the step is launch-bound; "reduce-overhead" also captures it in CUDA graphs); if compiling fails,
     training goes on uncompiled with a warning.
     ``precision``: "auto" (bf16 autocast on a CUDA GPU that has it, else fp16 with a loss scale; fp32
-    elsewhere), "fp32", "amp-bf16", "amp-fp16", or "authors-fp16", the reference code's fp16 weights and
-    fp16 BMA copy with an fp32 round trip around AdamW (training_step.py). A step whose loss or gradients
-    are not finite is skipped and counted; ``max_consecutive_skips`` of them in a row raise
+    elsewhere), "fp32", "amp-bf16", "amp-fp16", or "authors-fp16", the authors' arithmetic: openai CLIP's
+    fp16 storage, a pure fp16 forward pass, fp16 text features normalized once and an fp16 loss, an fp32
+    round trip around AdamW (training_step.py) and their BMA fold into an fp16 copy. A step whose loss or
+    gradients are not finite is skipped and counted; ``max_consecutive_skips`` of them in a row raise
     TrainingDivergedError.
     Images given to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``)
     and resolution; they are mapped to CLIP's exactly.
@@ -87,6 +89,7 @@ class CLIPoodLearner:
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.precision = resolve_precision(precision, self.device)
+        self._authors_arithmetic = self.precision == "authors-fp16"
         architecture = resolve_architecture(model_name, pretrained)
         self.config = dict(model_name=architecture, pretrained=None if pretrained is None else str(pretrained),
                            total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
@@ -95,14 +98,15 @@ class CLIPoodLearner:
                            templates=tuple([templates] if isinstance(templates, str) else templates),
                            logit_scale=logit_scale, zero_shot=zero_shot, compile=compile)
 
-        clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(architecture, pretrained)
+        clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(
+            architecture, pretrained, precision=clip_storage(self.precision))
         clip_model.eval()
-        self.image_encoder = store_weights(clip_model.visual.to(self.device), self.precision)
+        self.image_encoder = clip_model.visual.to(self.device)
         clip_model.visual = nn.Identity()  # the text tower stays on the CPU; only its features are kept
         self.logit_scale = float(logit_scale if logit_scale is not None else clip_model.logit_scale.exp().item())
         self.image_size = image_size_of(self.image_encoder)
         self.input_adapter = InputAdapter(self.image_size, input_mean, input_std).to(self.device)
-        self.prompt_encoder = PromptEncoder(clip_model, tokenizer, self.config["templates"])
+        self.prompt_encoder = PromptEncoder(clip_model, tokenizer, self.config["templates"], self._authors_arithmetic)
         self.class_names = []
         self.text_features = None
         self.set_class_names(class_names)
@@ -122,7 +126,8 @@ class CLIPoodLearner:
             self.training_step = TrainingStep(self.model, self.precision, lr, weight_decay, max_consecutive_skips)
             self.optimizer = self.training_step.optimizer
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
-            self.averager = build_averager(averaging, self.model, int(total_steps), beta, ema_decay)
+            self.averager = build_averager(averaging, self.model, int(total_steps), beta, ema_decay,
+                                           authors_fold=self._authors_arithmetic)
             compile_mode = _compile_mode(compile, self.device)
             if compile_mode is not None:
                 self._compiled_encoder = torch.compile(self._train_encoder, mode=compile_mode)
@@ -168,7 +173,7 @@ class CLIPoodLearner:
         _check_images(images)
         _check_labels(labels, len(images), self.num_classes)  # before the copy: no device sync for CPU labels
         labels = labels.to(self.device, torch.long, non_blocking=True)
-        images = self.input_adapter(images.to(self.device, torch.float32, non_blocking=True))
+        images = self._encoder_input(images)
         self._train_encoder.eval()  # normalization layers keep their pretrained statistics (as in the paper)
         lr = self.scheduler.get_last_lr()[0]
         self.training_step.zero_grad()
@@ -223,13 +228,13 @@ class CLIPoodLearner:
         if self.config["head"] == "linear":
             return F.cross_entropy(outputs, labels, reduction=reduction)
         return margin_metric_softmax(outputs, self.text_features, labels, self.config["margin"], self.logit_scale,
-                                     reduction, self.config["margin_kind"])
+                                     reduction, self.config["margin_kind"], self._authors_arithmetic)
 
     def _logits(self, outputs):
         """Logits [B, C] from the trained module's outputs: image features (text head) or logits (linear head)."""
         if self.config["head"] == "linear":
             return outputs.float()
-        return self.logit_scale * F.normalize(outputs.float(), dim=-1) @ self.text_features.T
+        return self.logit_scale * F.normalize(outputs.float(), dim=-1) @ self.text_features.float().T
 
     @property
     def averaging_weight(self):
@@ -241,7 +246,12 @@ class CLIPoodLearner:
         _check_images(images)
         module.eval()
         with self._autocast():
-            return module(self.input_adapter(images.to(self.device, torch.float32, non_blocking=True)))
+            return module(self._encoder_input(images))
+
+    def _encoder_input(self, images):
+        """Images on the device, mapped to CLIP's input, in the dtype the encoder takes them in."""
+        images = self.input_adapter(images.to(self.device, torch.float32, non_blocking=True))
+        return images.to(input_dtype(self.precision))
 
     @torch.no_grad()
     def encode_images(self, images, averaged=True):

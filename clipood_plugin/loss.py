@@ -12,7 +12,7 @@ def check_margin_kind(margin_kind):
 
 
 def margin_metric_softmax(image_features, text_features, labels, margin=0.3, logit_scale=100.0,
-                          reduction="mean", margin_kind="adaptive"):
+                          reduction="mean", margin_kind="adaptive", authors_arithmetic=False):
     """Cross-entropy over ``s * (S(I, T_c) + m_c)``, the margin of each wrong class c being
     ``m_c = margin * D(T_y, T_c)`` with ``D = 1 - S(T_y, T_c)`` ("adaptive", MMS), ``m_c = margin``
     ("fixed") or 0 ("none"); the target class never gets one.
@@ -20,14 +20,23 @@ def margin_metric_softmax(image_features, text_features, labels, margin=0.3, log
     Both feature sets are L2-normalized here. Each margin is computed minus ``margin``, a constant per
     sample that cancels in the softmax; adaptive is the exact shortcut of the paper's code,
     ``(f - margin * T_y) . T_c = S(I, T_c) + margin * D(T_y, T_c) - margin``: one [B, C] matmul.
+
+    ``authors_arithmetic``: the arithmetic of the authors' fp16 code (engine.py lines 164-170): every
+    operation in the dtype of the features as given (fp16 under precision "authors-fp16"), and the text
+    features used as they come, normalized once when they were encoded, as the authors' are. By default
+    the loss is computed in fp32 at least and the text features are normalized here.
     """
     check_margin_kind(margin_kind)
     if image_features.ndim != 2 or text_features.ndim != 2:
         raise ValueError("image_features must be [batch, dim] and text_features [classes, dim], got "
                          f"{tuple(image_features.shape)} and {tuple(text_features.shape)}")
-    dtype = torch.promote_types(torch.promote_types(image_features.dtype, text_features.dtype), torch.float32)
-    image_features = F.normalize(image_features.to(dtype), dim=-1)  # fp32 at least, also under autocast
-    text_features = F.normalize(text_features.to(dtype), dim=-1)
+    if authors_arithmetic:
+        dtype = image_features.dtype
+        image_features = F.normalize(image_features, dim=-1)
+    else:
+        dtype = torch.promote_types(torch.promote_types(image_features.dtype, text_features.dtype), torch.float32)
+        image_features = F.normalize(image_features.to(dtype), dim=-1)  # fp32 at least, also under autocast
+        text_features = F.normalize(text_features.to(dtype), dim=-1)
     if margin_kind == "adaptive":
         image_features = image_features - margin * text_features[labels]
     similarities = image_features @ text_features.T

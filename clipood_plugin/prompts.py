@@ -44,9 +44,15 @@ class PromptEncoder:
     """Encodes class names with CLIP's frozen text tower; several templates are ensembled.
 
     ``clip_model`` only needs ``encode_text``; its image tower is never used here.
+
+    ``authors_arithmetic``: the features as the authors' get_text_features makes them (engine.py lines
+    115-122): each prompt's embedding divided by its norm once, in the text tower's own dtype (fp16 under
+    precision "authors-fp16", whose norms then differ from 1 by up to about 4e-4), and kept in that dtype.
+    Several templates, which the authors' code does not have, are averaged and renormalized in that dtype.
+    By default open_clip's build_zero_shot_classifier ensembles them, and the features are fp32.
     """
 
-    def __init__(self, clip_model, tokenizer, templates=DEFAULT_TEMPLATES):
+    def __init__(self, clip_model, tokenizer, templates=DEFAULT_TEMPLATES, authors_arithmetic=False):
         if isinstance(templates, str):
             templates = (templates,)
         templates = tuple(templates)
@@ -56,6 +62,7 @@ class PromptEncoder:
         self.clip_model = clip_model
         self.tokenizer = tokenizer
         self.templates = templates
+        self.authors_arithmetic = bool(authors_arithmetic)
 
     @torch.no_grad()
     def encode(self, class_names, device=None):
@@ -69,9 +76,22 @@ class PromptEncoder:
         device = torch.device(device) if device is not None else home
         self.clip_model.to(device)
         try:
+            if self.authors_arithmetic:
+                return self._normalized_once(class_names, device)
             features = build_zero_shot_classifier(
                 self.clip_model, self.tokenizer, [prompt_class_name(c) for c in class_names],
                 self.templates, num_classes_per_batch=64, device=device)
         finally:
             self.clip_model.to(home)
         return features.T.float().contiguous()
+
+    def _normalized_once(self, class_names, device):
+        per_template = []
+        for template in self.templates:
+            tokens = self.tokenizer([template.format(prompt_class_name(c)) for c in class_names]).to(device)
+            embeddings = self.clip_model.encode_text(tokens)
+            per_template.append(embeddings / embeddings.norm(dim=-1, keepdim=True))
+        if len(per_template) == 1:
+            return per_template[0]
+        mean = torch.stack(per_template).mean(dim=0)
+        return mean / mean.norm(dim=-1, keepdim=True)

@@ -8,7 +8,6 @@ are not finite without making the host wait for the device.
 import contextlib
 
 import torch
-from open_clip.model import convert_weights_to_lp
 
 from .settings import PRECISION_CHOICES
 
@@ -30,19 +29,25 @@ def resolve_precision(precision, device):
     return "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-fp16"
 
 
-def store_weights(module, precision):
-    """Give ``module`` the weight storage of ``precision``: fp32, except under "authors-fp16", where the
-    weights of convolutions, linear and attention layers and the output projection are fp16 as openai CLIP's
-    ``convert_weights`` leaves them in the reference code (norms and embeddings stay fp32). Call it before
-    anything copies the weights (DDP's broadcast, the averager's theta_0), so the BMA copy is fp16 too."""
-    if precision == "authors-fp16":
-        convert_weights_to_lp(module, torch.float16)
-    return module
+def clip_storage(precision):
+    """The ``load_clip`` precision a resolved ``precision`` builds CLIP in: under "authors-fp16" "fp16", the
+    storage openai CLIP gives the authors' model (the whole model, so that the text features come from the
+    fp16 text tower and the BMA copy of the image encoder is fp16 too); "fp32" otherwise."""
+    return "fp16" if precision == "authors-fp16" else "fp32"
+
+
+def input_dtype(precision):
+    """The dtype images enter the image encoder in: fp16 under "authors-fp16", whose forward pass is pure
+    fp16 (fp16 weights and activations; the authors' README has openai CLIP's VisionTransformer.forward
+    cast its input to conv1's dtype), fp32 otherwise (autocast casts inside)."""
+    return torch.float16 if precision == "authors-fp16" else torch.float32
 
 
 def autocast(precision, device):
-    """The forward pass's autocast context for a resolved ``precision``."""
-    if precision == "fp32":
+    """The forward pass's autocast context for a resolved ``precision``: none for fp32 and for the pure fp16
+    of "authors-fp16" (CUDA's fp16 autocast runs other arithmetic: fp32 weights cast per op, fp32 norms
+    and softmax)."""
+    if precision in ("fp32", "authors-fp16"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "amp-bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
@@ -57,7 +62,7 @@ class TrainingStep:
     anyway and hands it to ``record``, which counts skipped steps and raises TrainingDivergedError after
     ``max_consecutive_skips`` of them in a row.
 
-    "authors-fp16" (weights stored by ``store_weights``): AdamW steps fp32 copies that each step starts
+    "authors-fp16" (fp16 weights, ``clip_storage``): AdamW steps fp32 copies that each step starts
     from the fp16 weights and ends by rounding back into them, the reference code's round trip
     (convert_models_to_fp32, optimizer.step(), convert_weights); its optimizer state is fp32 and its
     loss is not scaled, as there.

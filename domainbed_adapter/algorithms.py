@@ -15,7 +15,7 @@ from clipood_plugin.settings import TINY_MODEL
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
 from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES
-from .run_context import current_train_run
+from .run_context import current_train_run, environment_being_evaluated
 
 # How each algorithm configures the learner (Table 1 rows from one harness). CLIPood's Figure 5 switches
 # missing from hparams (saved before they existed) take the learner's defaults, the method's.
@@ -91,7 +91,9 @@ class CLIPAlgorithm:
     In the wild (``open_class_ratio`` > 0) the learner trains against the text features of the base
     classes only (the first ``num_base_classes``; the new classes' names are unknown until test time) on
     data holding base-class images only (``domainbed_adapter.data``), and ``predict`` classifies among all
-    classes."""
+    classes, except in train.py's evaluation of a training environment: that is the training-domain
+    validation DomainBed selects models by, which the authors score against the base-class names only
+    (engine.py line 249), so new-class names never reach model selection."""
 
     algorithm_name = None  # set per class by build_algorithm_classes
 
@@ -105,6 +107,7 @@ class CLIPAlgorithm:
             raise KeyError(f"{name} hparams lack {missing}: build them with domainbed.hparams_registry."
                            f"default_hparams('{name}', dataset) after domainbed_adapter.register()")
         run = current_train_run()
+        self.test_envs = None if run is None else run.test_envs
         self.zero_shot = name == "CLIPZeroShot"
         self.total_steps = None if self.zero_shot else resolve_horizon(hparams.get("steps"), run)
         if not self.zero_shot and hparams.get("steps") is None:
@@ -161,8 +164,13 @@ class CLIPAlgorithm:
         return {key: float(value) for key, value in self.learner.update(images, labels).items()}
 
     def predict(self, x):
-        self._use_class_names(self.eval_class_names)
+        self._use_class_names(self.train_class_names if self._validating() else self.eval_class_names)
         return self.learner.predict(x).to(x.device)
+
+    def _validating(self):
+        """Whether train.py is scoring a training environment (see the class docstring)."""
+        environment = environment_being_evaluated()
+        return self.test_envs is not None and environment is not None and environment not in self.test_envs
 
     # model.pkl: what rebuilds the predictor (no text tower, no optimizer, no live weights)
     def state_dict(self, *args, **kwargs):

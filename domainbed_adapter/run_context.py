@@ -4,13 +4,16 @@ train.py builds the algorithm with (input_shape, num_classes, num_domains, hpara
 and cosine horizons need the number of steps it will run and the prompts need the class names. Both are
 in train.py's namespace when it builds the algorithm: ``args`` (parsed command line) and ``dataset``
 (the loaded dataset object); its loop runs exactly ``args.steps or dataset.N_STEPS`` updates, and its
-training loaders draw from the ``1 - args.holdout_fraction`` "in" share of each environment. While the
+training loaders draw from the ``1 - args.holdout_fraction`` "in" share of each environment. Its evaluation
+loop (``for name, loader, weights in evals``) scores one split at a time, named ``env{i}_{in|out|uda}``
+in its loop variable ``name``: which environment a ``predict`` call is scoring is read from there. While the
 dataset is being built (``domainbed_adapter.data``) ``args`` exists and ``dataset`` does not yet. This module
 finds them in the ``__main__`` module when that is DomainBed's train script (``python -m
 domainbed.scripts.train``, ``python domainbed/scripts/train.py`` or ``python -m domainbed_adapter.train``).
 """
 import dataclasses
 import os
+import re
 import sys
 import warnings
 
@@ -24,6 +27,7 @@ class TrainRun:
     n_steps: int  # the number of update() calls train.py makes
     dataset: object  # the loaded dataset, or None
     holdout_fraction: float = 0.2  # share of each environment train.py holds out of training (its default)
+    test_envs: tuple = ()  # the environments train.py holds out for testing
 
 
 def _is_train_script(module):
@@ -50,4 +54,16 @@ def current_train_run():
         from domainbed import datasets
         n_steps = datasets.get_dataset_class(args.dataset).N_STEPS
     return TrainRun(dataset_name=args.dataset, n_steps=int(n_steps), dataset=dataset,
-                    holdout_fraction=getattr(args, "holdout_fraction", TrainRun.holdout_fraction))
+                    holdout_fraction=getattr(args, "holdout_fraction", TrainRun.holdout_fraction),
+                    test_envs=tuple(getattr(args, "test_envs", None) or ()))
+
+
+def environment_being_evaluated():
+    """The index i of the environment whose split train.py's evaluation loop is scoring (its loop variable
+    ``name``, "env{i}_in", "env{i}_out" or "env{i}_uda"), or None outside train.py. Only its evaluation
+    loop calls ``predict``, so a ``predict`` inside train.py is scoring that environment."""
+    main = sys.modules.get("__main__")
+    if main is None or not _is_train_script(main):
+        return None
+    match = re.fullmatch(r"env(\d+)_(in|out|uda)", str(getattr(main, "name", "")))
+    return int(match.group(1)) if match else None

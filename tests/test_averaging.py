@@ -165,3 +165,68 @@ def test_uniform_resumes_bit_identical():
         resumed.update(model)
     for a, b in zip(resumed.module.state_dict().values(), uninterrupted.module.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def authors_bma_trajectory(T, beta, fold_step):
+    """A slow fp16 trajectory (the weights drift by 8 fp16 spacings over T steps, as at a small learning rate)
+    averaged from theta_0 with ``fold_step(avg, theta, r)``, r = a_t / A_{t-1}; a_t the Beta pdf of the authors'
+    main.py lines 54-56 (``beta_dist = sp.stats.beta(args.beta, args.beta)``,
+    ``weight_func = lambda it: beta_dist.pdf((it + 0.5) / (total_iter + 1))``)."""
+    def weight_func(it):
+        return beta_density((it + 0.5) / (T + 1), beta)
+    torch.manual_seed(0)
+    theta_0 = torch.randn(2048).half()
+    spacing = (torch.nextafter(theta_0.abs(), torch.tensor(float("inf"), dtype=torch.float16)) - theta_0.abs()).float()
+    drift = 8 * spacing * torch.randn(2048)
+    states = [theta_0] + [(theta_0.float() + t / T * drift).half() for t in range(1, T + 1)]
+    average, weight_sum = theta_0.clone(), weight_func(0)
+    for t in range(1, T + 1):
+        weight = weight_func(t)
+        average = fold_step(average, states[t], weight / weight_sum)
+        weight_sum += weight
+    return states, average
+
+
+def averaged_as_the_learner_does(states, T, beta, authors_fold):
+    start, current = nn.Linear(len(states[0]), 1, bias=False).half(), nn.Linear(len(states[0]), 1, bias=False).half()
+    with torch.no_grad():
+        start.weight.copy_(states[0])
+        bma = BetaMovingAverage(start, total_steps=T, beta=beta, authors_fold=authors_fold)
+        for state in states[1:]:
+            current.weight.copy_(state)
+            bma.update(current)
+    return bma.module.weight.detach().view(-1)
+
+
+def test_the_authors_fold_is_engine_py_in_fp16_and_the_lerp_is_not():
+    T, beta = 200, 0.5
+
+    # engine.py lines 28-31, GeneralMovingAverage.update, in the fp16 the weights are stored in:
+    #     relative_weight = self.weight / self.weight_sum
+    #     for moving_avg_param, param in zip(self.moving_avg.parameters(), self.model.parameters()):
+    #         moving_avg_param.data = (moving_avg_param + relative_weight * param) / (1 + relative_weight)
+    #     self.weight_sum += self.weight
+    def engine_py(average, theta, relative_weight):
+        return (average + relative_weight * theta) / (1 + relative_weight)
+
+    states, authors = authors_bma_trajectory(T, beta, engine_py)
+    assert authors.dtype == torch.float16
+    assert torch.equal(averaged_as_the_learner_does(states, T, beta, authors_fold=True), authors)
+
+    # at this pace the lerp's increments fall below half an fp16 spacing and round away: the lerp ends far
+    # from the authors' average, by more than half of the distance the exact average moved from theta_0
+    lerp = averaged_as_the_learner_does(states, T, beta, authors_fold=False)
+    exact = explicit_bma([{"w": s} for s in states], beta)["w"]
+    moved = (exact - states[0].double()).norm()
+    assert (lerp.double() - authors.double()).norm() > 0.5 * moved
+
+
+def test_the_authors_fold_is_equation_5_in_fp32():
+    T, beta = 9, 0.5
+    _, states, models = trajectory(T)
+    bma = BetaMovingAverage(starting_model(states), total_steps=T, beta=beta, authors_fold=True)
+    for model in models:
+        bma.update(model)
+    expected = explicit_bma(states, beta)
+    for key, value in bma.module.state_dict().items():
+        assert torch.allclose(value.double(), expected[key], atol=1e-5), key

@@ -49,6 +49,7 @@ def assert_common_recipe(cfg):
     assert cfg.TRAINER.CLIPOOD.PRETRAINED == "openai" and cfg.MODEL.BACKBONE.NAME == "ViT-B/16"
     assert list(cfg.INPUT.PIXEL_MEAN) == CLIP_MEAN and list(cfg.INPUT.PIXEL_STD) == CLIP_STD
     assert tuple(cfg.INPUT.SIZE) == (224, 224) and cfg.INPUT.INTERPOLATION == "bicubic"
+    assert cfg.TRAINER.CLIPOOD.PREC == "auto"  # this project's numerics: fp32 master weights
     assert set(cfg.INPUT.TRANSFORMS) == {"random_resized_crop", "random_flip", "normalize"}
     assert tuple(cfg.INPUT.RRCROP_SCALE) == (0.7, 1.0)
 
@@ -133,3 +134,15 @@ def test_config_defaults_are_added_once_and_keep_what_is_there():
     clone = cfg.clone()  # get_cfg_default() clones: the per-dataset node must still accept new datasets
     clone.merge_from_list(["TRAINER.CLIPOOD.PER_DATASET", {"PACS": {"OPTIM": {"LR": 1e-5}}}])
     assert clone.TRAINER.CLIPOOD.PER_DATASET.PACS.OPTIM.LR == 1e-5
+
+
+@pytest.mark.parametrize("name", ["vit_b16_base2new", "vit_b16_dg", "vit_b16_dg_open_class"])
+@pytest.mark.parametrize("dataset", sorted(BASE2NEW_EPOCHS) + ["PACS", "OfficeHomeDG", "DomainNet"])
+def test_the_paper_numerics_variant_is_the_same_recipe_in_the_authors_numerics(name, dataset):
+    """*_paper_numerics.yaml: the authors' fp16 arithmetic and their transforms' bilinear resize (their
+    converter_dassl.py lines 85-96 use torchvision's default interpolation); nothing else differs."""
+    paper = load(f"{name}_paper_numerics", dataset).clone()
+    assert (paper.TRAINER.CLIPOOD.PREC, paper.INPUT.INTERPOLATION) == ("authors-fp16", "bilinear")
+    paper.defrost()
+    paper.TRAINER.CLIPOOD.PREC, paper.INPUT.INTERPOLATION = "auto", "bicubic"
+    assert paper == load(name, dataset)

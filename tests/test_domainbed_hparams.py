@@ -66,6 +66,7 @@ def test_table1_config_is_the_registry_default_and_steps_are_epochs_times_500():
     for dataset, settings in config["datasets"].items():
         assert settings["steps"] == 500 * settings["epochs"]
         assert settings["clip_transforms"] == "clipood"  # the authors' pipeline; DomainBed's is the default
+        assert settings["clip_precision"] == "auto"  # this project's numerics: fp32 master weights
         hparams = {key: value for key, value in settings.items() if key not in ("epochs", "steps", "clip_transforms")}
         defaults = default_clipood_hparams("CLIPood", dataset)
         assert {key: defaults[key] for key in hparams} == hparams
@@ -75,22 +76,36 @@ def test_table4_config_holds_the_in_the_wild_settings():
     datasets = load_config("table4_in_the_wild.json")["datasets"]
     assert datasets["OfficeHome"] == {"epochs": 10, "steps": 5000, "lr": 3e-6, "batch_size": 12,
                                          "weight_decay": 0.1, "mms_lambda": 0.1, "bma_beta": 0.1,
-                                         "open_class_ratio": 0.5, "clip_transforms": "clipood"}
+                                         "open_class_ratio": 0.5, "clip_transforms": "clipood",
+                                         "clip_precision": "auto"}
     assert (datasets["DomainNet"]["lr"], datasets["DomainNet"]["mms_lambda"], datasets["DomainNet"]["bma_beta"],
             datasets["DomainNet"]["steps"]) == (5e-6, 0.1, 0.5, 10000)
 
 
-def test_the_paper_sweeps_pass_the_authors_transforms_to_every_algorithm():
+@pytest.mark.parametrize("table", ["table1_domain_shift", "table4_in_the_wild"])
+def test_the_paper_numerics_variant_is_the_same_sweep_in_the_authors_fp16(table):
+    default, paper = load_config(f"{table}.json"), load_config(f"{table}_paper_numerics.json")
+    assert paper["description"].startswith("Variant: the paper's numerics")
+    assert default["description"].startswith("Variant: this project's numerics")
+    assert {key: paper[key] for key in paper if key != "description"} == {
+        **{key: default[key] for key in default if key != "description"},
+        "datasets": {dataset: {**settings, "clip_precision": "authors-fp16"}
+                     for dataset, settings in default["datasets"].items()}}
+
+
+@pytest.mark.parametrize("variant, precision", [("", "auto"), ("_paper_numerics", "authors-fp16")])
+def test_the_paper_sweeps_pass_the_authors_transforms_and_the_variants_precision_to_every_algorithm(variant,
+                                                                                                   precision):
     import argparse
     import importlib.util
     spec = importlib.util.spec_from_file_location("launch_sweep", os.path.join(CONFIGS, "launch_sweep.py"))
     launch_sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch_sweep)
-    for name in ("table1_domain_shift.json", "table4_in_the_wild.json"):
+    for name in (f"table1_domain_shift{variant}.json", f"table4_in_the_wild{variant}.json"):
         args = argparse.Namespace(hparams=None, datasets=None, algorithms=None, steps=None, n_trials=None,
                                   data_dir="D", output_dir="O", command_launcher="dummy", skip_confirmation=True)
         commands = launch_sweep.sweep_commands(load_config(name), args)
         assert commands
         for command in commands:
             hparams = json.loads(command[command.index("--hparams") + 1])
-            assert hparams["clip_transforms"] == "clipood", command
+            assert (hparams["clip_transforms"], hparams["clip_precision"]) == ("clipood", precision), command

@@ -26,23 +26,31 @@ STEPS = 3
 TEST_ENV = 0
 NUM_BASE = 3  # int((1 - 0.5) * 7)
 
-# Runs train.py as `python -m domainbed.scripts.train` would, recording what each update() receives
-# (the algorithm is ours; DomainBed is untouched). Its loaders use no worker processes, to keep it fast.
+# Runs train.py as `python -m domainbed.scripts.train` would, recording what each update() receives and
+# the class names each predict() of its evaluation loop scores against, with the split it is scoring (train.py's
+# loop variable `name`). The algorithm is ours; DomainBed is untouched. Its loaders use no worker processes,
+# to keep it fast.
 TRAIN_RECORDING_UPDATES = textwrap.dedent("""
     import json, runpy, sys
     from domainbed import algorithms, datasets
     datasets.PACS.N_WORKERS = 0
-    record, update = [], algorithms.CLIPood.update
+    record, predictions = [], []
+    update, predict = algorithms.CLIPood.update, algorithms.CLIPood.predict
     def recording_update(self, minibatches, unlabeled=None):
         stats = update(self, minibatches, unlabeled)
         record.append({"labels": [y.tolist() for _, y in minibatches],
                        "trained_on": list(self.learner.class_names)})
         return stats
-    algorithms.CLIPood.update = recording_update
+    def recording_predict(self, x):
+        logits = predict(self, x)
+        predictions.append({"split": sys.modules["__main__"].name, "classes": list(self.learner.class_names),
+                            "columns": logits.shape[1]})
+        return logits
+    algorithms.CLIPood.update, algorithms.CLIPood.predict = recording_update, recording_predict
     record_file, sys.argv = sys.argv[1], ["train.py"] + sys.argv[2:]
     runpy.run_module("domainbed.scripts.train", run_name="__main__", alter_sys=True)
     with open(record_file, "w") as f:
-        json.dump(record, f)
+        json.dump({"updates": record, "predictions": predictions}, f)
 """)
 
 
@@ -74,15 +82,15 @@ def wild_run(pacs_root, tmp_path_factory):
     out = run(sys.executable, "-c", TRAIN_RECORDING_UPDATES, str(record_file),
               *train_args(pacs_root, output_dir)).stdout
     with open(record_file) as f:
-        updates = json.load(f)
+        recorded = json.load(f)
     table = run(sys.executable, "-m", "domainbed_adapter.evaluate_open", "--input_dir", str(output_dir),
                 "--num_workers", "0", "--split", "all").stdout
     with open(output_dir / "open_class_results.json") as f:
         evaluation = json.load(f)
     with open(output_dir / "results.jsonl") as f:
         rows = [json.loads(line) for line in f]
-    return types.SimpleNamespace(out=out, updates=updates, evaluation=evaluation, rows=rows, output_dir=output_dir,
-                                 table=table)
+    return types.SimpleNamespace(out=out, updates=recorded["updates"], predictions=recorded["predictions"],
+                                 evaluation=evaluation, rows=rows, output_dir=output_dir, table=table)
 
 
 def test_every_step_trains_on_full_batches_of_base_class_images_against_base_class_names(wild_run):
@@ -94,6 +102,21 @@ def test_every_step_trains_on_full_batches_of_base_class_images_against_base_cla
         assert update["trained_on"] == FOLDER_CLASS_NAMES["PACS"][:NUM_BASE]
     assert ("7 class names from the class folders of PACS, 3 of them trained on; clipood image transforms"
             in wild_run.out)
+
+
+def test_training_domain_validation_scores_against_base_class_names_only(wild_run):
+    """DomainBed selects models by the training environments' accuracies (training-domain validation); the
+    authors validate against the base-class names only (engine.py line 249, ``validate(val_loader, model,
+    train_text_features, ...)``), so the new classes' names stay unknown until the test environment is scored."""
+    from domainbed_adapter.class_names import FOLDER_CLASS_NAMES
+    scored = {}
+    for call in wild_run.predictions:
+        scored.setdefault(call["split"], set()).add((tuple(call["classes"]), call["columns"]))
+    assert set(scored) == {f"env{env}_{split}" for env in range(4) for split in ("in", "out")}
+    all_names = FOLDER_CLASS_NAMES["PACS"]
+    for split, used in scored.items():
+        names = all_names if split.startswith(f"env{TEST_ENV}_") else all_names[:NUM_BASE]
+        assert used == {(tuple(names), len(names))}, split
 
 
 def test_evaluation_covers_every_class_and_reports_base_new_and_total(wild_run):
@@ -113,10 +136,11 @@ def test_evaluation_covers_every_class_and_reports_base_new_and_total(wild_run):
         for split in ("in", "out"):
             base_n, new_n = splits[split]
             base, new = evaluation[f"env{env}_{split}_base_acc"], evaluation[f"env{env}_{split}_new_acc"]
-            # total = accuracy over every image; train.py measured it itself, predicting among all 7 classes
+            # total = accuracy over every image
             total = evaluation[f"env{env}_{split}_total_acc"]
             assert total == pytest.approx((base * base_n + new * new_n) / (base_n + new_n))
-            assert total == pytest.approx(last[f"env{env}_{split}_acc"])
+            if env == TEST_ENV:  # train.py measured it itself, predicting among all 7 classes
+                assert total == pytest.approx(last[f"env{env}_{split}_acc"])
     saved = torch.load(wild_run.output_dir / "model.pkl", map_location="cpu", weights_only=False)
     assert saved["model_dict"]["clipood_learner"]["class_names"] == FOLDER_CLASS_NAMES["PACS"]
     assert saved["model_dict"]["clipood_learner"]["text_features"].shape[0] == 7
