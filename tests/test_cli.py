@@ -142,8 +142,8 @@ def test_help_and_bad_arguments_answer_before_torch_is_imported():
             "print(sorted(m for m in ('torch', 'open_clip', 'numpy', 'PIL') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split()[-7:] == ["0", "2", "2", "2", "2", "2", "[]"], result.stdout + result.stderr
-    for message in ("--lr must be a finite number > 0, got nan", "--steps must be at least 1, got 0",
-                    "--resume continues", "required: --test-domains", "--batch-size must be at least 1"):
+    for message in ("--lr must be a finite number > 0, got nan", "--steps must be a whole number >= 1, got 0",
+                    "--resume continues", "required: --test-domains", "--batch-size must be a whole number >= 1"):
         assert message in result.stderr
 
 
