@@ -27,6 +27,37 @@ def clipood_node():
     return node
 
 
+# the config key behind each core setting (clipood_plugin.settings.SETTINGS and the learner's config), so that
+# the core's gate and resume checks name the key a Dassl user sets
+CONFIG_KEYS = {"lr": "OPTIM.LR", "weight_decay": "OPTIM.WEIGHT_DECAY", "margin": "TRAINER.CLIPOOD.MMS_LAMBDA",
+               "margin_kind": "TRAINER.CLIPOOD.MARGIN_KIND", "head": "TRAINER.CLIPOOD.HEAD",
+               "beta": "TRAINER.CLIPOOD.BMA_BETA", "averaging": "TRAINER.CLIPOOD.AVERAGING",
+               "ema_decay": "TRAINER.CLIPOOD.EMA_DECAY", "templates": "TRAINER.CLIPOOD.TEMPLATES",
+               "precision": "TRAINER.CLIPOOD.PREC", "compile": "TRAINER.CLIPOOD.COMPILE",
+               "decode": "TRAINER.CLIPOOD.DECODE", "input_mean": "INPUT.PIXEL_MEAN", "input_std": "INPUT.PIXEL_STD",
+               "batch_size": "DATALOADER.TRAIN_X.BATCH_SIZE", "model_name": "MODEL.BACKBONE.NAME",
+               "pretrained": "TRAINER.CLIPOOD.PRETRAINED",
+               "total_steps": "OPTIM.MAX_EPOCH x TRAINER.CLIPOOD.ITERS_PER_EPOCH",
+               "class_names": "the dataset's class names"}
+
+
+def config_key(setting):
+    """The config key of a core setting (its core name where Dassl has none)."""
+    return CONFIG_KEYS.get(setting, setting)
+
+
+def core_settings(cfg):
+    """{core setting: value} of what the config sets, for the core's gate (clipood_plugin.settings)."""
+    values = {setting: _lookup(cfg, key) for setting, key in CONFIG_KEYS.items()
+              if setting in ("lr", "weight_decay", "margin", "margin_kind", "head", "beta", "averaging", "ema_decay",
+                             "precision", "compile", "decode", "batch_size")}
+    if cfg.TRAINER.CLIPOOD.TEMPLATES:  # empty: the core's default
+        values["templates"] = list(cfg.TRAINER.CLIPOOD.TEMPLATES)
+    if "normalize" in cfg.INPUT.TRANSFORMS:  # else the images are in [0, 1] and the mean and std unused
+        values.update(input_mean=list(cfg.INPUT.PIXEL_MEAN), input_std=list(cfg.INPUT.PIXEL_STD))
+    return values
+
+
 def add_config_defaults(cfg):
     """Add the CLIPood node and DATASET.SUBSAMPLE_CLASSES to ``cfg`` where missing (idempotent).
 

@@ -1,16 +1,18 @@
 """``CLIPood``: Dassl's TrainerX contract (cfg, batches, checkpoints, evaluator) translated onto
 ``clipood_plugin.CLIPoodLearner``, which does everything CLIPood-specific (MMS, BMA, prompts, inputs)."""
+import os
 import os.path as osp
+import re
 
 from dassl.data.data_manager import build_data_loader
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from clipood_plugin import distributed
 from clipood_plugin.files import load_checkpoint
 from clipood_plugin.open_classes import num_base_classes
-from clipood_plugin.settings import TINY_MODEL
+from clipood_plugin.settings import TINY_MODEL, ChangedSettingsError, SettingError, check_settings
 
 from .checkpoint import ResumableLearner
-from .config import apply_per_dataset_settings
+from .config import apply_per_dataset_settings, config_key, core_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
 from .loaders import DecodedOnDevice, leave_encoded
@@ -21,6 +23,22 @@ MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
 
 def _preview(names, shown=8):
     return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+
+
+def _check_last_saved_pointer(folder):
+    """Dassl's resume reads the name of the last checkpoint from the first line of ``folder``/checkpoint, which
+    it writes in place: a run killed meanwhile leaves it empty (and Dassl's resume fails with an IndexError)."""
+    pointer = osp.join(folder, "checkpoint")
+    if not osp.exists(pointer):
+        return
+    with open(pointer) as last_saved:
+        if last_saved.readline().strip():
+            return
+    saved = sorted((name for name in os.listdir(folder) if re.fullmatch(r"model\.pth\.tar-\d+", name)),
+                   key=lambda name: int(name.rsplit("-", 1)[1]))
+    hint = f"write {saved[-1]!r} (the latest checkpoint there) into it" if saved else "no checkpoint is there to name"
+    raise ValueError(f"{pointer}, which names the checkpoint to resume from, is empty (the run was killed while "
+                     f"Dassl wrote it): {hint}, or start over in another OUTPUT_DIR")
 
 
 def _register_once(trainer_class):
@@ -62,13 +80,10 @@ class CLIPood(TrainerX):
                             "a per-step cosine schedule: set OPTIM.LR_SCHEDULER cosine")
         if optim.WARMUP_EPOCH > 0:
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
-        from clipood_plugin.settings import (AVERAGING_CHOICES, COMPILE_CHOICES, DECODE_CHOICES, HEAD_CHOICES,
-                                             MARGIN_KINDS, PRECISION_CHOICES)
-
-        for key, choices in (("PREC", PRECISION_CHOICES), ("COMPILE", COMPILE_CHOICES), ("DECODE", DECODE_CHOICES),
-                             ("HEAD", HEAD_CHOICES), ("MARGIN_KIND", MARGIN_KINDS), ("AVERAGING", AVERAGING_CHOICES)):
-            if settings[key] not in choices:
-                problems.append(f"TRAINER.CLIPOOD.{key} is {settings[key]!r}; choose one of {choices}")
+        try:
+            check_settings(core_settings(cfg), spelled=config_key)
+        except SettingError as error:
+            problems.append(str(error))
         if settings.HEAD == "linear" and settings.OPEN_CLASSES:
             problems.append("TRAINER.CLIPOOD.HEAD linear cannot classify the held-out new classes of OPEN_CLASSES: "
                             "set HEAD text")
@@ -199,7 +214,12 @@ class CLIPood(TrainerX):
 
     # ----------------------------------------------------------------- checkpoints
     def resume_model_if_exist(self, directory):
-        start_epoch = super().resume_model_if_exist(directory)
+        _check_last_saved_pointer(osp.join(directory, MODEL_NAME))
+        try:
+            start_epoch = super().resume_model_if_exist(directory)
+        except ChangedSettingsError as error:
+            raise error.respelled(config_key, f"resume with the settings the run started with, or start a new run "
+                                              f"in another OUTPUT_DIR than {directory}") from None
         expected = start_epoch * len(self.train_loader_x)
         if self.learner.step != expected:
             raise RuntimeError(f"the checkpoint in {directory} is at step {self.learner.step}, but epoch {start_epoch} "

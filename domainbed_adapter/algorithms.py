@@ -4,7 +4,10 @@ The classes are made at registration time on top of ``domainbed.algorithms.Algor
 (``build_algorithm_classes``), so importing this module needs neither DomainBed nor open_clip.
 """
 import atexit
+import os
+import signal
 import sys
+import threading
 import warnings
 import weakref
 
@@ -14,7 +17,7 @@ from clipood_plugin.settings import TINY_MODEL
 
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
-from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES
+from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES, check_hparams
 from .run_context import current_train_run
 
 # How each algorithm configures the learner (Table 1 rows from one harness). CLIPood's Figure 5 switches
@@ -82,7 +85,25 @@ def _report_incomplete_run(algorithm_ref):
     if algorithm is not None and algorithm.learner.step < algorithm.total_steps:
         print(f"WARNING: {type(algorithm).__name__} made {algorithm.learner.step} of the {algorithm.total_steps} "
               "optimizer steps its BMA and learning-rate schedule were built for; its averaged model "
-              "is incomplete", file=sys.stderr)
+              "is incomplete. DomainBed runs do not resume: run the command again (a sweep's delete_incomplete "
+              "removes the run's directory first)", file=sys.stderr)
+
+
+def _report_incomplete_run_on_sigterm(algorithm_ref):
+    """Print the note of an incomplete run when SIGTERM ends the process (which skips atexit), then end it as
+    SIGTERM would have: through the handler there was before, else by the signal's default action."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        _report_incomplete_run(algorithm_ref)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signum)
+
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 class CLIPAlgorithm:
@@ -105,6 +126,7 @@ class CLIPAlgorithm:
             raise KeyError(f"{name} hparams lack {missing}: build them with domainbed.hparams_registry."
                            f"default_hparams('{name}', dataset) after domainbed_adapter.register()")
         run = current_train_run()
+        check_hparams(name, hparams, run and run.dataset_name)
         self.zero_shot = name == "CLIPZeroShot"
         self.total_steps = None if self.zero_shot else resolve_horizon(hparams.get("steps"), run)
         if not self.zero_shot and hparams.get("steps") is None:
@@ -122,6 +144,7 @@ class CLIPAlgorithm:
                              "classes; set hparams head to 'text' or open_class_ratio to 0")
         self.eval_class_names = class_names
         self.train_class_names = class_names[:self.num_base_classes]
+        self._skipped_total = 0  # steps skipped so far (non-finite loss or gradients)
         mean, std = input_normalization(input_shape, clip_transforms)
         try:
             self.learner = CLIPoodLearner(
@@ -139,6 +162,7 @@ class CLIPAlgorithm:
                   f"{self.num_base_classes} of them trained on; {clip_transforms} image transforms")
             if not self.zero_shot:
                 atexit.register(_report_incomplete_run, weakref.ref(self))
+                _report_incomplete_run_on_sigterm(weakref.ref(self))
 
     def _use_class_names(self, names):
         if self.learner.class_names != names:  # re-encoded only when switching between training and evaluation
@@ -158,7 +182,13 @@ class CLIPAlgorithm:
                              "open_class_ratio: the training environments must hold base-class images only, as "
                              "domainbed.datasets builds them once the CLIPood plugin is registered")
         self._use_class_names(self.train_class_names)
-        return {key: float(value) for key, value in self.learner.update(images, labels).items()}
+        stats = self.learner.update(images, labels)
+        # train.py averages each returned value over its checkpoint window: a 0/1 per step averages to the share
+        # of the window's steps that were skipped (the learner's running total would average to nothing)
+        skipped_total = stats.pop("skipped")
+        stats["skipped_share"] = float(skipped_total > self._skipped_total)
+        self._skipped_total = skipped_total
+        return {key: float(value) for key, value in stats.items()}
 
     def predict(self, x):
         self._use_class_names(self.eval_class_names)
