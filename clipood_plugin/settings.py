@@ -123,27 +123,25 @@ def _flag(value):
     return None if isinstance(value, bool) else "must be true or false"
 
 
-def _template_problem(template):
-    if not isinstance(template, str):
-        return "must be text"
+ONE_FIELD = ("must each hold exactly one positional '{}' for the class name and no other field (no '{name}', "
+             "no '{0}'; a literal brace is written '{{' or '}}')")
+
+
+def _has_one_positional_field(template):
     try:
         fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
-    except ValueError as error:  # an unmatched brace
-        return f"is not a format string ({error}); write a literal brace as {{{{ or }}}}"
-    if fields != [("", "", None)]:
-        return "must hold exactly one positional '{}' (the class name) and no other field such as '{name}' or '{0}'"
-    return None
+    except ValueError:  # an unmatched brace
+        return False
+    return fields == [("", "", None)]
 
 
 def _templates(value):
     templates = [value] if isinstance(value, str) else value
     if not isinstance(templates, (list, tuple)) or not templates:
-        return "must be one prompt template or a non-empty list of them, each with one '{}' for the class name"
-    for template in templates:
-        problem = _template_problem(template)
-        if problem:
-            return f"has the template {template!r}, which {problem}"
+        return "must be one prompt template or a non-empty list of them"
+    if not all(isinstance(template, str) and _has_one_positional_field(template) for template in templates):
+        return ONE_FIELD
     return None
 
 

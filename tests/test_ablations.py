@@ -61,7 +61,7 @@ def test_linear_head_checkpoint_reloads_and_the_head_is_a_build_setting(make_lea
     reloaded = make_learner(seed=5, head="linear", margin_kind="none")
     reloaded.load_state_dict(roundtrip(learner.state_dict(include_training_state=False)))
     assert torch.equal(reloaded.predict(batches[3][0]), learner.predict(batches[3][0]))
-    with pytest.raises(ValueError, match="head='linear'"):
+    with pytest.raises(ValueError, match="head 'linear' -> 'text'"):
         make_learner().load_state_dict(learner.state_dict())
 
 

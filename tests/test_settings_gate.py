@@ -48,7 +48,7 @@ def test_clipood_train_refuses_a_setting_out_of_range_in_one_line_with_exit_2(fl
     ("weight_decay", NAN), ("ema_decay", 1.0), ("lr", "5e-6"),
 ])
 def test_the_learner_refuses_a_bad_setting_naming_it(make_learner, setting, value):
-    with pytest.raises(ValueError, match=rf"^{setting} (must|has) .*got"):
+    with pytest.raises(ValueError, match=rf"^{setting} must .*got"):
         make_learner(**{setting: value})
 
 
