@@ -46,15 +46,21 @@ def config_key(setting):
     return CONFIG_KEYS.get(setting, setting)
 
 
+# settings the trainer uses itself; the others of core_settings are the learner's arguments
+RUN_SETTINGS = ("decode", "batch_size")
+
+
 def core_settings(cfg):
-    """{core setting: value} of what the config sets, for the core's gate (clipood_plugin.settings)."""
-    values = {setting: _lookup(cfg, key) for setting, key in CONFIG_KEYS.items()
-              if setting in ("lr", "weight_decay", "margin", "margin_kind", "head", "beta", "averaging", "ema_decay",
-                             "precision", "compile", "decode", "batch_size")}
+    """{core setting: value} as the config sets them: what the core's gate checks, and (but RUN_SETTINGS) the
+    learner's arguments."""
+    values = {setting: _lookup(cfg, CONFIG_KEYS[setting]) for setting in (
+        "lr", "weight_decay", "margin", "margin_kind", "head", "beta", "averaging", "ema_decay", "precision",
+        "compile", *RUN_SETTINGS)}
     if cfg.TRAINER.CLIPOOD.TEMPLATES:  # empty: the core's default
-        values["templates"] = list(cfg.TRAINER.CLIPOOD.TEMPLATES)
-    if "normalize" in cfg.INPUT.TRANSFORMS:  # else the images are in [0, 1] and the mean and std unused
-        values.update(input_mean=list(cfg.INPUT.PIXEL_MEAN), input_std=list(cfg.INPUT.PIXEL_STD))
+        values["templates"] = tuple(cfg.TRAINER.CLIPOOD.TEMPLATES)
+    normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]
+    values["input_mean"] = tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0)
+    values["input_std"] = tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0)
     return values
 
 

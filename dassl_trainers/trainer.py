@@ -12,7 +12,7 @@ from clipood_plugin.open_classes import num_base_classes
 from clipood_plugin.settings import TINY_MODEL, ChangedSettingsError, SettingError, check_settings
 
 from .checkpoint import ResumableLearner
-from .config import apply_per_dataset_settings, config_key, core_settings
+from .config import RUN_SETTINGS, apply_per_dataset_settings, config_key, core_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
 from .loaders import DecodedOnDevice, leave_encoded
@@ -145,18 +145,10 @@ class CLIPood(TrainerX):
 
     # ----------------------------------------------------------------- model
     def _learner_settings(self):
-        cfg, settings = self.cfg, self.cfg.TRAINER.CLIPOOD
-        normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]
-        learner_settings = dict(
-            model_name=cfg.MODEL.BACKBONE.NAME, pretrained=settings.PRETRAINED or None, lr=cfg.OPTIM.LR,
-            weight_decay=cfg.OPTIM.WEIGHT_DECAY, margin=settings.MMS_LAMBDA, margin_kind=settings.MARGIN_KIND,
-            head=settings.HEAD, beta=settings.BMA_BETA, averaging=settings.AVERAGING, ema_decay=settings.EMA_DECAY,
-            precision=settings.PREC, compile=settings.COMPILE, device=self.device,
-            input_mean=tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0),
-            input_std=tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0))
-        if settings.TEMPLATES:
-            learner_settings["templates"] = tuple(settings.TEMPLATES)
-        return learner_settings
+        cfg = self.cfg
+        learner_settings = {name: value for name, value in core_settings(cfg).items() if name not in RUN_SETTINGS}
+        return dict(learner_settings, model_name=cfg.MODEL.BACKBONE.NAME,
+                    pretrained=cfg.TRAINER.CLIPOOD.PRETRAINED or None, device=self.device)
 
     def build_model(self):
         # imported here: registration runs inside every Dassl import and must stay cheap (open_clip is not)

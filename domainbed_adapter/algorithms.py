@@ -17,14 +17,13 @@ from clipood_plugin.settings import TINY_MODEL
 
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
-from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES, check_hparams
+from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES, check_hparams, core_values
 from .run_context import current_train_run
 
 # How each algorithm configures the learner (Table 1 rows from one harness). CLIPood's Figure 5 switches
 # missing from hparams (saved before they existed) take the learner's defaults, the method's.
 LEARNER_SETTINGS = {
-    "CLIPood": lambda hparams: dict(margin=hparams["mms_lambda"], beta=hparams["bma_beta"],
-                                    **{name: hparams[name] for name in ABLATION_HPARAMS if name in hparams}),
+    "CLIPood": lambda hparams: core_values(hparams, ("mms_lambda", "bma_beta", *ABLATION_HPARAMS)),
     "CLIPERM": lambda hparams: dict(margin=0.0, averaging="none"),
     "CLIPZeroShot": lambda hparams: dict(zero_shot=True),
 }
@@ -149,10 +148,9 @@ class CLIPAlgorithm:
         try:
             self.learner = CLIPoodLearner(
                 model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"],
-                class_names=self.train_class_names, total_steps=self.total_steps, lr=hparams.get("lr", 0.0),
-                weight_decay=hparams.get("weight_decay", 0.0), templates=hparams["prompt_template"],
-                input_mean=mean, input_std=std, compile=hparams.get("clip_compile", "auto"),
-                precision=hparams.get("clip_precision", "auto"), **LEARNER_SETTINGS[name](hparams))
+                class_names=self.train_class_names, total_steps=self.total_steps, input_mean=mean, input_std=std,
+                **core_values(hparams, ("lr", "weight_decay", "prompt_template", "clip_compile", "clip_precision")),
+                **LEARNER_SETTINGS[name](hparams))
         except WeightsUnavailableError as error:
             raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
                                    f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}') from None

@@ -94,6 +94,11 @@ CORE_SETTINGS = {"lr": "lr", "weight_decay": "weight_decay", "mms_lambda": "marg
                  "prompt_template": "templates", "clip_precision": "precision", "clip_compile": "compile",
                  "class_names": "class_names", "steps": "total_steps", "batch_size": "batch_size",
                  "open_class_ratio": "open_class_ratio"}
+def core_values(hparams, keys):
+    """{core setting: value} of those of ``keys`` that ``hparams`` holds (e.g. the learner's arguments)."""
+    return {CORE_SETTINGS[key]: hparams[key] for key in keys if key in hparams}
+
+
 # hparams whose null means "not given" (the registry's default for them): the run fills them in
 NULL_MEANS_UNSET = ("class_names", "steps")
 

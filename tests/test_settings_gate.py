@@ -3,9 +3,10 @@ shared/faults/round2-failures.md named below). Each front end refuses a bad sett
 anything, naming it as that front end spells it: `clipood train` (--mms-lambda, exit 2, one line), the
 library (mms margin = ``margin``), DomainBed (the hparam ``mms_lambda``), Dassl (TRAINER.CLIPOOD.MMS_LAMBDA).
 The real DomainBed and Dassl runs are in test_domainbed_integration.py and test_dassl_integration.py."""
-import math
 import re
-import types
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,23 @@ def test_the_domainbed_algorithm_reports_the_share_of_skipped_steps_which_train_
     assert np.mean(shares[:3]) == pytest.approx(2 / 3)  # train.py's mean over a window of 3 steps: 2 of 3 skipped
 
 
+def test_a_domainbed_run_ended_by_sigterm_says_it_is_incomplete_and_still_ends_by_sigterm():
+    code = ("import os, signal, weakref, torch\n"
+            "from domainbed_adapter import algorithms\n"
+            "from domainbed_adapter.hparams import default_clipood_hparams\n"
+            "class Base(torch.nn.Module):\n"
+            "    def __init__(self, *args):\n"
+            "        super().__init__()\n"
+            "hparams = {**default_clipood_hparams('CLIPood', 'Debug224'), 'steps': 3, 'class_names': ['a', 'b']}\n"
+            "algorithm = algorithms.build_algorithm_classes(Base)['CLIPood']((3, 32, 32), 2, 1, hparams)\n"
+            "algorithms._report_incomplete_run_on_sigterm(weakref.ref(algorithm))\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "print('still running')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGTERM and "still running" not in result.stdout, result.stderr
+    assert "made 0 of the 3 optimizer steps" in result.stderr and "run the command again" in result.stderr
+
+
 # ----------------------------------------------------------------------------- Dassl
 @pytest.mark.needs("dassl")
 @pytest.mark.parametrize("key,value", [
@@ -195,23 +213,3 @@ def test_dassl_config_is_refused_naming_the_config_key(key, value):
     cfg.merge_from_list([key, value])
     with pytest.raises(ValueError, match=re.escape(f"{key} must ")):
         CLIPood.check_cfg(None, cfg)
-
-
-@pytest.mark.needs("dassl")
-def test_dassl_learner_settings_reach_the_gate_under_dassls_names():
-    """What check_cfg lets through, the learner accepts: the translation and the gate agree."""
-    from dassl.config import get_cfg_default
-
-    from clipood_plugin.settings import check_settings
-    from dassl_trainers.config import add_config_defaults, core_settings
-    from dassl_trainers.trainer import CLIPood
-
-    cfg = get_cfg_default()
-    add_config_defaults(cfg)
-    cfg.merge_from_file(str(PROJECT / "configs" / "dassl" / "trainers" / "CLIPood" / "vit_b16_dg.yaml"))
-    learner_settings = CLIPood._learner_settings(types.SimpleNamespace(cfg=cfg, device="cpu"))
-    translated = core_settings(cfg)
-    for name in ("lr", "weight_decay", "margin", "beta", "margin_kind", "head", "averaging", "ema_decay"):
-        assert translated[name] == learner_settings[name]
-    check_settings(translated)
-    assert math.isclose(translated["margin"], 0.3)
