@@ -5,7 +5,8 @@ its arguments before it loads torch and open_clip, so that --help and a bad argu
 Every front end passes its settings through ``check_settings`` before it builds anything, translating its own
 spelling (``--mms-lambda``, DomainBed's ``mms_lambda``, Dassl's ``TRAINER.CLIPOOD.MMS_LAMBDA``) onto the names
 below, so that each refusal names the setting as that front end spells it. A new setting enters the gate by
-one entry in SETTINGS."""
+one entry in SETTINGS (and one in a front end's map of its names onto these, where it spells the setting
+otherwise, as TrainConfig.CORE_NAMES does for `clipood train`)."""
 import math
 import numbers
 import os
@@ -84,23 +85,23 @@ def _is_number(value):
 
 
 def _number(low=None, high=None, low_open=False, high_open=False, optional=False):
-    """A real number (not a string, not a bool), finite, within the bounds given."""
-    bounds = " ".join(filter(None, [
-        low is not None and high is not None and f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}",
-        low is not None and high is None and f"{'>' if low_open else '>='} {low:g}",
-        low is None and high is not None and f"{'<' if high_open else '<='} {high:g}"]))
-    wanted = f"a finite number{' ' + bounds if bounds else ''}" + (" (or null/None)" if optional else "")
+    """A real number (not a string, not a bool), finite, within the bounds given (open bounds excluded)."""
+    if low is not None and high is not None:
+        bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        bounds = f" {'>' if low_open else '>='} {low:g}"
+    else:
+        bounds = ""
+    wanted = f"must be a finite number{bounds}" + (" (or null/None)" if optional else "")
 
     def problem(value):
         if value is None and optional:
             return None
         if not _is_number(value) or not math.isfinite(value):
-            return f"must be {wanted}"
-        if low is not None and (value <= low if low_open else value < low):
-            return f"must be {wanted}"
-        if high is not None and (value >= high if high_open else value > high):
-            return f"must be {wanted}"
-        return None
+            return wanted
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        return wanted if below or above else None
     return problem
 
 
@@ -184,7 +185,8 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("total_steps", "the number of optimizer steps, the cosine and averaging horizon", _count(1), trains=True),
     Setting("max_consecutive_skips", "the non-finite steps in a row that end a run", _count(1), trains=True),
     Setting("zero_shot", "whether the learner never trains", _flag),
-    Setting("open_class_ratio", "the share of classes held out of training as new classes", _number(0, 1, high_open=True)),
+    Setting("open_class_ratio", "the share of classes held out of training as new classes",
+            _number(0, 1, high_open=True)),
     # run settings of the front ends (the learner never sees them)
     Setting("batch_size", "the images per training domain per step", _count(1)),
     Setting("eval_batch_size", "the batch size of evaluation", _count(1)),

@@ -45,7 +45,8 @@ def test_clipood_train_refuses_a_setting_out_of_range_in_one_line_with_exit_2(fl
     ("margin", -5.0),  # F-L4
     ("logit_scale", 0.0), ("logit_scale", -100.0),  # F-L17
     ("input_mean", (0.5, 0.5)),  # F-L18
-    ("templates", ["a {} of a {}"]), ("templates", ["{name} a {}"]), ("templates", ["a photo of a {0} and {}"]),  # F-M10
+    ("templates", ["a {} of a {}"]), ("templates", ["{name} a {}"]),  # F-M10
+    ("templates", ["a photo of a {0} and {}"]),  # F-M10
     ("weight_decay", NAN), ("ema_decay", 1.0), ("lr", "5e-6"),
 ])
 def test_the_learner_refuses_a_bad_setting_naming_it(make_learner, setting, value):
