@@ -61,10 +61,15 @@ def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(data_d
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
-def test_resume_refuses_changed_settings(data_dir, tmp_path):
+def test_resume_refuses_changed_settings(data_dir, tmp_path, capsys):
     common = ["train", "--data-dir", data_dir, "--test-domains", "sketch", "--steps", 4, "--output-dir", tmp_path, *FAST]
     assert run(*common, "--stop-after", 2) == 0
-    assert run(*common, "--resume", "--mms-lambda", "0.1") == 2
+    checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert run(*common, "--resume", "--mms-lambda", "0.1", "--margin-kind", "fixed") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mms-lambda 0.3 -> 0.1, --margin-kind 'adaptive' -> 'fixed'" in err[0], err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint
 
 
 @pytest.mark.parametrize("problem, message", [
