@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .averaging import AVERAGING_CHOICES, build_averager
+from .averaging import build_averager
 from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_architecture
 from .heads import LinearHeadClassifier
-from .loss import check_margin_kind, margin_metric_softmax
+from .loss import margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
-from .settings import COMPILE_CHOICES, HEAD_CHOICES
+from .settings import COMPILE_CHOICES, ChangedSettingsError, SettingError, changed_settings, check_settings
 from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, clip_storage, input_dtype,
                             resolve_precision)
 CHECKPOINT_FORMAT = 2
@@ -21,6 +21,9 @@ CHECKPOINT_FORMAT = 2
 BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps", "head")
 # settings a checkpoint with training state must share unless load_state_dict(allow_hparam_change=True)
 TRAINING_HPARAMS = ("lr", "weight_decay")
+# the other settings that shape a run's trajectory: a checkpoint with training state must share them to resume
+# (an inference-only one is a predictor: its text features are recomputed with set_class_names when needed)
+TRAJECTORY_KEYS = ("margin", "margin_kind", "beta", "ema_decay", "templates", "logit_scale", "precision")
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # what state_dict(include_training_state=False) holds: the predictor
 INFERENCE_KEYS = ("format", "config", "class_names", "text_features", "step", "inference_encoder")
@@ -75,17 +78,16 @@ class CLIPoodLearner:
                  averaging="bma", ema_decay=0.999, templates=DEFAULT_TEMPLATES, logit_scale=None, precision="auto",
                  input_mean=CLIP_MEAN, input_std=CLIP_STD, zero_shot=False, compile="auto",
                  max_consecutive_skips=DEFAULT_MAX_CONSECUTIVE_SKIPS, device=None):
-        if averaging not in AVERAGING_CHOICES:
-            raise ValueError(f"unknown averaging {averaging!r}; choose one of {AVERAGING_CHOICES}")
-        if head not in HEAD_CHOICES:
-            raise ValueError(f"unknown head {head!r}; choose one of {HEAD_CHOICES}")
-        check_margin_kind(margin_kind)
+        check_settings(dict(lr=lr, weight_decay=weight_decay, margin=margin, margin_kind=margin_kind, head=head,
+                            beta=beta, averaging=averaging, ema_decay=ema_decay, templates=templates,
+                            logit_scale=logit_scale, precision=precision, compile=compile,
+                            input_mean=input_mean, input_std=input_std, total_steps=total_steps,
+                            max_consecutive_skips=max_consecutive_skips, zero_shot=zero_shot),
+                       training=not zero_shot)
         if head == "linear" and margin_kind != "none":
-            raise ValueError("head='linear' is standard fine-tuning (Eq. 1) with plain cross-entropy; margins belong "
-                             f"to the text head's metric softmax: pass margin_kind='none' (not {margin_kind!r})")
-        if not zero_shot and (total_steps is None or int(total_steps) != total_steps or total_steps < 1):
-            raise ValueError("total_steps must be the number of optimizer steps the run will make (a positive "
-                             f"integer): it sets the cosine schedule and the BMA horizon; got {total_steps!r}")
+            raise SettingError("head='linear' is standard fine-tuning (Eq. 1) with plain cross-entropy; margins "
+                               "belong to the text head's metric softmax: pass margin_kind='none' (not "
+                               f"{margin_kind!r})")
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.precision = resolve_precision(precision, self.device)
@@ -96,7 +98,7 @@ class CLIPoodLearner:
                            margin=margin, margin_kind=margin_kind, head=head, beta=beta, averaging=averaging,
                            ema_decay=ema_decay,
                            templates=tuple([templates] if isinstance(templates, str) else templates),
-                           logit_scale=logit_scale, zero_shot=zero_shot, compile=compile)
+                           logit_scale=logit_scale, precision=precision, zero_shot=zero_shot, compile=compile)
 
         clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(
             architecture, pretrained, precision=clip_storage(self.precision))
@@ -316,33 +318,43 @@ class CLIPoodLearner:
             raise ValueError(f"not a CLIPoodLearner checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
         _require_keys(state, ("config", "class_names", "text_features", "step", "inference_encoder"))
         mine, theirs = self.config, state["config"]
-        for key in BUILD_KEYS:
-            if key not in theirs or theirs[key] != mine[key]:
-                raise ValueError(f"checkpoint has {key}={theirs.get(key)!r} but this learner was built with "
-                                 f"{key}={mine[key]!r}; rebuild it with the checkpoint's config")
+        if not isinstance(theirs, dict):
+            raise ValueError("the checkpoint's config is not a dict of settings")
+        changed_build = changed_settings(theirs, mine, BUILD_KEYS)
+        if changed_build:
+            raise ChangedSettingsError(changed_build, "rebuild the learner with the checkpoint's config")
         names, features = state["class_names"], state["text_features"]
         if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
             raise ValueError("the checkpoint's class_names is not a non-empty list of strings")
         if not isinstance(features, torch.Tensor) or features.shape != (len(names), self.text_features.shape[1]):
             raise ValueError(f"the checkpoint's text_features are not [{len(names)} classes, "
                              f"{self.text_features.shape[1]}] as this model's text tower makes them")
+        if not torch.isfinite(features).all():
+            raise ValueError("the checkpoint's text_features are not all finite: it is damaged or from a diverged "
+                             "run, not a predictor")
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= (mine["total_steps"] or 0):
             raise ValueError(f"the checkpoint's step {step!r} is not in [0, total_steps={mine['total_steps']}]")
-        _check_tensors("inference_encoder", state["inference_encoder"], self.inference_encoder.state_dict())
+        _check_tensors("inference_encoder", state["inference_encoder"], self.inference_encoder.state_dict(),
+                       finite=True)
         if "image_encoder" not in state:
             return []
         if len(names) != self.num_classes:
             raise ValueError(f"the checkpoint was trained on {len(names)} classes and this learner on "
                              f"{self.num_classes}; build it with the checkpoint's class names to resume")
-        changed = [key for key in TRAINING_HPARAMS if theirs.get(key) != mine[key]]
-        if changed and not allow_hparam_change:
-            raise ValueError("the checkpoint was trained with " + ", ".join(f"{k}={theirs.get(k)!r}" for k in changed)
-                             + " and this learner is built with " + ", ".join(f"{k}={mine[k]!r}" for k in changed)
-                             + "; build it with the checkpoint's values to resume the run, or pass "
-                             "allow_hparam_change=True to go on with this learner's")
+        # precision: checkpoints saved before it was recorded do not have it (their weights' dtype is checked)
+        trajectory = [key for key in TRAJECTORY_KEYS if key in theirs or key != "precision"]
+        fixed = changed_settings(theirs, mine, trajectory) + changed_settings(
+            {"class_names": names}, {"class_names": self.class_names}, ["class_names"])
+        hparams = changed_settings(theirs, mine, TRAINING_HPARAMS)
+        refused = fixed + ([] if allow_hparam_change else hparams)
+        if refused:
+            raise ChangedSettingsError(refused, "build the learner with the checkpoint's settings to resume its run"
+                                       + ("" if fixed else ", or pass allow_hparam_change=True to go on with this "
+                                                           "learner's"))
+        changed = [name for name, _, _ in hparams]
         _require_keys(state, ("training_step", "scheduler") + (("averager",) if self.averager is not None else ()))
-        _check_tensors("image_encoder", state["image_encoder"], self.model.state_dict(), same_dtype=True)
+        _check_tensors("image_encoder", state["image_encoder"], self.model.state_dict(), same_dtype=True, finite=True)
         self.training_step.check_state(state["training_step"])
         scheduler = state["scheduler"]
         if not isinstance(scheduler, dict) or (scheduler.get("T_max"), scheduler.get("last_epoch")) != \
@@ -379,9 +391,9 @@ def _describe(value):
     return type(value).__name__
 
 
-def _check_tensors(name, theirs, mine, same_dtype=False):
+def _check_tensors(name, theirs, mine, same_dtype=False, finite=False):
     """Raise ValueError unless ``theirs`` has the keys of the state dict ``mine`` and tensors of its shapes
-    (and dtypes: the precision the weights are stored in)."""
+    (and dtypes: the precision the weights are stored in; and, with ``finite``, finite floating-point values)."""
     if not isinstance(theirs, dict) or set(theirs) != set(mine):
         keys = set(theirs) if isinstance(theirs, dict) else set()
         missing, unexpected = sorted(set(mine) - keys)[:3], sorted(keys - set(mine))[:3]
@@ -394,6 +406,9 @@ def _check_tensors(name, theirs, mine, same_dtype=False):
                              f"{_describe(value)}" + ("; build it with the precision the checkpoint was trained with "
                                                       "(authors-fp16 stores fp16 weights)"
                                                       if other.shape == value.shape else ""))
+        if finite and other.is_floating_point() and not torch.isfinite(other).all():
+            raise ValueError(f"the checkpoint's {name}[{key!r}] holds non-finite values: it is damaged or from a "
+                             "diverged run")
 
 
 def _check_images(images):

@@ -2,6 +2,8 @@
 import torch
 from open_clip import build_zero_shot_classifier
 
+from .settings import check_settings
+
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
@@ -18,14 +20,9 @@ def check_class_names(class_names, tokenizer):
     and "golden retriever" are one prompt, and a class that shares its features with another can never
     be predicted. A bare string is refused rather than read as one class per character.
     """
-    if isinstance(class_names, (str, bytes)):
-        raise ValueError(f"class_names must be a list of names, not the string {class_names!r}")
-    class_names = list(class_names)
-    if not class_names:
-        raise ValueError("class_names is empty")
-    wrong = [name for name in class_names if not isinstance(name, str)]
-    if wrong:
-        raise ValueError(f"class names must be strings; got {wrong[:3]!r}")
+    if not isinstance(class_names, (str, bytes)):
+        class_names = list(class_names)  # e.g. dict keys, a generator
+    check_settings({"class_names": class_names})
     empty = [i for i, name in enumerate(class_names) if not prompt_class_name(name).strip()]
     if empty:
         raise ValueError(f"class names at positions {empty} are empty (or only '_' and spaces)")
@@ -53,12 +50,8 @@ class PromptEncoder:
     """
 
     def __init__(self, clip_model, tokenizer, templates=DEFAULT_TEMPLATES, authors_arithmetic=False):
-        if isinstance(templates, str):
-            templates = (templates,)
-        templates = tuple(templates)
-        bad = [t for t in templates if "{}" not in t]
-        if not templates or bad:
-            raise ValueError(f"each prompt template needs one '{{}}' for the class name, got {bad or templates}")
+        check_settings({"templates": templates})
+        templates = (templates,) if isinstance(templates, str) else tuple(templates)
         self.clip_model = clip_model
         self.tokenizer = tokenizer
         self.templates = templates

@@ -1,8 +1,16 @@
-"""The settings of a `clipood train` run, the allowed values of the core's options, and the error for bad
-input. Importable without torch: the command line parses and checks its arguments before it loads torch
-and open_clip, so that --help and a bad argument answer at once."""
+"""The one gate for settings (each setting once, as data: name, meaning, allowed values), the settings of a
+`clipood train` run, and the error for bad input. Importable without torch: the command line parses and checks
+its arguments before it loads torch and open_clip, so that --help and a bad argument answer at once.
+
+Every front end passes its settings through ``check_settings`` before it builds anything, translating its own
+spelling (``--mms-lambda``, DomainBed's ``mms_lambda``, Dassl's ``TRAINER.CLIPOOD.MMS_LAMBDA``) onto the names
+below, so that each refusal names the setting as that front end spells it. A new setting enters the gate by
+one entry in SETTINGS (and one in a front end's map of its names onto these, where it spells the setting
+otherwise, as TrainConfig.CORE_NAMES does for `clipood train`)."""
 import math
+import numbers
 import os
+import string
 from dataclasses import dataclass, field
 
 TINY_MODEL = "clipood-tiny"  # the tiny random-init CLIP that runs offline
@@ -27,6 +35,180 @@ class DataError(Exception):
         if message.startswith(f"Caught {type(self).__name__}"):
             message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[-1]
         super().__init__(message)
+
+
+class SettingError(DataError, ValueError):
+    """A setting outside its allowed values (a ValueError too, as the library raises for bad arguments)."""
+
+
+class ChangedSettingsError(SettingError):
+    """A checkpoint made with other settings than the run that loads it. ``changes``: [(core name, the
+    checkpoint's value, this run's value)]; ``respelled`` words it for a front end."""
+
+    def __init__(self, changes, advice, spelled=None):
+        self.changes, self.advice = list(changes), advice
+        label = spelled or (lambda name: name)
+        listing = ", ".join(f"{label(name)} {saved!r} -> {now!r}" for name, saved, now in self.changes)
+        super().__init__(f"the checkpoint was made with other settings than this run has (checkpoint -> now): "
+                         f"{listing}; {advice}")
+
+    def respelled(self, spelled, advice=None):
+        return ChangedSettingsError(self.changes, advice or self.advice, spelled)
+
+
+def changed_settings(saved, now, names):
+    """[(name, saved value, value now)] for the names whose values differ (a list and a tuple of the same
+    items are the same value: a checkpoint may store one where the run holds the other)."""
+    def comparable(value):
+        return tuple(value) if isinstance(value, list) else value
+    return [(name, saved.get(name), now.get(name)) for name in names
+            if comparable(saved.get(name)) != comparable(now.get(name))]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its core name (CLIPoodLearner's argument; a `clipood train` field for run-only ones), what
+    it means, and ``problem(value)``: what is wrong with a value ("must be ..."), or None when it is allowed.
+    ``trains``: it only matters to a learner that trains (a zero-shot one ignores it)."""
+    name: str
+    meaning: str
+    problem: object
+    trains: bool = False
+
+
+def _shown(value):
+    return f"the string {value!r}" if isinstance(value, str) else repr(value)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _number(low=None, high=None, low_open=False, high_open=False, optional=False):
+    """A real number (not a string, not a bool), finite, within the bounds given (open bounds excluded)."""
+    if low is not None and high is not None:
+        bounds = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        bounds = f" {'>' if low_open else '>='} {low:g}"
+    else:
+        bounds = ""
+    wanted = f"must be a finite number{bounds}" + (" (or null/None)" if optional else "")
+
+    def problem(value):
+        if value is None and optional:
+            return None
+        if not _is_number(value) or not math.isfinite(value):
+            return wanted
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        return wanted if below or above else None
+    return problem
+
+
+def _count(least, optional=False):
+    """A whole number >= least (an int, not a float such as 8.0, not a bool)."""
+    def problem(value):
+        if value is None and optional:
+            return None
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+            return f"must be a whole number >= {least}" + (" (or null/None)" if optional else "")
+        return None
+    return problem
+
+
+def _choice(choices):
+    return lambda value: None if isinstance(value, str) and value in choices else f"must be one of {choices}"
+
+
+def _flag(value):
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+ONE_FIELD = ("must each hold exactly one positional '{}' for the class name and no other field (no '{name}', "
+             "no '{0}'; a literal brace is written '{{' or '}}')")
+
+
+def _has_one_positional_field(template):
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:  # an unmatched brace
+        return False
+    return fields == [("", "", None)]
+
+
+def _templates(value):
+    templates = [value] if isinstance(value, str) else value
+    if not isinstance(templates, (list, tuple)) or not templates:
+        return "must be one prompt template or a non-empty list of them"
+    if not all(isinstance(template, str) and _has_one_positional_field(template) for template in templates):
+        return ONE_FIELD
+    return None
+
+
+def _channel_values(positive):
+    wanted = f"3 finite numbers{' > 0' if positive else ''}, one per color channel (R, G, B)"
+
+    def problem(value):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
+                _is_number(v) and math.isfinite(v) and (v > 0 or not positive) for v in value):
+            return f"must be {wanted}"
+        return None
+    return problem
+
+
+def _class_names(value):
+    if isinstance(value, (str, bytes)):
+        return "must be a list of names, not one string (it would be read as one class per character)"
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(name, str) for name in value):
+        return "must be a non-empty list of strings"
+    return None
+
+
+SETTINGS = {setting.name: setting for setting in [
+    Setting("lr", "the AdamW learning rate", _number(0, low_open=True), trains=True),
+    Setting("weight_decay", "the AdamW weight decay", _number(0), trains=True),
+    Setting("margin", "the MMS margin weight lambda, 0 for plain fine-tuning", _number(0), trains=True),
+    Setting("margin_kind", "the margin of each wrong class", _choice(MARGIN_KINDS), trains=True),
+    Setting("head", "the classifier", _choice(HEAD_CHOICES)),
+    Setting("beta", "the Beta(beta, beta) weighting of the moving average", _number(0, low_open=True), trains=True),
+    Setting("averaging", "the weight averaging used for prediction", _choice(AVERAGING_CHOICES), trains=True),
+    Setting("ema_decay", "the decay of the EMA averaging", _number(0, 1, high_open=True), trains=True),
+    Setting("templates", "the prompt template(s)", _templates),
+    Setting("class_names", "the class names, in label order", _class_names),
+    Setting("logit_scale", "the temperature of the logits, None for the model's",
+            _number(0, low_open=True, optional=True)),
+    Setting("precision", "the training numerics", _choice(PRECISION_CHOICES)),
+    Setting("compile", "torch.compile of the training step", _choice(COMPILE_CHOICES), trains=True),
+    Setting("input_mean", "the per-channel mean the input images are normalized with", _channel_values(False)),
+    Setting("input_std", "the per-channel std the input images are normalized with", _channel_values(True)),
+    Setting("total_steps", "the number of optimizer steps, the cosine and averaging horizon", _count(1), trains=True),
+    Setting("max_consecutive_skips", "the non-finite steps in a row that end a run", _count(1), trains=True),
+    Setting("zero_shot", "whether the learner never trains", _flag),
+    Setting("open_class_ratio", "the share of classes held out of training as new classes",
+            _number(0, 1, high_open=True)),
+    # run settings of the front ends (the learner never sees them)
+    Setting("batch_size", "the images per training domain per step", _count(1)),
+    Setting("eval_batch_size", "the batch size of evaluation", _count(1)),
+    Setting("eval_every", "the steps between evaluations", _count(1)),
+    Setting("checkpoint_every", "the steps between checkpoints", _count(1)),
+    Setting("stop_after", "the step to stop at with a checkpoint", _count(1, optional=True)),
+    Setting("workers", "the data loading processes per domain", _count(0)),
+    Setting("holdout_fraction", "the share of each training domain kept for validation", _number(0, 1, high_open=True)),
+    Setting("decode", "where training images are decoded", _choice(DECODE_CHOICES)),
+]}
+
+
+def check_settings(values, spelled=None, training=True):
+    """Raise SettingError, naming the first setting out of its allowed values as ``spelled(name)`` gives it
+    (default: the core name), what it must be, the value given and its meaning. ``values``: {core name: value};
+    with ``training`` False the settings that only matter to training are not checked."""
+    for name, value in values.items():
+        setting = SETTINGS[name]
+        problem = None if setting.trains and not training else setting.problem(value)
+        if problem:
+            label = spelled(name) if spelled else name
+            raise SettingError(f"{label} {problem}, got {_shown(value)} ({label}: {setting.meaning})")
 
 
 @dataclass
@@ -78,6 +260,8 @@ class TrainConfig:
     device: str = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available; under "
                                                          "torchrun each process takes cuda:LOCAL_RANK)"})
 
+    # the core name of each field that has another one (the other fields have the core's names)
+    CORE_NAMES = {"mms_lambda": "margin", "bma_beta": "beta", "steps": "total_steps"}
     # fields that may change between an interrupted run and its resumption
     RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "overwrite", "workers", "eval_batch_size", "device",
                          "compile", "decode")
@@ -88,22 +272,17 @@ class TrainConfig:
             raise DataError("give --data-dir")
         if not self.test_domains:
             raise DataError("give at least one --test-domains")
-        counts = {"steps": 1, "batch_size": 1, "eval_every": 1, "checkpoint_every": 1, "eval_batch_size": 1,
-                  "workers": 0, "stop_after": 1}
-        for name, least in counts.items():
-            value = getattr(self, name)
-            if value is not None and value < least:
-                raise DataError(f"{flag(name)} must be at least {least}, got {value}")
-        for name, positive in (("lr", True), ("weight_decay", False), ("bma_beta", True)):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
-                raise DataError(f"{flag(name)} must be a finite number {'>' if positive else '>='} 0, got {value}")
-        if not math.isfinite(self.mms_lambda):
-            raise DataError(f"--mms-lambda must be a finite number, got {self.mms_lambda}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise DataError(f"--holdout-fraction must be in [0, 1), got {self.holdout_fraction}")
+        fields = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        check_settings({self.CORE_NAMES.get(f, f): value for f, value in fields.items()
+                        if self.CORE_NAMES.get(f, f) in SETTINGS}, spelled=self.flag_of)
         if self.resume and self.overwrite:
             raise DataError("--resume continues the run in --output-dir and --overwrite starts it over: give one")
+
+    @classmethod
+    def flag_of(cls, core_name):
+        """The command-line flag of the field that holds the core setting ``core_name``."""
+        fields = {core: f for f, core in cls.CORE_NAMES.items()}
+        return flag(fields.get(core_name, core_name))
 
 
 def flag(name):

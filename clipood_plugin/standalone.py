@@ -16,7 +16,7 @@ from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_
 from .device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
 from .files import claim_output_dir, load_checkpoint, save_tensors, write_json
 from .learner import CLIPoodLearner
-from .settings import DECODE_CHOICES, DataError, TrainConfig
+from .settings import DECODE_CHOICES, ChangedSettingsError, DataError, TrainConfig, changed_settings, flag
 
 RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
 
@@ -206,11 +206,12 @@ class _Run:
                 and {"config", "learner", "state", "data"} <= set(checkpoint)):
             raise DataError(f"{self.checkpoint} is not a checkpoint of this version of clipood train; start over "
                             "with --overwrite, or choose another --output-dir")
-        for key, value in dataclasses.asdict(config).items():
-            saved = checkpoint["config"].get(key)
-            if key not in TrainConfig.RESUMABLE_CHANGES and saved != value:
-                raise DataError(f"--resume: the checkpoint was made with {key}={saved!r}, this command has "
-                                f"{key}={value!r}; use the original setting or another --output-dir")
+        now = dataclasses.asdict(config)
+        changes = changed_settings(checkpoint["config"], now,
+                                   [key for key in now if key not in TrainConfig.RESUMABLE_CHANGES])
+        if changes:
+            raise ChangedSettingsError(changes, "resume with the checkpoint's settings, or start a new run in "
+                                       "another --output-dir", spelled=flag)
         saved, now = checkpoint["data"], dataset.file_list_digest()
         changed = sorted(d for d in set(saved) | set(now) if saved.get(d) != now.get(d))
         if changed:

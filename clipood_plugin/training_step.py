@@ -132,8 +132,9 @@ class TrainingStep:
             raise TrainingDivergedError(
                 f"training diverged: steps {first}-{step} ({self.consecutive_skipped} in a row) had a non-finite "
                 f"loss or gradients and were skipped, so the weights are still those after step {first - 1}. "
-                "Lower the learning rate (lr, `clipood train --lr`, DomainBed's lr hparam, Dassl's OPTIM.LR), "
-                "check the images for NaN or inf values, or train with precision fp32")
+                "The settings passed their checks, so the usual causes are a learning rate too large for this "
+                "model (lr, `clipood train --lr`, DomainBed's lr hparam, Dassl's OPTIM.LR), images holding NaN "
+                "or inf values, or fp16 numerics (precision fp32 rules them out)")
 
     # ----------------------------------------------------------------- state
     def state_dict(self):

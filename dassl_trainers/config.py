@@ -27,6 +27,43 @@ def clipood_node():
     return node
 
 
+# the config key behind each core setting (clipood_plugin.settings.SETTINGS and the learner's config), so that
+# the core's gate and resume checks name the key a Dassl user sets
+CONFIG_KEYS = {"lr": "OPTIM.LR", "weight_decay": "OPTIM.WEIGHT_DECAY", "margin": "TRAINER.CLIPOOD.MMS_LAMBDA",
+               "margin_kind": "TRAINER.CLIPOOD.MARGIN_KIND", "head": "TRAINER.CLIPOOD.HEAD",
+               "beta": "TRAINER.CLIPOOD.BMA_BETA", "averaging": "TRAINER.CLIPOOD.AVERAGING",
+               "ema_decay": "TRAINER.CLIPOOD.EMA_DECAY", "templates": "TRAINER.CLIPOOD.TEMPLATES",
+               "precision": "TRAINER.CLIPOOD.PREC", "compile": "TRAINER.CLIPOOD.COMPILE",
+               "decode": "TRAINER.CLIPOOD.DECODE", "input_mean": "INPUT.PIXEL_MEAN", "input_std": "INPUT.PIXEL_STD",
+               "batch_size": "DATALOADER.TRAIN_X.BATCH_SIZE", "model_name": "MODEL.BACKBONE.NAME",
+               "pretrained": "TRAINER.CLIPOOD.PRETRAINED",
+               "total_steps": "OPTIM.MAX_EPOCH x TRAINER.CLIPOOD.ITERS_PER_EPOCH",
+               "class_names": "the dataset's class names"}
+
+
+def config_key(setting):
+    """The config key of a core setting (its core name where Dassl has none)."""
+    return CONFIG_KEYS.get(setting, setting)
+
+
+# settings the trainer uses itself; the others of core_settings are the learner's arguments
+RUN_SETTINGS = ("decode", "batch_size")
+
+
+def core_settings(cfg):
+    """{core setting: value} as the config sets them: what the core's gate checks, and (but RUN_SETTINGS) the
+    learner's arguments."""
+    values = {setting: _lookup(cfg, CONFIG_KEYS[setting]) for setting in (
+        "lr", "weight_decay", "margin", "margin_kind", "head", "beta", "averaging", "ema_decay", "precision",
+        "compile", *RUN_SETTINGS)}
+    if cfg.TRAINER.CLIPOOD.TEMPLATES:  # empty: the core's default
+        values["templates"] = tuple(cfg.TRAINER.CLIPOOD.TEMPLATES)
+    normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]
+    values["input_mean"] = tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0)
+    values["input_std"] = tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0)
+    return values
+
+
 def add_config_defaults(cfg):
     """Add the CLIPood node and DATASET.SUBSAMPLE_CLASSES to ``cfg`` where missing (idempotent).
 

@@ -1,16 +1,18 @@
 """``CLIPood``: Dassl's TrainerX contract (cfg, batches, checkpoints, evaluator) translated onto
 ``clipood_plugin.CLIPoodLearner``, which does everything CLIPood-specific (MMS, BMA, prompts, inputs)."""
+import os
 import os.path as osp
+import re
 
 from dassl.data.data_manager import build_data_loader
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from clipood_plugin import distributed
 from clipood_plugin.files import load_checkpoint
 from clipood_plugin.open_classes import num_base_classes
-from clipood_plugin.settings import TINY_MODEL
+from clipood_plugin.settings import TINY_MODEL, ChangedSettingsError, SettingError, check_settings
 
 from .checkpoint import ResumableLearner
-from .config import apply_per_dataset_settings
+from .config import RUN_SETTINGS, apply_per_dataset_settings, config_key, core_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
 from .loaders import DecodedOnDevice, leave_encoded
@@ -21,6 +23,22 @@ MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
 
 def _preview(names, shown=8):
     return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+
+
+def _check_last_saved_pointer(folder):
+    """Dassl's resume reads the name of the last checkpoint from the first line of ``folder``/checkpoint, which
+    it writes in place: a run killed meanwhile leaves it empty (and Dassl's resume fails with an IndexError)."""
+    pointer = osp.join(folder, "checkpoint")
+    if not osp.exists(pointer):
+        return
+    with open(pointer) as last_saved:
+        if last_saved.readline().strip():
+            return
+    saved = sorted((name for name in os.listdir(folder) if re.fullmatch(r"model\.pth\.tar-\d+", name)),
+                   key=lambda name: int(name.rsplit("-", 1)[1]))
+    hint = f"write {saved[-1]!r} (the latest checkpoint there) into it" if saved else "no checkpoint is there to name"
+    raise ValueError(f"{pointer}, which names the checkpoint to resume from, is empty (the run was killed while "
+                     f"Dassl wrote it): {hint}, or start over in another OUTPUT_DIR")
 
 
 def _register_once(trainer_class):
@@ -62,13 +80,10 @@ class CLIPood(TrainerX):
                             "a per-step cosine schedule: set OPTIM.LR_SCHEDULER cosine")
         if optim.WARMUP_EPOCH > 0:
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
-        from clipood_plugin.settings import (AVERAGING_CHOICES, COMPILE_CHOICES, DECODE_CHOICES, HEAD_CHOICES,
-                                             MARGIN_KINDS, PRECISION_CHOICES)
-
-        for key, choices in (("PREC", PRECISION_CHOICES), ("COMPILE", COMPILE_CHOICES), ("DECODE", DECODE_CHOICES),
-                             ("HEAD", HEAD_CHOICES), ("MARGIN_KIND", MARGIN_KINDS), ("AVERAGING", AVERAGING_CHOICES)):
-            if settings[key] not in choices:
-                problems.append(f"TRAINER.CLIPOOD.{key} is {settings[key]!r}; choose one of {choices}")
+        try:
+            check_settings(core_settings(cfg), spelled=config_key)
+        except SettingError as error:
+            problems.append(str(error))
         if settings.HEAD == "linear" and settings.OPEN_CLASSES:
             problems.append("TRAINER.CLIPOOD.HEAD linear cannot classify the held-out new classes of OPEN_CLASSES: "
                             "set HEAD text")
@@ -130,18 +145,10 @@ class CLIPood(TrainerX):
 
     # ----------------------------------------------------------------- model
     def _learner_settings(self):
-        cfg, settings = self.cfg, self.cfg.TRAINER.CLIPOOD
-        normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]
-        learner_settings = dict(
-            model_name=cfg.MODEL.BACKBONE.NAME, pretrained=settings.PRETRAINED or None, lr=cfg.OPTIM.LR,
-            weight_decay=cfg.OPTIM.WEIGHT_DECAY, margin=settings.MMS_LAMBDA, margin_kind=settings.MARGIN_KIND,
-            head=settings.HEAD, beta=settings.BMA_BETA, averaging=settings.AVERAGING, ema_decay=settings.EMA_DECAY,
-            precision=settings.PREC, compile=settings.COMPILE, device=self.device,
-            input_mean=tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0),
-            input_std=tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0))
-        if settings.TEMPLATES:
-            learner_settings["templates"] = tuple(settings.TEMPLATES)
-        return learner_settings
+        cfg = self.cfg
+        learner_settings = {name: value for name, value in core_settings(cfg).items() if name not in RUN_SETTINGS}
+        return dict(learner_settings, model_name=cfg.MODEL.BACKBONE.NAME,
+                    pretrained=cfg.TRAINER.CLIPOOD.PRETRAINED or None, device=self.device)
 
     def build_model(self):
         # imported here: registration runs inside every Dassl import and must stay cheap (open_clip is not)
@@ -199,7 +206,12 @@ class CLIPood(TrainerX):
 
     # ----------------------------------------------------------------- checkpoints
     def resume_model_if_exist(self, directory):
-        start_epoch = super().resume_model_if_exist(directory)
+        _check_last_saved_pointer(osp.join(directory, MODEL_NAME))
+        try:
+            start_epoch = super().resume_model_if_exist(directory)
+        except ChangedSettingsError as error:
+            raise error.respelled(config_key, f"resume with the settings the run started with, or start a new run "
+                                              f"in another OUTPUT_DIR than {directory}") from None
         expected = start_epoch * len(self.train_loader_x)
         if self.learner.step != expected:
             raise RuntimeError(f"the checkpoint in {directory} is at step {self.learner.step}, but epoch {start_epoch} "

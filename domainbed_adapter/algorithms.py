@@ -4,7 +4,10 @@ The classes are made at registration time on top of ``domainbed.algorithms.Algor
 (``build_algorithm_classes``), so importing this module needs neither DomainBed nor open_clip.
 """
 import atexit
+import os
+import signal
 import sys
+import threading
 import warnings
 import weakref
 
@@ -14,14 +17,13 @@ from clipood_plugin.settings import TINY_MODEL
 
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
-from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES
+from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES, check_hparams, core_values
 from .run_context import current_train_run, environment_being_evaluated
 
 # How each algorithm configures the learner (Table 1 rows from one harness). CLIPood's Figure 5 switches
 # missing from hparams (saved before they existed) take the learner's defaults, the method's.
 LEARNER_SETTINGS = {
-    "CLIPood": lambda hparams: dict(margin=hparams["mms_lambda"], beta=hparams["bma_beta"],
-                                    **{name: hparams[name] for name in ABLATION_HPARAMS if name in hparams}),
+    "CLIPood": lambda hparams: core_values(hparams, ("mms_lambda", "bma_beta", *ABLATION_HPARAMS)),
     "CLIPERM": lambda hparams: dict(margin=0.0, averaging="none"),
     "CLIPZeroShot": lambda hparams: dict(zero_shot=True),
 }
@@ -82,7 +84,25 @@ def _report_incomplete_run(algorithm_ref):
     if algorithm is not None and algorithm.learner.step < algorithm.total_steps:
         print(f"WARNING: {type(algorithm).__name__} made {algorithm.learner.step} of the {algorithm.total_steps} "
               "optimizer steps its BMA and learning-rate schedule were built for; its averaged model "
-              "is incomplete", file=sys.stderr)
+              "is incomplete. DomainBed runs do not resume: run the command again (a sweep's delete_incomplete "
+              "removes the run's directory first)", file=sys.stderr)
+
+
+def _report_incomplete_run_on_sigterm(algorithm_ref):
+    """Print the note of an incomplete run when SIGTERM ends the process (which skips atexit), then end it as
+    SIGTERM would have: through the handler there was before, else by the signal's default action."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        _report_incomplete_run(algorithm_ref)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signum)
+
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 class CLIPAlgorithm:
@@ -108,6 +128,7 @@ class CLIPAlgorithm:
                            f"default_hparams('{name}', dataset) after domainbed_adapter.register()")
         run = current_train_run()
         self.test_envs = None if run is None else run.test_envs
+        check_hparams(name, hparams, run and run.dataset_name)
         self.zero_shot = name == "CLIPZeroShot"
         self.total_steps = None if self.zero_shot else resolve_horizon(hparams.get("steps"), run)
         if not self.zero_shot and hparams.get("steps") is None:
@@ -125,14 +146,14 @@ class CLIPAlgorithm:
                              "classes; set hparams head to 'text' or open_class_ratio to 0")
         self.eval_class_names = class_names
         self.train_class_names = class_names[:self.num_base_classes]
+        self._skipped_total = 0  # steps skipped so far (non-finite loss or gradients)
         mean, std = input_normalization(input_shape, clip_transforms)
         try:
             self.learner = CLIPoodLearner(
                 model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"],
-                class_names=self.train_class_names, total_steps=self.total_steps, lr=hparams.get("lr", 0.0),
-                weight_decay=hparams.get("weight_decay", 0.0), templates=hparams["prompt_template"],
-                input_mean=mean, input_std=std, compile=hparams.get("clip_compile", "auto"),
-                precision=hparams.get("clip_precision", "auto"), **LEARNER_SETTINGS[name](hparams))
+                class_names=self.train_class_names, total_steps=self.total_steps, input_mean=mean, input_std=std,
+                **core_values(hparams, ("lr", "weight_decay", "prompt_template", "clip_compile", "clip_precision")),
+                **LEARNER_SETTINGS[name](hparams))
         except WeightsUnavailableError as error:
             raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
                                    f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}') from None
@@ -142,6 +163,7 @@ class CLIPAlgorithm:
                   f"{self.num_base_classes} of them trained on; {clip_transforms} image transforms")
             if not self.zero_shot:
                 atexit.register(_report_incomplete_run, weakref.ref(self))
+                _report_incomplete_run_on_sigterm(weakref.ref(self))
 
     def _use_class_names(self, names):
         if self.learner.class_names != names:  # re-encoded only when switching between training and evaluation
@@ -161,7 +183,13 @@ class CLIPAlgorithm:
                              "open_class_ratio: the training environments must hold base-class images only, as "
                              "domainbed.datasets builds them once the CLIPood plugin is registered")
         self._use_class_names(self.train_class_names)
-        return {key: float(value) for key, value in self.learner.update(images, labels).items()}
+        stats = self.learner.update(images, labels)
+        # train.py averages each returned value over its checkpoint window: a 0/1 per step averages to the share
+        # of the window's steps that were skipped (the learner's running total would average to nothing)
+        skipped_total = stats.pop("skipped")
+        stats["skipped_share"] = float(skipped_total > self._skipped_total)
+        self._skipped_total = skipped_total
+        return {key: float(value) for key, value in stats.items()}
 
     def predict(self, x):
         self._use_class_names(self.train_class_names if self._validating() else self.eval_class_names)

@@ -24,6 +24,7 @@ import torch
 
 from clipood_plugin.open_classes import num_base_classes
 
+from .hparams import ALGORITHM_NAMES, check_hparams
 from .run_context import current_train_run
 
 CLIP_TRANSFORMS_CHOICES = ("domainbed", "clipood")
@@ -84,7 +85,12 @@ def _check_batches_fill(dataset, train_envs, hparams):
 
 
 def prepare_dataset(dataset, test_envs, hparams):
-    """Apply ``clip_transforms`` and ``open_class_ratio`` to a DomainBed dataset just built (see module doc)."""
+    """Apply ``clip_transforms`` and ``open_class_ratio`` to a DomainBed dataset just built (see module doc).
+    In a train.py run of a CLIP algorithm its hparams are checked first: train.py builds its loaders (from
+    batch_size) before the algorithm."""
+    run = current_train_run()
+    if run is not None and run.algorithm in ALGORITHM_NAMES:
+        check_hparams(run.algorithm, hparams, run.dataset_name)
     choice, ratio = data_settings(hparams)
     train_envs = [i for i in range(len(dataset.datasets)) if i not in test_envs]
     if choice == "clipood":

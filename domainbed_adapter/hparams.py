@@ -4,9 +4,12 @@
 shape of ``domainbed.hparams_registry._hparams``; registration merges it over DomainBed's own entries
 (its ``lr``, ``weight_decay`` and ``batch_size`` are replaced by these).
 """
+import difflib
 import zlib
 
 import numpy as np
+
+from clipood_plugin.settings import check_settings
 
 from .class_names import known_class_names
 
@@ -83,3 +86,40 @@ def clipood_hparams(algorithm, dataset, random_seed):
 
 def default_clipood_hparams(algorithm, dataset):
     return {name: default for name, (default, _) in clipood_hparams(algorithm, dataset, 0).items()}
+
+
+# the core setting behind each CLIP hparam (clipood_plugin.settings.SETTINGS), so that the core's gate checks it
+CORE_SETTINGS = {"lr": "lr", "weight_decay": "weight_decay", "mms_lambda": "margin", "bma_beta": "beta",
+                 "head": "head", "margin_kind": "margin_kind", "averaging": "averaging", "ema_decay": "ema_decay",
+                 "prompt_template": "templates", "clip_precision": "precision", "clip_compile": "compile",
+                 "class_names": "class_names", "steps": "total_steps", "batch_size": "batch_size",
+                 "open_class_ratio": "open_class_ratio"}
+def core_values(hparams, keys):
+    """{core setting: value} of those of ``keys`` that ``hparams`` holds (e.g. the learner's arguments)."""
+    return {CORE_SETTINGS[key]: hparams[key] for key in keys if key in hparams}
+
+
+# hparams whose null means "not given" (the registry's default for them): the run fills them in
+NULL_MEANS_UNSET = ("class_names", "steps")
+
+
+def check_hparams(algorithm, hparams, dataset=None):
+    """Raise ValueError, naming the hparam, for a key the algorithm does not know (with the nearest known one)
+    or a value outside what its setting allows (checked by the core's gate; strings such as "5e-6" are
+    refused, not converted). The known keys are those DomainBed's registry gives the algorithm, its own
+    (batch_size, data_augmentation, ...) included."""
+    known = set(clipood_hparams(algorithm, dataset, 0))
+    try:
+        from domainbed import hparams_registry
+    except ImportError:  # the adapter's contract tests run the algorithms without DomainBed
+        pass
+    else:
+        known |= set(hparams_registry.default_hparams(algorithm, dataset))
+    for key in sorted(set(hparams) - known):
+        near = difflib.get_close_matches(key, known, n=1)
+        raise ValueError(f"unknown hparam {key!r} for {algorithm}" + (f"; did you mean {near[0]!r}?" if near else "")
+                         + f" (its hparams: {', '.join(sorted(known))})")
+    core = {CORE_SETTINGS[key]: value for key, value in hparams.items()
+            if key in CORE_SETTINGS and not (value is None and key in NULL_MEANS_UNSET)}
+    spelled = {setting: key for key, setting in CORE_SETTINGS.items()}
+    check_settings(core, spelled=lambda setting: f"hparam {spelled[setting]}", training=algorithm != "CLIPZeroShot")

@@ -28,6 +28,7 @@ class TrainRun:
     dataset: object  # the loaded dataset, or None
     holdout_fraction: float = 0.2  # share of each environment train.py holds out of training (its default)
     test_envs: tuple = ()  # the environments train.py holds out for testing
+    algorithm: str = None  # its --algorithm
 
 
 def _is_train_script(module):
@@ -55,7 +56,8 @@ def current_train_run():
         n_steps = datasets.get_dataset_class(args.dataset).N_STEPS
     return TrainRun(dataset_name=args.dataset, n_steps=int(n_steps), dataset=dataset,
                     holdout_fraction=getattr(args, "holdout_fraction", TrainRun.holdout_fraction),
-                    test_envs=tuple(getattr(args, "test_envs", None) or ()))
+                    test_envs=tuple(getattr(args, "test_envs", None) or ()),
+                    algorithm=getattr(args, "algorithm", None))
 
 
 def environment_being_evaluated():

@@ -61,7 +61,7 @@ def test_linear_head_checkpoint_reloads_and_the_head_is_a_build_setting(make_lea
     reloaded = make_learner(seed=5, head="linear", margin_kind="none")
     reloaded.load_state_dict(roundtrip(learner.state_dict(include_training_state=False)))
     assert torch.equal(reloaded.predict(batches[3][0]), learner.predict(batches[3][0]))
-    with pytest.raises(ValueError, match="head='linear'"):
+    with pytest.raises(ValueError, match="head 'linear' -> 'text'"):
         make_learner().load_state_dict(learner.state_dict())
 
 
@@ -146,9 +146,9 @@ def test_dassl_config_keys_reach_the_learner():
     learner = CLIPoodLearner(**settings, class_names=["a", "b"], total_steps=2)
     assert {k: learner.config[k] for k in ("head", "margin_kind", "averaging", "ema_decay")} == {
         "head": "linear", "margin_kind": "none", "averaging": "ema", "ema_decay": 0.9}
-    for key, value, message in [("TRAINER.CLIPOOD.HEAD", "mlp", "choose one of"),
-                                ("TRAINER.CLIPOOD.MARGIN_KIND", "additive", "choose one of"),
-                                ("TRAINER.CLIPOOD.AVERAGING", "swa", "choose one of"),
+    for key, value, message in [("TRAINER.CLIPOOD.HEAD", "mlp", "TRAINER.CLIPOOD.HEAD must be one of"),
+                                ("TRAINER.CLIPOOD.MARGIN_KIND", "additive", "TRAINER.CLIPOOD.MARGIN_KIND must be one of"),
+                                ("TRAINER.CLIPOOD.AVERAGING", "swa", "TRAINER.CLIPOOD.AVERAGING must be one of"),
                                 ("TRAINER.CLIPOOD.OPEN_CLASSES", True, "set HEAD text")]:
         wrong = cfg.clone()
         wrong.merge_from_list([key, value])

@@ -61,10 +61,15 @@ def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_one_does(data_d
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
-def test_resume_refuses_changed_settings(data_dir, tmp_path):
+def test_resume_refuses_changed_settings(data_dir, tmp_path, capsys):
     common = ["train", "--data-dir", data_dir, "--test-domains", "sketch", "--steps", 4, "--output-dir", tmp_path, *FAST]
     assert run(*common, "--stop-after", 2) == 0
-    assert run(*common, "--resume", "--mms-lambda", "0.1") == 2
+    checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert run(*common, "--resume", "--mms-lambda", "0.1", "--margin-kind", "fixed") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mms-lambda 0.3 -> 0.1, --margin-kind 'adaptive' -> 'fixed'" in err[0], err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -142,8 +147,8 @@ def test_help_and_bad_arguments_answer_before_torch_is_imported():
             "print(sorted(m for m in ('torch', 'open_clip', 'numpy', 'PIL') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split()[-7:] == ["0", "2", "2", "2", "2", "2", "[]"], result.stdout + result.stderr
-    for message in ("--lr must be a finite number > 0, got nan", "--steps must be at least 1, got 0",
-                    "--resume continues", "required: --test-domains", "--batch-size must be at least 1"):
+    for message in ("--lr must be a finite number > 0, got nan", "--steps must be a whole number >= 1, got 0",
+                    "--resume continues", "required: --test-domains", "--batch-size must be a whole number >= 1"):
         assert message in result.stderr
 
 

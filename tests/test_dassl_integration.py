@@ -123,7 +123,7 @@ def test_configs_merge_into_dassls_defaults_and_pass_the_trainers_checks(config)
     for key, value, message in [("OPTIM.WARMUP_EPOCH", 1, "set OPTIM.WARMUP_EPOCH 0"),
                                 ("OPTIM.NAME", "sgd", "set OPTIM.NAME adamw"),
                                 ("OPTIM.LR_SCHEDULER", "single_step", "set OPTIM.LR_SCHEDULER cosine"),
-                                ("TRAINER.CLIPOOD.PREC", "fp16", "choose one of")]:
+                                ("TRAINER.CLIPOOD.PREC", "fp16", "TRAINER.CLIPOOD.PREC must be one of")]:
         wrong = cfg.clone()
         wrong.merge_from_list([key, value])
         with pytest.raises(ValueError, match=message):
@@ -167,6 +167,39 @@ def test_dassl_open_classes_then_resume_ends_where_the_uninterrupted_run_does(da
         return text.split("Finish training")[1].split("Elapsed")[0]
 
     assert final_test(resumed_log) == final_test(log)
+
+
+@pytest.mark.needs("dassl_checkout")
+def test_dassl_resume_refuses_a_changed_run_and_an_empty_checkpoint_pointer(data_root, tmp_path):
+    dassl_train(data_root, tmp_path, "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "2")
+    folder = tmp_path / "clipood"
+    (folder / "model.pth.tar-2").unlink()  # interrupted after epoch 1
+    (folder / "checkpoint").write_text("model.pth.tar-1\n")
+    kept = {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    def resume(*opts):
+        done = subprocess.run(
+            [sys.executable, "tools/train.py", "--root", str(data_root), "--seed", "1", "--trainer", "CLIPood",
+             "--dataset-config-file", "configs/datasets/dg/pacs.yaml", "--config-file",
+             str(TRAINER_CONFIGS / "vit_b16_dg.yaml"), "--source-domains", "art_painting", "cartoon", "photo",
+             "--target-domains", "sketch", "--output-dir", str(tmp_path),
+             *tiny_opts(data_root, "DATALOADER.TRAIN_X.BATCH_SIZE", "6", "OPTIM.MAX_EPOCH", "2", *opts)],
+            cwd=DASSL_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+        assert done.returncode != 0, done.stdout[-2000:]
+        return done.stderr.strip().splitlines()[-1]
+
+    # F-H10, F-H11, F-H12: one line naming each changed key with its old and new value
+    refusal = resume("TRAINER.CLIPOOD.MMS_LAMBDA", "0.9", "TRAINER.CLIPOOD.MARGIN_KIND", "fixed",
+                     "TRAINER.CLIPOOD.TEMPLATES", "['a sketch of a {}.']")
+    for change in ("TRAINER.CLIPOOD.MMS_LAMBDA 0.3 -> 0.9", "TRAINER.CLIPOOD.MARGIN_KIND 'adaptive' -> 'fixed'",
+                   "TRAINER.CLIPOOD.TEMPLATES ('a photo of a {}.',) -> ('a sketch of a {}.',)"):
+        assert change in refusal
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == kept
+    # F-L15: what a kill during Dassl's in-place write of the pointer leaves
+    (folder / "checkpoint").write_text("")
+    refusal = resume()
+    assert "clipood/checkpoint, which names the checkpoint to resume from, is empty" in refusal
+    assert "write 'model.pth.tar-1'" in refusal
 
 
 @pytest.mark.needs("dassl_checkout")  # its configs/

@@ -98,6 +98,7 @@ def test_train_py_writes_domainbeds_outputs_with_the_horizon_it_ran(trained_run)
     assert rows[-1]["hparams"]["steps"] == 3 and rows[-1]["hparams"]["clip_model"] == "clipood-tiny"
     assert all(0 <= row[f"env{i}_{split}_acc"] <= 1 for row in rows for i in range(3) for split in ("in", "out"))
     assert {"loss", "acc", "lr", "bma_weight"} <= set(rows[-1])
+    assert all(row["skipped_share"] == 0.0 for row in rows)  # the share of the window's steps skipped: none here
 
 
 def test_model_pkl_reloads_to_the_accuracies_train_py_measured(trained_run):
@@ -160,6 +161,15 @@ def test_a_steps_hparam_that_disagrees_with_train_py_is_an_error(tmp_path):
     result = train(tmp_path, "--algorithm", "CLIPood", "--steps", "2", "--hparams", '{"steps": 5}', check=False)
     # train.py tees stderr into stdout and err.txt
     assert result.returncode != 0 and "train.py will run 2 steps" in result.stdout + result.stderr
+
+
+def test_a_bad_hparam_stops_train_py_before_it_trains_naming_the_hparam(tmp_path):  # F-H2 and its class
+    out = tmp_path / "out"
+    result = train(out, "--algorithm", "CLIPood", "--steps", "3", "--hparams", '{"bma_beta": Infinity}', check=False)
+    assert result.returncode != 0  # train.py tees stderr into stdout and err.txt
+    last_line = result.stdout.strip().splitlines()[-1]
+    assert "Error: hparam bma_beta must be a finite number > 0, got inf" in last_line, last_line
+    assert not {"done", "model.pkl", "results.jsonl"} & set(os.listdir(out))
 
 
 def test_sweep_with_domainbeds_launchers_then_collect_results(local_sweep, tmp_path):

@@ -273,7 +273,7 @@ def test_other_lr_or_weight_decay_resumes_only_when_asked_and_then_follows_the_n
         source.update(images, labels)
     state = roundtrip(source.state_dict())
     target = make_learner(lr=5e-4, weight_decay=0.05)
-    with pytest.raises(ValueError, match=r"lr=0.001, weight_decay=0.1 .* lr=0.0005, weight_decay=0.05"):
+    with pytest.raises(ValueError, match=r"lr 0.001 -> 0.0005, weight_decay 0.1 -> 0.05"):
         target.load_state_dict(state)
     with pytest.warns(UserWarning, match=r"lr=0.0005 \(the checkpoint was trained with 0.001\)"):
         target.load_state_dict(state, allow_hparam_change=True)
@@ -301,8 +301,8 @@ BAD_CLASS_NAMES = [
     (["Dog", "dog  "], "'Dog' = 'dog  '"),  # CLIP's tokenizer lowercases and collapses spaces
     (["dog", ""], r"positions \[1\] are empty"),
     (["dog", "__"], r"positions \[1\] are empty"),
-    (["dog", 3], "must be strings"),
-    ("abc", "not the string 'abc'"),
+    (["dog", 3], r"list of strings, got \['dog', 3\]"),
+    ("abc", "not one string .*got the string 'abc'"),
 ]
 
 
@@ -316,7 +316,7 @@ def test_class_names_that_cannot_be_told_apart_are_an_error(make_learner):
 
 
 def test_a_bare_string_is_not_a_list_of_class_names(make_learner):
-    with pytest.raises(ValueError, match="not the string 'cat'"):
+    with pytest.raises(ValueError, match="not one string .*got the string 'cat'"):
         make_learner(class_names="cat", zero_shot=True)
 
 
