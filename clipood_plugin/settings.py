@@ -17,7 +17,8 @@ TINY_MODEL = "clipood-tiny"  # the tiny random-init CLIP that runs offline
 # "authors-fp16": the numerics of the authors' code, under which the paper's learning rates were tuned (fp16
 # weights and BMA copy, an fp32 round trip around AdamW; see training_step.py)
 PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16", "authors-fp16")
-# torch.compile of the training forward/backward: auto = "on" on CUDA; reduce-overhead adds CUDA graphs
+# torch.compile of the training forward/backward: auto = reduce-overhead (CUDA graphs) on one CUDA device, "on"
+# under DDP, off elsewhere (measured: docs/benchmarks.md)
 COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
 AVERAGING_CHOICES = ("bma", "uniform", "ema", "none")
 # the margin of each wrong class: lam * D(T_y, T_c) (MMS), lam for every one, or none (plain metric softmax)
@@ -239,7 +240,7 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={"help": "auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere; "
                                                              "authors-fp16: the reference code's fp16 weights and BMA",
                                                      "choices": PRECISION_CHOICES})
-    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA), on, "
+    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA, with CUDA graphs), on, "
                                                            "reduce-overhead (with CUDA graphs), off",
                                                    "choices": COMPILE_CHOICES})
     decode: str = field(default="cpu", metadata={"help": "where training JPEGs are decoded and augmented: cpu (PIL in "

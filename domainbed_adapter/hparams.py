@@ -42,7 +42,7 @@ def _entries(algorithm, dataset):
         ("clip_model", clip_model, _fixed(clip_model)),
         ("clip_pretrained", clip_pretrained, _fixed(clip_pretrained)),
         ("prompt_template", "a photo of a {}.", _fixed("a photo of a {}.")),
-        # torch.compile of the training step: "auto" = on CUDA; off for the smoke tests (compiling costs more
+        # torch.compile of the training step: "auto" = with CUDA graphs on CUDA; off for the smoke tests (compiling costs more
         # than their 3 steps)
         ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
         # the learner's precision; "authors-fp16" reproduces the numerics the paper's lrs were tuned under
