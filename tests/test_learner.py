@@ -351,3 +351,14 @@ def test_labels_must_be_one_class_index_per_image(make_learner, batches):
         with pytest.raises(ValueError, match=r"labels must be an integer tensor \[6\]"):
             learner.update(images, labels)
     learner.update(images, torch.zeros(6, dtype=torch.int32))  # any integer type
+
+
+def test_compile_auto_is_cuda_graphs_on_one_cuda_device_and_the_default_mode_under_ddp():
+    """The CUDA default chosen from the H200 measurements (docs/benchmarks.md): CUDA graphs were the fastest mode
+    at batch 36 and 256; with several ranks (not measured) torch.compile's default mode; nothing on a CPU."""
+    from clipood_plugin.learner import _compile_mode
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert _compile_mode("auto", cuda, 1) == "reduce-overhead"
+    assert _compile_mode("auto", cuda, 2) == "default"
+    assert _compile_mode("auto", cpu, 1) is None
+    assert _compile_mode("on", cuda, 1) == "default" and _compile_mode("off", cuda, 1) is None
