@@ -157,7 +157,7 @@ def test_missing_and_unfinished_runs_are_listed_and_never_averaged(incomplete_sw
     assert report.missing == [
         f"{folder / 'launched_not_started'}: no results.jsonl (not started, or not a run folder)",
         f"PACS CLIPood test env 1 (C) trial 2: unfinished (no done file): {unfinished}",
-        "VLCS CLIPERM test env 3 (V) trial 0: no run"]
+        "VLCS CLIPERM test env 3 (V) trial 0: no usable run"]
     choose = lambda rows, env: final_model(rows, env, "out")  # noqa: E731
     pacs_c = [choose(runs[("PACS", "CLIPood", 1, trial)][1], 1) for trial in (0, 1)]
     cell = cells(report, "PACS", "CLIPood")["C"]
@@ -168,7 +168,7 @@ def test_missing_and_unfinished_runs_are_listed_and_never_averaged(incomplete_sw
     assert (average.mean, average.std, average.runs) == (
         pytest.approx(mean(per_trial)), pytest.approx(stdev(per_trial)), 2)
     assert cells(report, "Table 1", "CLIPERM")["Avg"].runs == 2  # trial 0 of VLCS is incomplete
-    assert "VLCS CLIPERM test env 3 (V) trial 0: no run" in report.text()
+    assert "VLCS CLIPERM test env 3 (V) trial 0: no usable run" in report.text()
 
 
 def test_paper_rows_are_the_published_table1_rows(sweep):
@@ -198,13 +198,19 @@ def test_the_published_average_is_shown_when_the_sweep_has_table1s_datasets(tmp_
 
 
 def write_open_results(folder, rows, rng):
-    """open_class_results.json as evaluate_open writes it, for every env and split."""
+    """open_class_results.json as evaluate_open writes it, for every env and split: accuracies are correct
+    predictions over images, and the whole domain ("all") is the in and out splits' images together."""
     results = {"num_base_classes": 32, "num_classes": 65, "test_envs": rows[0]["args"]["test_envs"]}
     for env in range(4):
-        for split in ("in", "out"):
-            results.update({f"env{env}_{split}_base_acc": rng.randint(0, 50) / 50, f"env{env}_{split}_new_acc":
-                            rng.randint(0, 50) / 50, f"env{env}_{split}_base_count": rng.randint(10, 30),
-                            f"env{env}_{split}_new_count": rng.randint(10, 30)})
+        counts = {split: {kind: rng.randint(10, 30) for kind in ("base", "new")} for split in ("in", "out")}
+        correct = {split: {kind: rng.randint(0, n) for kind, n in by_kind.items()} for split, by_kind in counts.items()}
+        counts["all"] = {kind: counts["in"][kind] + counts["out"][kind] for kind in ("base", "new")}
+        correct["all"] = {kind: correct["in"][kind] + correct["out"][kind] for kind in ("base", "new")}
+        for split in ("in", "out", "all"):
+            for kind in ("base", "new"):
+                results[f"env{env}_{split}_{kind}_acc"] = correct[split][kind] / counts[split][kind]
+                results[f"env{env}_{split}_{kind}_count"] = counts[split][kind]
+                results[f"env{env}_{split}_{kind}_correct"] = correct[split][kind]  # for the tests only
     (folder / "open_class_results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
     return results
 
@@ -239,13 +245,49 @@ def test_in_the_wild_runs_give_table4_base_new_total_from_evaluate_open(tmp_path
             published = cells(report, "Table 4", f"{row['split']}: {row['method']} (paper)")
             assert {name: [cell.mean, cell.std] for name, cell in published.items()} == row["cells"]
 
-    assert summary.main(["--input_dir", str(tmp_path), "--paper", "--out", str(tmp_path / "tables") + os.sep]) == 0
+    # exit 1: the tables are written, and a run is listed as missing
+    assert summary.main(["--input_dir", str(tmp_path), "--paper", "--split", "out",
+                         "--out", str(tmp_path / "tables") + os.sep]) == 1
     assert "Total: CoOp (paper)" in capsys.readouterr().out
     with open(tmp_path / "tables" / "summary_training_domain.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     base_a = next(r for r in rows if r["row"] == "Base: CLIPood" and r["column"] == "A")
     assert float(base_a["mean"]) == pytest.approx(cells(report, "Table 4", "Base: CLIPood")["A"].mean)
     assert "| Base: CLIPood (paper) | 90.1 ± 0.2 |" in (tmp_path / "tables" / "summary_training_domain.md").read_text()
+
+
+def test_in_the_wild_scores_the_whole_test_domain_by_default_from_correct_counts(tmp_path, capsys):
+    """Issue 16: the authors score the whole target domain. Base, New and Total of split all are the correct
+    predictions of both splits over their images, computed here by hand from the counts."""
+    from domainbed_adapter import summary
+    rng = random.Random(3)
+    results, folders = {}, {}
+    for env in range(4):
+        folders[env], rows = write_run(tmp_path, "OfficeHome", "CLIPood", env, 0, rng, open_class_ratio=0.5)
+        results[env] = write_open_results(folders[env], rows, rng)
+    report = summary.summarize(str(tmp_path))
+    assert [t.title for t in report.tables] == ["Table 4 layout, OfficeHome: base / new / total accuracy per test "
+                                                "domain, final model, the whole test domain (split all)"]
+    for env, name in enumerate("ACPR"):
+        r = results[env]
+        correct = {kind: r[f"env{env}_in_{kind}_correct"] + r[f"env{env}_out_{kind}_correct"] for kind in ("base", "new")}
+        images = {kind: r[f"env{env}_in_{kind}_count"] + r[f"env{env}_out_{kind}_count"] for kind in ("base", "new")}
+        by_hand = {"Base": 100 * correct["base"] / images["base"], "New": 100 * correct["new"] / images["new"],
+                   "Total": 100 * (correct["base"] + correct["new"]) / (images["base"] + images["new"])}
+        for column, value in by_hand.items():
+            assert cells(report, "Table 4", f"{column}: CLIPood")[name].mean == pytest.approx(value, abs=1e-9)
+    assert summary.main(["--input_dir", str(tmp_path)]) == 0 and "(split all)" in capsys.readouterr().out
+    assert summary.main(["--input_dir", str(tmp_path), "--split", "in"]) == 0
+    assert "test domain in split" in capsys.readouterr().out
+    # a whole domain that is not its two splits together is not averaged in
+    env = 2
+    path = folders[env] / "open_class_results.json"
+    damaged = json.loads(path.read_text())
+    damaged[f"env{env}_all_base_count"] += 1
+    path.write_text(json.dumps(damaged))
+    left_out = summary.summarize(str(tmp_path))
+    assert any("is not its in and out splits together" in line for line in left_out.missing)
+    assert cells(left_out, "Table 4", "Base: CLIPood")["ACPR"[env]].runs == 0
 
 
 def test_final_model_table_is_the_summary_under_the_final_model_and_names_its_split(sweep, tmp_path, capsys):
