@@ -86,7 +86,8 @@ def mixed_settings(runs):
         differing = [key for key in sorted(set().union(*settings)) if len({repr(s.get(key)) for s in settings}) > 1]
         one_seed_twice = len({run.args["hparams_seed"] for run in found}) < len(found)
         if one_seed_twice or any(key.startswith("args.") for key in differing):
-            values = "; ".join(f"{key} {sorted({repr(s.get(key)) for s in settings})}" for key in differing)
+            values = "; ".join(f"{key} ({', '.join(sorted({repr(s.get(key)) for s in settings}))})"
+                               for key in differing)
             lines.append(f"mixed settings in {dataset} {algorithm} test env {env} trial {trial}: {len(found)} runs "
                          f"({', '.join(os.path.basename(run.folder) for run in found)}) differ in {values or 'nothing'}")
     return lines

@@ -1,5 +1,5 @@
-"""Commands run where the file system refuses writes, for real: a folder without write permission (also
-for root, whose DAC override is dropped for the command) and a full disk (a file-size limit: the write
+"""Commands run where the file system refuses, for real: files and folders without permission (also for
+root, whose permission overrides are dropped for the command) and a full disk (a file-size limit: the write
 fails with EFBIG as it would with ENOSPC, and the process is not killed by SIGXFSZ)."""
 import os
 import resource
@@ -11,17 +11,18 @@ import sys
 import pytest
 
 
-def _without_write_override():
+def _as_a_plain_user():
     if os.geteuid() != 0:
         return []
     if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: a folder without write permission cannot be made")
-    return ["setpriv", "--bounding-set=-dac_override"]
+        pytest.skip("running as root without setpriv: permissions cannot be made to hold")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
-def clipood(*argv, no_write_permission=False, file_size_limit=None, umask=None, timeout=300):
-    """`python -m clipood_plugin ARGV` in a process of its own; returns the CompletedProcess."""
-    prefix = _without_write_override() if no_write_permission else []
+def command(argv, permissions_hold=False, file_size_limit=None, umask=None, timeout=300):
+    """Run ``argv``; returns the CompletedProcess. ``permissions_hold``: file modes bind the command even
+    when the tests run as root."""
+    prefix = _as_a_plain_user() if permissions_hold else []
 
     def prepare():
         if file_size_limit is not None:
@@ -29,8 +30,13 @@ def clipood(*argv, no_write_permission=False, file_size_limit=None, umask=None, 
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
         if umask is not None:
             os.umask(umask)
-    return subprocess.run([*prefix, sys.executable, "-m", "clipood_plugin", *map(str, argv)], capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=prepare)
+    return subprocess.run([*prefix, *map(str, argv)], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=prepare)
+
+
+def clipood(*argv, **options):
+    """`python -m clipood_plugin ARGV` in a process of its own."""
+    return command([sys.executable, "-m", "clipood_plugin", *argv], **options)
 
 
 def read_only_folder(path):

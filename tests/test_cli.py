@@ -286,7 +286,7 @@ def test_an_output_dir_the_file_system_refuses_is_one_line_and_exit_2(data_dir, 
     from file_system import clipood, one_line_error, read_only_folder
 
     locked = read_only_folder(tmp_path / "locked")
-    result = clipood(*train_argv(data_dir, locked / "run", "--steps", 2), no_write_permission=True)
+    result = clipood(*train_argv(data_dir, locked / "run", "--steps", 2), permissions_hold=True)
     assert one_line_error(result, "train") and f"{locked / 'run'}" in result.stderr, result.stderr
     assert list(locked.iterdir()) == []
     full = tmp_path / "full"
