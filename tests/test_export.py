@@ -237,7 +237,7 @@ def test_an_out_the_file_system_refuses_is_one_line_and_leaves_nothing_behind(ti
     (tmp_path / "a_file").write_text("")
     locked = read_only_folder(tmp_path / "locked")  # F-M1
     for out, kwargs in [(tmp_path / "folder.pt", {}), (tmp_path / "a_file" / "out.pt", {}),
-                        (locked / "out.pt", {"no_write_permission": True})]:
+                        (locked / "out.pt", {"permissions_hold": True})]:
         result = clipood("export", model_pt, out, **kwargs)
         assert one_line_error(result, "export") and str(out.parent) in result.stderr, result.stderr
     assert list((tmp_path / "folder.pt").iterdir()) == [] and list(locked.iterdir()) == []
