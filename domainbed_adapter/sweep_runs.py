@@ -125,8 +125,10 @@ def load_runs(input_dir):
             runs.append(read_run(folder))
         except UnusableRun as reason:
             unusable.append(f"{folder}: {reason}")
-    if not runs and not unusable:
-        raise ResultsError(f"no run folder under {input_dir}: give the --output_dir of a DomainBed sweep")
+    if not runs:
+        found = f" ({len(unusable)} folders, none usable; the first: {unusable[0]})" if unusable else ""
+        raise ResultsError(f"no run with results under {input_dir}{found}: give the --output_dir of a DomainBed "
+                           "sweep whose runs have started")
     return runs, unusable
 
 
