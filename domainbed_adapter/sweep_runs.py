@@ -14,7 +14,7 @@ from clipood_plugin.results_table import ResultsError, UnusableRun, checked_accu
 
 RESULTS = "results.jsonl"
 DONE = "done"
-OPEN_CLASS_RESULTS = "open_class_results.json"  # evaluate_open writes it beside model.pkl
+OPEN_CLASS_RESULTS = "open_class_results.json"  # evaluate_open writes it beside model.pkl, for every split
 FINAL_SPLITS = ("out", "in")  # of results.jsonl: the test domain's holdout (20%) and DomainBed's test split (80%)
 OPEN_SPLITS = ("all", "in", "out")  # of open_class_results.json: "all" is the whole domain, the authors' test set
 ACCURACY_KEY = re.compile(r"env\d+_(in|out|uda)_acc")
