@@ -60,7 +60,12 @@ def read_learner_state(checkpoint_path):
 
 
 def _not_of_this_package(checkpoint_path, what):
-    return ExportError(f"{checkpoint_path} is not a checkpoint of this package ({what}): {EXPORTABLE}, as written")
+    return ExportError(f"{checkpoint_path} is not a checkpoint of this package ({what}); {EXPORTABLE}")
+
+
+def _of_kind(value, kind):
+    """isinstance, where a bool is not taken for an int (True is no step count)."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _check_learner_state(state, checkpoint_path):
@@ -69,7 +74,7 @@ def _check_learner_state(state, checkpoint_path):
         for field, kind in fields.items():
             if not isinstance(holder, dict) or field not in holder:
                 raise _not_of_this_package(checkpoint_path, f"it has no {prefix}{field}")
-            if not isinstance(holder[field], kind) or isinstance(holder[field], bool) is not (kind is bool):
+            if not _of_kind(holder[field], kind):
                 raise _not_of_this_package(checkpoint_path, f"its {prefix}{field} is a {type(holder[field]).__name__}")
     for field in ("pretrained", "logit_scale"):
         if field not in state["config"]:
@@ -166,8 +171,14 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None, overwrite=False
                 "pretrained": pretrained, "step": state["step"], "class_names": list(state["class_names"]),
                 "training": config}
     make_dirs(out_path.parent)
+    existed = out_path.exists()
     save_tensors(weights, out_path)
-    write_json(metadata, export_metadata_path(out_path))
+    try:
+        write_json(metadata, export_metadata_path(out_path))
+    except DataError:  # no OUT without the JSON that marks it as an export's
+        if not existed:
+            out_path.unlink()
+        raise
     return metadata
 
 

@@ -1,7 +1,7 @@
 """Results of a DomainBed sweep in the paper's layout.
 
 ``python -m domainbed_adapter.summary --input_dir SWEEP [--selection training_domain|oracle|leave_one_out|final]
-[--split out|in] [--paper] [--out PREFIX_OR_FOLDER]``
+[--split out|in|all] [--paper] [--out PREFIX_OR_FOLDER]``
 
 Reads a sweep's run folders (results.jsonl, and ``done`` once a run has finished) and prints, per dataset,
 the test accuracy per test domain and their average, then the datasets' averages side by side (Table 1's
@@ -9,8 +9,14 @@ layout): mean ± standard deviation over trials. The checkpoint row of each run 
 own model selection (``domainbed.model_selection``; training-domain validation by default) or, with
 ``--selection final``, the authors' protocol (``final_model_table``: the final model on the test domain's
 ``--split``). In-the-wild runs (``open_class_ratio`` > 0) form Table 4's base / new / total accuracy per
-test domain instead, read from ``evaluate_open``'s results of the final model. ``--paper`` adds the
-published rows. Markdown and CSV are written next to the terminal table (default: SWEEP/summary_<selection>).
+test domain instead, read from ``evaluate_open``'s results of the final model, on the whole test domain
+by default (``--split all``, as the authors score it). ``--paper`` adds the published rows. Markdown and
+CSV are written next to the terminal table (default: SWEEP/summary_<selection>).
+
+Each run is read through ``sweep_runs``' checked readers; a run that cannot be used is listed with the
+reason and left out of every mean, and cells whose runs come from different experiments are noted. Exit
+code 0: every expected run was used; 1: the tables are written and runs are listed as missing, unfinished
+or left out; 2: bad input.
 """
 import argparse
 import math
