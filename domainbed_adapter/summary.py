@@ -94,8 +94,9 @@ def mixed_settings(runs):
         if one_seed_twice or any(key.startswith("args.") for key in differing):
             values = "; ".join(f"{key} ({', '.join(sorted({repr(s.get(key)) for s in settings}))})"
                                for key in differing)
+            folders = ", ".join(os.path.basename(run.folder) for run in found)
             lines.append(f"mixed settings in {dataset} {algorithm} test env {env} trial {trial}: {len(found)} runs "
-                         f"({', '.join(os.path.basename(run.folder) for run in found)}) differ in {values or 'nothing'}")
+                         f"({folders}) differ in {values or 'nothing'}")
     return lines
 
 

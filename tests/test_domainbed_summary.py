@@ -270,7 +270,8 @@ def test_in_the_wild_scores_the_whole_test_domain_by_default_from_correct_counts
                                                 "domain, final model, the whole test domain (split all)"]
     for env, name in enumerate("ACPR"):
         r = results[env]
-        correct = {kind: r[f"env{env}_in_{kind}_correct"] + r[f"env{env}_out_{kind}_correct"] for kind in ("base", "new")}
+        correct = {kind: r[f"env{env}_in_{kind}_correct"] + r[f"env{env}_out_{kind}_correct"]
+                   for kind in ("base", "new")}
         images = {kind: r[f"env{env}_in_{kind}_count"] + r[f"env{env}_out_{kind}_count"] for kind in ("base", "new")}
         by_hand = {"Base": 100 * correct["base"] / images["base"], "New": 100 * correct["new"] / images["new"],
                    "Total": 100 * (correct["base"] + correct["new"]) / (images["base"] + images["new"])}

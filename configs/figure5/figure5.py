@@ -46,7 +46,8 @@ def read_results(path):
                                                       "not what clipood train writes")
         raise UnusableRun(f"{path} unreadable ({reason})") from None
     return {"config": config, "test_domains": domains,
-            "bma": {domain: checked_accuracy(bma.get(domain), f"{path}: the accuracy on {domain}") for domain in domains},
+            "bma": {domain: checked_accuracy(bma.get(domain), f"{path}: the accuracy on {domain}")
+                    for domain in domains},
             **{f"mean_{key}": checked_accuracy(mean.get(key), f"{path}: the mean accuracy ({key})")
                for key in ("bma", "final")}}
 
