@@ -10,14 +10,19 @@ with EXIT_COMPLETE when every expected run was used, EXIT_INCOMPLETE when the ta
 are listed as missing, unfinished or unusable, and 2 on bad input (nothing to summarize).
 """
 import csv
+import io
 import json
 import math
 import os
 import statistics
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Optional
+
+from .files import make_dirs, save_atomic
+from .settings import DataError
 
 LEGEND = ("mean ± standard deviation (n-1) over runs; (k/n): the mean of the k of n runs that have a value, "
           "the others are listed under 'Missing or unfinished runs'; '-': none has")
@@ -158,23 +163,24 @@ class Report:
         return "\n\n".join(blocks) + "\n"
 
     def write(self, prefix):
-        """Writes ``prefix.md`` and ``prefix.csv`` (one line per cell, full precision); returns both paths."""
-        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+        """Writes ``prefix.md`` and ``prefix.csv`` (one line per cell, full precision) atomically; returns both
+        paths. A write the file system refuses raises DataError."""
+        make_dirs(os.path.dirname(os.path.abspath(prefix)))
         markdown, table_csv = prefix + ".md", prefix + ".csv"
-        with open(markdown, "w", encoding="utf-8") as f:
-            f.write(self.markdown())
-        with open(table_csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_FIELDS)
-            for table in self.tables:
-                for row in table.rows:
-                    for column in table.columns:
-                        cell = row.cells.get(column, Cell())
-                        if cell.mean is None and cell.runs is None:
-                            continue  # the paper prints nothing there
-                        writer.writerow([table.title, row.label, "paper" if row.published else "ours", column,
-                                         *("" if value is None else value
-                                           for value in (cell.mean, cell.std, cell.runs, cell.expected))])
+        lines = io.StringIO(newline="")
+        writer = csv.writer(lines)
+        writer.writerow(CSV_FIELDS)
+        for table in self.tables:
+            for row in table.rows:
+                for column in table.columns:
+                    cell = row.cells.get(column, Cell())
+                    if cell.mean is None and cell.runs is None:
+                        continue  # the paper prints nothing there
+                    writer.writerow([table.title, row.label, "paper" if row.published else "ours", column,
+                                     *("" if value is None else value
+                                       for value in (cell.mean, cell.std, cell.runs, cell.expected))])
+        for path, text in ((markdown, self.markdown()), (table_csv, lines.getvalue())):
+            save_atomic(lambda file, text=text: file.write(text.encode("utf-8")), path)
         return markdown, table_csv
 
 
@@ -197,9 +203,14 @@ def add_output_arguments(parser, default_prefix):
 
 def print_and_write(report, out, default_dir, name):
     """The terminal table, then its Markdown and CSV where ``output_prefix`` says; returns the exit code:
-    EXIT_INCOMPLETE when the report lists runs it lacks, else EXIT_COMPLETE."""
+    EXIT_INCOMPLETE when the report lists runs it lacks, else EXIT_COMPLETE; 2 (one line) when the files
+    cannot be written."""
     print(report.text())
-    print("written: " + ", ".join(report.write(output_prefix(out, default_dir, name))))
+    try:
+        print("written: " + ", ".join(report.write(output_prefix(out, default_dir, name))))
+    except DataError as error:
+        print(f"error: {error}; pass --out with a writable place", file=sys.stderr)
+        return 2
     return EXIT_INCOMPLETE if report.missing else EXIT_COMPLETE
 
 

@@ -106,7 +106,12 @@ def read_run(folder):
         raise UnusableRun(f"{len(records[0]['args']['test_envs'])} test environments: the tables take runs with "
                           "one (--single_test_envs)")
     run = Run(folder, records, os.path.exists(os.path.join(folder, DONE)))
-    if run.done and run.final_record is None:
+    try:
+        final = run.final_record
+    except (ImportError, NotImplementedError):  # no --steps recorded, and its dataset's N_STEPS unknown here
+        raise UnusableRun(f"its last step is unknown: no --steps recorded and DomainBed's dataset "
+                          f"{run.args['dataset']} cannot be looked up") from None
+    if run.done and final is None:
         raise UnusableRun(f"finished (done file) but its {RESULTS} has no row at its last step {last_step(run.args)} "
                           f"(it ends at step {records[-1]['step']}): rows were lost; run it again")
     return run

@@ -297,6 +297,11 @@ def test_final_model_table_is_the_summary_under_the_final_model_and_names_its_sp
     out = capsys.readouterr().out
     assert "model selection: final model (end of training), test domain in split" in out
     assert (tmp_path / "t.md").exists() and (tmp_path / "t.csv").exists()
+    # results.jsonl records the test domain's in and out splits only: the whole domain is refused in one line
+    with pytest.raises(SystemExit) as exit_info:
+        final_model_table.main(["--input_dir", str(sweep[0]), "--split", "all"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and "out or in" in error
 
 
 def test_a_folder_without_runs_is_one_line_and_exit_code_2(tmp_path, capsys):
