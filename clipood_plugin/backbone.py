@@ -60,6 +60,12 @@ def _register_model_configs():
         open_clip.add_model_config(_CONFIG_DIR)
 
 
+def shipped_model_config(model_name: str):
+    """The config file this package ships for ``model_name`` (open_clip itself does not know it), else None."""
+    path = _CONFIG_DIR / f"{model_name}.json"
+    return path if path.is_file() else None
+
+
 def resolve_model_name(model_name: str) -> str:
     """Map CoOp-style names ("ViT-B/16") to open_clip's; reject unknown names with suggestions."""
     _register_model_configs()

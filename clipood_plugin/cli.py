@@ -53,6 +53,8 @@ def build_parser():
     export.add_argument("out", help="the open_clip checkpoint to write (a JSON with its model name goes beside it)")
     export.add_argument("--pretrained", help="the weights the run started from, if not where it recorded them "
                         "(e.g. a local file of its tag)")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT or its JSON although no earlier "
+                        "export wrote them (an input of the export is never replaced)")
     return parser
 
 
@@ -94,7 +96,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "export":
         from .export import main as export_main
-        return export_main(args.checkpoint, args.out, args.pretrained)
+        return export_main(args.checkpoint, args.out, args.pretrained, args.overwrite)
     return _train_or_demo(args)
 
 

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import (EXPORT_FORMAT_KEY, EXPORT_METADATA_SUFFIX, EXPORT_MODEL_KEY, WeightsUnavailableError,
-                       export_metadata_path, load_clip, resolve_architecture)
-from .files import load_checkpoint, save_tensors, write_json
+                       export_metadata_path, exported_model_name, load_clip, resolve_architecture,
+                       shipped_model_config)
+from .files import load_checkpoint, make_dirs, save_tensors, write_json
 from .learner import CHECKPOINT_FORMAT
 from .prompts import PromptEncoder
 from .settings import DataError
@@ -32,6 +33,12 @@ LEARNER_STATE_LOCATIONS = (
 # text features of this many classes, recomputed from the pretrained text tower, must match the saved ones
 CHECKED_CLASSES = 8
 MIN_TEXT_COSINE = 0.99  # far above what other weights give, below fp32 drift between devices
+EXPORTABLE = ("export takes a `clipood train` model.pt, a DomainBed model.pkl of CLIPood/CLIPERM, or a checkpoint "
+              "of Dassl's CLIPood trainer")
+# what export reads of a learner state, and the type each must have
+STATE_FIELDS = {"config": dict, "class_names": (list, tuple), "text_features": torch.Tensor, "step": int,
+                "inference_encoder": dict}
+CONFIG_FIELDS = {"model_name": str, "zero_shot": bool, "templates": (list, tuple)}
 
 
 class ExportError(ValueError):
@@ -40,15 +47,41 @@ class ExportError(ValueError):
 
 def read_learner_state(checkpoint_path):
     """(learner state, name of the format) from any of the checkpoint formats, read as data."""
-    checkpoint = load_checkpoint(checkpoint_path, numpy_scalars=True)  # DomainBed's random hparams: numpy floats
+    checkpoint = load_checkpoint(checkpoint_path, numpy_scalars=True,  # DomainBed's random hparams: numpy floats
+                                 fix=EXPORTABLE)
     for source, keys in LEARNER_STATE_LOCATIONS:
         state = checkpoint
         for key in keys:
             state = state.get(key) if isinstance(state, dict) else None
         if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT and "config" in state:
+            _check_learner_state(state, checkpoint_path)
             return state, source
-    raise ExportError(f"{checkpoint_path} holds no CLIPood learner: export takes a `clipood train` model.pt, a "
-                      "DomainBed model.pkl of CLIPood/CLIPERM, or a checkpoint of Dassl's CLIPood trainer")
+    raise ExportError(f"{checkpoint_path} holds no CLIPood learner: {EXPORTABLE}")
+
+
+def _not_of_this_package(checkpoint_path, what):
+    return ExportError(f"{checkpoint_path} is not a checkpoint of this package ({what}); {EXPORTABLE}")
+
+
+def _of_kind(value, kind):
+    """isinstance, where a bool is not taken for an int (True is no step count)."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _check_learner_state(state, checkpoint_path):
+    """A learner state as this package writes it: every field export reads, of its type."""
+    for fields, holder, prefix in ((STATE_FIELDS, state, ""), (CONFIG_FIELDS, state.get("config"), "config.")):
+        for field, kind in fields.items():
+            if not isinstance(holder, dict) or field not in holder:
+                raise _not_of_this_package(checkpoint_path, f"it has no {prefix}{field}")
+            if not _of_kind(holder[field], kind):
+                raise _not_of_this_package(checkpoint_path, f"its {prefix}{field} is a {type(holder[field]).__name__}")
+    for field in ("pretrained", "logit_scale"):
+        if field not in state["config"]:
+            raise _not_of_this_package(checkpoint_path, f"it has no config.{field}")
+    if state["text_features"].ndim != 2 or len(state["text_features"]) != len(state["class_names"]):
+        raise _not_of_this_package(checkpoint_path, f"text_features of shape {tuple(state['text_features'].shape)} "
+                                                    f"for {len(state['class_names'])} class names")
 
 
 def _check_exportable(state, checkpoint_path):
@@ -76,10 +109,30 @@ def _check_text_tower(clip_model, tokenizer, state, pretrained):
                           "--pretrained FILE")
 
 
-def export_open_clip(checkpoint_path, out_path, pretrained=None):
+def _check_outputs(out_path, inputs, overwrite):
+    """OUT and the JSON beside it are never an input; an existing file is replaced only if an earlier export
+    wrote it (its JSON carries EXPORT_FORMAT_KEY) or ``overwrite`` says so."""
+    metadata_path = export_metadata_path(out_path)
+    inputs = {path.resolve() for path in inputs}
+    for path, what in ((out_path, "OUT"), (metadata_path, "the metadata JSON of OUT")):
+        if path.resolve() in inputs:
+            raise ExportError(f"{what}, {path}, is an input of the export (the checkpoint or the pretrained "
+                              "weights): name OUT elsewhere")
+        if path.is_dir():
+            raise ExportError(f"{what}, {path}, is a folder: name OUT as a file, e.g. {path / 'model.pt'}")
+    if overwrite or exported_model_name(out_path) is not None:
+        return
+    existing = [str(path) for path in (out_path, metadata_path) if path.exists()]
+    if existing:
+        raise ExportError(f"{' and '.join(existing)} exist and were not written by clipood export: name OUT "
+                          "elsewhere, or pass --overwrite to replace them")
+
+
+def export_open_clip(checkpoint_path, out_path, pretrained=None, overwrite=False):
     """Write ``out_path`` (an open_clip state dict) and its JSON; returns the JSON's content.
 
     ``pretrained`` replaces the weights the run recorded (e.g. a local file of the tag it used).
+    ``overwrite`` replaces files of those names that no export wrote (never an input of the export).
     """
     checkpoint_path, out_path = Path(checkpoint_path), Path(out_path)
     if out_path.suffix == EXPORT_METADATA_SUFFIX:
@@ -88,9 +141,7 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None):
     _check_exportable(state, checkpoint_path)
     config = state["config"]
     pretrained = config["pretrained"] if pretrained is None else str(pretrained)
-    if out_path.resolve() in {checkpoint_path.resolve(), Path(pretrained).resolve()}:
-        raise ExportError(f"OUT {out_path} is an input of the export (the checkpoint or the pretrained weights): "
-                          "write it elsewhere")
+    _check_outputs(out_path, inputs=(checkpoint_path, Path(pretrained)), overwrite=overwrite)
     architecture = resolve_architecture(config["model_name"], pretrained)
     if architecture != config["model_name"]:
         raise ExportError(f"{checkpoint_path} was trained as {config['model_name']!r}, but its weights "
@@ -102,7 +153,12 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None):
         raise ExportError(f"{error} (export needs the weights the run started from: pass them with "
                           "--pretrained FILE)") from error
     _check_text_tower(clip_model, tokenizer, state, pretrained)
-    clip_model.visual.load_state_dict(state["inference_encoder"])
+    try:
+        clip_model.visual.load_state_dict(state["inference_encoder"])
+    except RuntimeError as error:  # missing, foreign or reshaped weights
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise _not_of_this_package(checkpoint_path, f"its image tower does not fit {architecture!r}: "
+                                                    f"{first.rstrip('.')}") from None
     if config["logit_scale"] is not None:  # the scale the learner predicted with
         clip_model.logit_scale.data.fill_(math.log(config["logit_scale"]))
     weights = clip_model.state_dict()
@@ -114,21 +170,36 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None):
                 "source_checkpoint": str(checkpoint_path.resolve()), "source_format": source,
                 "pretrained": pretrained, "step": state["step"], "class_names": list(state["class_names"]),
                 "training": config}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_path.parent)
+    existed = out_path.exists()
     save_tensors(weights, out_path)
-    write_json(metadata, export_metadata_path(out_path))
+    try:
+        write_json(metadata, export_metadata_path(out_path))
+    except DataError:  # no OUT without the JSON that marks it as an export's
+        if not existed:
+            out_path.unlink()
+        raise
     return metadata
 
 
-def main(checkpoint, out, pretrained=None):
-    """`clipood export`: prints the open_clip model name to load OUT with; 2 on bad input."""
+def main(checkpoint, out, pretrained=None, overwrite=False):
+    """`clipood export`: prints the Python line that loads OUT with open_clip; 2 on bad input."""
     try:
-        metadata = export_open_clip(checkpoint, out, pretrained)
+        metadata = export_open_clip(checkpoint, out, pretrained, overwrite)
     except (ValueError, DataError, WeightsUnavailableError, FileNotFoundError) as error:  # ExportError: a ValueError
         print(f"clipood export: error: {error}", file=sys.stderr)
         return 2
     model_name = metadata[EXPORT_MODEL_KEY]
     print(f"open_clip model: {model_name}\n"
-          f"load it with: open_clip.create_model_and_transforms({model_name!r}, pretrained={str(out)!r})\n"
+          f"load it with: {reload_line(model_name, out)}\n"
           f"metadata (source, training settings, class names): {export_metadata_path(out)}")
     return 0
+
+
+def reload_line(model_name, weights_path):
+    """Python that loads the export with plain open_clip, run as it stands: a model open_clip does not ship
+    (clipood-tiny) gets its config registered first, from the file this package ships."""
+    config = shipped_model_config(model_name)
+    register = f"open_clip.add_model_config({str(config)!r}); " if config is not None else ""
+    return (f"import open_clip; {register}"
+            f"open_clip.create_model_and_transforms({model_name!r}, pretrained={str(Path(weights_path).resolve())!r})")

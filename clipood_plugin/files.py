@@ -1,6 +1,7 @@
 """Run files on disk: checkpoints read as data (never as code), writes that are atomic and never share a
 temporary file, strict JSON, and one writer per output directory. torch is imported on use only."""
 import contextlib
+import errno
 import json
 import math
 import os
@@ -17,11 +18,16 @@ LOCK_FILE = "clipood.lock"
 _TEMPORARY = ".*.tmp"  # what atomic writes name their temporary files: .<name>.<random>.tmp
 
 
-def load_checkpoint(path, numpy_scalars=False):
+REPLACE_FILE = "delete it, or replace it with a file this program wrote"
+
+
+def load_checkpoint(path, numpy_scalars=False, fix=REPLACE_FILE):
     """The contents of a torch checkpoint file, read as data: tensors and plain Python values only
     (``torch.load(weights_only=True)``), so that nothing in the file can run. ``numpy_scalars`` also
     accepts numpy numbers (DomainBed's random hparams are numpy floats). A file that cannot be read so
-    (truncated, empty, not a torch file, or holding other Python objects) raises DataError naming it."""
+    (truncated, empty, not a torch file, or holding other Python objects) raises DataError naming it and
+    ``fix``: the default suits a file the program itself keeps (a run's checkpoint); a command that only
+    reads the file (export) must not advise deleting it."""
     import torch
 
     scope = torch.serialization.safe_globals(_numpy_scalar_types()) if numpy_scalars else contextlib.nullcontext()
@@ -35,10 +41,10 @@ def load_checkpoint(path, numpy_scalars=False):
         refused = re.search(r"GLOBAL (\S+)", str(error))
         if refused:
             raise DataError(f"{path} is not a checkpoint of tensors and plain values: it asks to load the Python "
-                            f"object {refused.group(1)}, so it was not loaded (loading it could run code); delete "
-                            "it, or replace it with a file this program wrote") from None
+                            f"object {refused.group(1)}, so it was not loaded (loading it could run code); "
+                            f"{fix}") from None
         raise DataError(f"{path} is not a readable checkpoint: it is truncated, empty or not a file torch wrote; "
-                        "delete it, or replace it with a file this program wrote") from None
+                        f"{fix}") from None
 
 
 def _numpy_scalar_types():
@@ -54,18 +60,66 @@ def _numpy_scalar_types():
 
 def save_atomic(write, path):
     """Write ``path`` through ``write(file)`` into a temporary file of its own, then rename it over ``path``:
-    a reader sees the old file or the new one, never a part, and concurrent writes never share a file."""
+    a reader sees the old file or the new one, never a part, and concurrent writes never share a file.
+    The file gets the mode a plain ``open`` would give it (0666 less the umask), not mkstemp's 0600, so
+    that a group sharing a run can read it. A write the file system refuses (no permission, no space,
+    ``path`` a folder) raises DataError naming ``path``, and leaves the old file and no temporary behind."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = None
     try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
+            os.fchmod(file.fileno(), 0o666 & ~_umask())
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    except BaseException as error:
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        refused = _os_error_in(error)
+        if refused is None:
+            raise
+        raise DataError(f"cannot write {path}: {_reason(refused)}") from None
+
+
+def _umask():
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _os_error_in(error):
+    """The OSError that ``error`` is or was raised from (torch.save reports a failed write as a RuntimeError
+    raised while handling it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _reason(error):
+    """One line: what the file system said, and what to do about it."""
+    fixes = {errno.ENOSPC: "free space there or write elsewhere", errno.EDQUOT: "free space there or write elsewhere",
+             errno.EFBIG: "write to a file system that takes larger files",
+             errno.EACCES: "choose a folder you can write to", errno.EPERM: "choose a folder you can write to",
+             errno.EROFS: "choose a folder on a writable file system",
+             errno.EISDIR: "it is a folder: name a file instead", errno.ENOTDIR: "a part of its path is not a folder",
+             errno.ENOENT: "its folder does not exist"}
+    reason = error.strerror or str(error)
+    return f"{reason} ({fixes[error.errno]})" if error.errno in fixes else reason
+
+
+def make_dirs(directory):
+    """``directory`` and its parents, created if missing; a file system that refuses raises DataError."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot create the folder {directory}: {_reason(error)}") from None
 
 
 def save_tensors(obj, path):
@@ -103,10 +157,16 @@ def claim_output_dir(directory):
 
     directory = Path(directory)
     created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     path = directory / LOCK_FILE
     while True:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            raise DataError(f"cannot write in {directory}: {_reason(error)}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -3,25 +3,51 @@ published rows (``paper_results.json``, one entry per table of the paper) beside
 as Markdown and as CSV.
 
 A cell counts the runs it averages: one over fewer runs than expected is marked ``(k/n)``, and every
-summary lists its missing or unfinished runs by name. A non-finite value is never averaged.
+summary lists its missing or unfinished runs by name. A non-finite value is never averaged. Each summary
+reads a run through one checked reader per kind of file, which raises UnusableRun with the reason when the
+run cannot be used; the run is then listed with that reason and left out of every mean. The summaries exit
+with EXIT_COMPLETE when every expected run was used, EXIT_INCOMPLETE when the tables were written but runs
+are listed as missing, unfinished or unusable, and 2 on bad input (nothing to summarize).
 """
 import csv
+import io
 import json
 import math
 import os
 import statistics
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Optional
+
+from .files import make_dirs, save_atomic
+from .settings import DataError
 
 LEGEND = ("mean ± standard deviation (n-1) over runs; (k/n): the mean of the k of n runs that have a value, "
           "the others are listed under 'Missing or unfinished runs'; '-': none has")
 CSV_FIELDS = ("table", "row", "source", "column", "mean", "std", "runs", "expected")
 
 
+EXIT_COMPLETE, EXIT_INCOMPLETE = 0, 1
+
+
 class ResultsError(ValueError):
     """Runs a summary cannot read as given (none found, two for one cell): the message names the fix."""
+
+
+class UnusableRun(ValueError):
+    """One run a summary cannot use (unreadable, truncated, not what the framework writes, impossible
+    values): the message is the reason it is listed with."""
+
+
+def checked_accuracy(value, what, scale=100):
+    """``value`` if it is a finite number in [0, ``scale``] (100: percent, 1: a fraction), else UnusableRun."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnusableRun(f"{what} is {value!r}, not a number")
+    if not (math.isfinite(value) and 0 <= value <= scale):
+        raise UnusableRun(f"{what} is {value!r}: an accuracy is in [0, {scale}]")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -43,10 +69,15 @@ class Cell:
                    len(finite), expected)
 
     def text(self, digits):
+        return " ".join(filter(None, self.parts(digits)))
+
+    def parts(self, digits):
+        """(mean, "± std", "(k/n)"), each possibly empty: the terminal table aligns each part in its own
+        sub-column, so that means and standard deviations stay under one another."""
         if self.mean is None:
-            return "" if self.runs is None else "-" + (f" (0/{self.expected})" if self.expected else "")
-        text = f"{self.mean:.{digits}f}" + ("" if self.std is None else f" ± {self.std:.{digits}f}")
-        return text + (f" ({self.runs}/{self.expected})" if self.runs is not None and self.runs < self.expected else "")
+            return ("" if self.runs is None else "-", "", f"(0/{self.expected})" if self.expected else "")
+        return (f"{self.mean:.{digits}f}", "" if self.std is None else f"± {self.std:.{digits}f}",
+                f"({self.runs}/{self.expected})" if self.runs is not None and self.runs < self.expected else "")
 
 
 def complete_means(columns):
@@ -57,6 +88,22 @@ def complete_means(columns):
     runs = set.intersection(*({run for run, value in column.items() if value is not None and math.isfinite(value)}
                               for column in columns))
     return {run: statistics.fmean(column[run] for column in columns) for run in sorted(runs)}
+
+
+def _aligned(header, parts):
+    """The cells of one column as text: means right-aligned, then "± std" and "(k/n)" left-aligned, each
+    in its own sub-column, the whole right-aligned under ``header``."""
+    widths = [max([len(part[i]) for part in parts] + [0]) for i in range(3)]
+    texts = []
+    for mean, std, count in parts:
+        text = mean.rjust(widths[0])
+        if widths[1]:
+            text += " " + std.ljust(widths[1])
+        if widths[2]:
+            text += " " + count.ljust(widths[2])
+        texts.append(text.rstrip())
+    width = max(map(len, texts + [header]))
+    return [text.ljust(max(map(len, texts))).rjust(width) for text in texts]
 
 
 @dataclass
@@ -86,11 +133,17 @@ class Report:
     def text(self):
         blocks = []
         for table in self.tables:
-            grid = [[""] + list(table.columns)] + [[row.label] + self._cells(table, row) for row in table.rows]
-            widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
-            lines = [f"== {table.title}"]
-            lines += ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                                for i, (cell, width) in enumerate(zip(line, widths))).rstrip() for line in grid]
+            columns = [[row.label for row in table.rows]]
+            for column in table.columns:
+                parts = [row.cells.get(column, Cell()).parts(self.digits) for row in table.rows]
+                columns.append(_aligned(column, parts))
+            widths = [max(map(len, [header, *column])) for header, column in zip(["", *table.columns], columns)]
+            header = "  ".join(name.ljust(width) if i == 0 else name.rjust(width)
+                               for i, (name, width) in enumerate(zip(["", *table.columns], widths)))
+            lines = [f"== {table.title}", header.rstrip()]
+            lines += ["  ".join(column[r].ljust(width) if i == 0 else column[r].rjust(width)
+                                for i, (column, width) in enumerate(zip(columns, widths))).rstrip()
+                      for r in range(len(table.rows))]
             blocks.append("\n".join(lines + table.notes))
         blocks.append(LEGEND)
         blocks.append("\n".join(["Missing or unfinished runs:"] + [f"  {line}" for line in self.missing])
@@ -110,23 +163,24 @@ class Report:
         return "\n\n".join(blocks) + "\n"
 
     def write(self, prefix):
-        """Writes ``prefix.md`` and ``prefix.csv`` (one line per cell, full precision); returns both paths."""
-        os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+        """Writes ``prefix.md`` and ``prefix.csv`` (one line per cell, full precision) atomically; returns both
+        paths. A write the file system refuses raises DataError."""
+        make_dirs(os.path.dirname(os.path.abspath(prefix)))
         markdown, table_csv = prefix + ".md", prefix + ".csv"
-        with open(markdown, "w", encoding="utf-8") as f:
-            f.write(self.markdown())
-        with open(table_csv, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_FIELDS)
-            for table in self.tables:
-                for row in table.rows:
-                    for column in table.columns:
-                        cell = row.cells.get(column, Cell())
-                        if cell.mean is None and cell.runs is None:
-                            continue  # the paper prints nothing there
-                        writer.writerow([table.title, row.label, "paper" if row.published else "ours", column,
-                                         *("" if value is None else value
-                                           for value in (cell.mean, cell.std, cell.runs, cell.expected))])
+        lines = io.StringIO(newline="")
+        writer = csv.writer(lines)
+        writer.writerow(CSV_FIELDS)
+        for table in self.tables:
+            for row in table.rows:
+                for column in table.columns:
+                    cell = row.cells.get(column, Cell())
+                    if cell.mean is None and cell.runs is None:
+                        continue  # the paper prints nothing there
+                    writer.writerow([table.title, row.label, "paper" if row.published else "ours", column,
+                                     *("" if value is None else value
+                                       for value in (cell.mean, cell.std, cell.runs, cell.expected))])
+        for path, text in ((markdown, self.markdown()), (table_csv, lines.getvalue())):
+            save_atomic(lambda file, text=text: file.write(text.encode("utf-8")), path)
         return markdown, table_csv
 
 
@@ -148,9 +202,16 @@ def add_output_arguments(parser, default_prefix):
 
 
 def print_and_write(report, out, default_dir, name):
-    """The terminal table, then its Markdown and CSV where ``output_prefix`` says."""
+    """The terminal table, then its Markdown and CSV where ``output_prefix`` says; returns the exit code:
+    EXIT_INCOMPLETE when the report lists runs it lacks, else EXIT_COMPLETE; 2 (one line) when the files
+    cannot be written."""
     print(report.text())
-    print("written: " + ", ".join(report.write(output_prefix(out, default_dir, name))))
+    try:
+        print("written: " + ", ".join(report.write(output_prefix(out, default_dir, name))))
+    except DataError as error:
+        print(f"error: {error}; pass --out with a writable place", file=sys.stderr)
+        return 2
+    return EXIT_INCOMPLETE if report.missing else EXIT_COMPLETE
 
 
 @lru_cache(maxsize=None)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from . import distributed
 from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_folders, split_holdout
 from .device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
-from .files import claim_output_dir, load_checkpoint, save_tensors, write_json
+from .files import claim_output_dir, load_checkpoint, save_atomic, save_tensors, write_json
 from .learner import CLIPoodLearner
 from .settings import DECODE_CHOICES, ChangedSettingsError, DataError, TrainConfig, changed_settings, flag
 
@@ -472,5 +472,5 @@ def plot_results(results, path):
     right.set(xlabel="step", ylabel="weight a_t",
               title=f"{results['config']['averaging']} weights (beta={results['config']['bma_beta']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_atomic(lambda file: fig.savefig(file, dpi=100, format="png"), path)
     plt.close(fig)

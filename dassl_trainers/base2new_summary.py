@@ -6,20 +6,25 @@ OUTROOT/base2new_summary.md and .csv).
 Layout read (configs/dassl/base2new.sh writes it; CoOp's scripts write a deeper one, also read):
 OUTROOT/train_base/<dataset>/.../seed<k>/log.txt*   base training; Base = its final test accuracy
 OUTROOT/test_new/<dataset>/.../seed<k>/log.txt*     eval-only on the new classes; New = its accuracy
-A seed counts when both are there. Per dataset, Base and New are means over seeds and H is the harmonic
+A seed counts when both are there (each log read by ``run_logs.run_accuracy``: a run whose log cannot be
+used is listed with the reason and left out, as is a log outside a <dataset>/<run> folder; the exit code
+is 1 then, or when seeds are missing). Per dataset, Base and New are means over seeds and H is the harmonic
 mean of those means (± the standard deviation of the per-seed H); the Average row averages Base and New
 over the datasets within each seed and takes H of those averages (as CoCoOp and CLIPood do). Seeds that
 are missing or unfinished are listed, and the cells they leave out are marked.
 """
 import argparse
-import re
 import sys
 from pathlib import Path
 from statistics import fmean
 
 from clipood_plugin.open_classes import harmonic_mean
-from clipood_plugin.results_table import (Cell, Report, Row, Table, add_output_arguments, complete_means,
-                                          print_and_write, published_rows)
+from clipood_plugin.results_table import (Cell, Report, Row, Table, UnusableRun, add_output_arguments,
+                                          complete_means, print_and_write, published_rows)
+
+from .run_logs import EVALUATION, TRAINING, run_accuracy
+
+STRAY = "(not in a <dataset>/<run> folder)"  # where collect keeps logs it cannot place
 
 # Table 3 row order and names; keys are the dataset directory names (CoOp's dataset config names)
 TABLE3_DATASETS = {
@@ -27,37 +32,28 @@ TABLE3_DATASETS = {
     "oxford_flowers": "Flowers102", "food101": "Food101", "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397",
     "dtd": "DTD", "eurosat": "EuroSAT", "ucf101": "UCF101",
 }
-ACCURACY = re.compile(r"^\* accuracy: ([\d.]+)%")
-END_OF_TRAINING = "Finish training"  # Dassl prints it before the final test
-EVAL_ONLY = re.compile(r"\beval_only'?: True\b")  # CoOp's train.py and dassl_trainers.train print their arguments
-
-
-def run_accuracy(run_dir):
-    """The accuracy a finished run reports: the test after "Finish training" of a training run, the last
-    ``* accuracy: X%`` of an eval-only run; None while it runs. The newest log (Dassl writes
-    log.txt-<time> when a run is resumed) that has one counts."""
-    for log in sorted(Path(run_dir).glob("log.txt*"), reverse=True):
-        text = log.read_text(errors="replace")
-        lines = [line.strip() for line in text.splitlines()]
-        if END_OF_TRAINING in lines:
-            lines = lines[len(lines) - lines[::-1].index(END_OF_TRAINING):]
-        elif not EVAL_ONLY.search(text):
-            continue
-        accuracies = [float(match.group(1)) for match in map(ACCURACY.match, lines) if match]
-        if accuracies:
-            return accuracies[-1]
-    return None
+def _read(run_dir, kind):
+    try:
+        return run_accuracy(run_dir, kind)
+    except UnusableRun as reason:
+        return reason
 
 
 def collect(out_root, train_dir="train_base", test_dir="test_new"):
     """{dataset: {run: (base, new)}} over the training runs under out_root/train_dir; ``run`` is the run's
-    path below its dataset folder (``seed1``, or CoOp's ``shots_16/<trainer>/<cfg>/seed1``)."""
+    path below its dataset folder (``seed1``, or CoOp's ``shots_16/<trainer>/<cfg>/seed1``). Base and New
+    are accuracies, None while a run is unfinished, or the UnusableRun that says why it cannot be used. A
+    log.txt that is not in a run folder is kept under STRAY, to be listed."""
     runs = {}
     train_root = Path(out_root) / train_dir
     for log in sorted(train_root.rglob("log.txt")):
-        dataset, *run = log.parent.relative_to(train_root).parts
-        base = run_accuracy(log.parent)
-        new = run_accuracy(Path(out_root) / test_dir / dataset / Path(*run))
+        parts = log.parent.relative_to(train_root).parts
+        if len(parts) < 2:
+            runs.setdefault(STRAY, {})[str(log)] = (UnusableRun(f"{log} is not in a <dataset>/<run> folder"), None)
+            continue
+        dataset, *run = parts
+        base = _read(log.parent, TRAINING)
+        new = _read(Path(out_root) / test_dir / dataset / Path(*run), EVALUATION)
         runs.setdefault(dataset, {})["/".join(run)] = (base, new)
     return runs
 
@@ -72,16 +68,19 @@ def base_new_h(bases, news, expected):
 
 def summarize(runs, paper=False, train_dir="train_base", test_dir="test_new"):
     """The Report: Table 3's rows in its order (the Average first), and the missing seeds."""
-    seeds = sorted(set().union(*runs.values()))
-    datasets = [d for d in TABLE3_DATASETS if d in runs] + sorted(set(runs) - set(TABLE3_DATASETS))
+    seeds = sorted(set().union(*(dataset_runs for dataset, dataset_runs in runs.items() if dataset != STRAY)))
+    datasets = [d for d in TABLE3_DATASETS if d in runs] + sorted(set(runs) - set(TABLE3_DATASETS) - {STRAY})
     table = Table("Table 3 layout: base-to-new generalization (Base: base classes, after training on them; "
                   "New: the new classes)", ["Base", "New", "H"],
                   notes=["H: harmonic mean of the Base and New means, ± the standard deviation of the per-seed H"])
-    missing, bases, news = [], {}, {}
+    missing, bases, news = [f"left out: {base}" for base, _ in runs.get(STRAY, {}).values()], {}, {}
     for dataset in datasets:
         for seed in seeds:
             base, new = runs[dataset].get(seed, (None, None))
-            if base is not None and new is not None:
+            unusable = [value for value in (base, new) if isinstance(value, UnusableRun)]
+            if unusable:
+                missing.append(f"{dataset} {seed}: left out: {unusable[0]}")
+            elif base is not None and new is not None:
                 bases.setdefault(dataset, {})[seed], news.setdefault(dataset, {})[seed] = base, new
             elif seed not in runs[dataset]:
                 missing.append(f"{dataset} {seed}: no training run in {train_dir}")
@@ -123,9 +122,8 @@ def main(argv=None):
         for dataset, dataset_runs in runs.items():
             for run, (base, new) in dataset_runs.items():
                 print(f"{dataset}/{run}: base {base}, new {new}")
-    print_and_write(summarize(runs, args.paper, args.train_dir, args.test_dir), args.out, args.out_root,
-                    "base2new_summary")
-    return 0
+    return print_and_write(summarize(runs, args.paper, args.train_dir, args.test_dir), args.out, args.out_root,
+                           "base2new_summary")
 
 
 if __name__ == "__main__":

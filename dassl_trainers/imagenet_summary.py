@@ -7,17 +7,18 @@ Every run folder under OUTROOT whose path names one of CoOp's dataset configs (i
 imagenet_sketch, imagenet_a, imagenet_r) and a seed (``seed<k>``) counts, as CoCoOp's xd_train.sh and
 xd_test.sh lay them out: ``imagenet/<trainer>/<cfg>/seed1`` (training: ImageNet is the test after
 "Finish training") and ``evaluation/<trainer>/<cfg>/imagenetv2/seed1`` (eval-only runs). OOD avg is the
-mean of the four variants within each seed. Missing or unfinished seeds are listed.
+mean of the four variants within each seed. Missing or unfinished seeds are listed, and so are runs whose
+log cannot be used (``run_logs.run_accuracy``), with the reason; the exit code is 1 then.
 """
 import argparse
 import re
 import sys
 from pathlib import Path
 
-from clipood_plugin.results_table import (Cell, Report, ResultsError, Row, Table, add_output_arguments,
+from clipood_plugin.results_table import (Cell, Report, ResultsError, Row, Table, UnusableRun, add_output_arguments,
                                           complete_means, print_and_write, published_rows)
 
-from .base2new_summary import run_accuracy
+from .run_logs import EVALUATION, TRAINING, run_accuracy
 
 # CoOp's dataset config names -> Table 2's columns, in its order
 TABLE2_DATASETS = {"imagenet": "ImageNet", "imagenetv2": "ImageNet-V2", "imagenet_sketch": "ImageNet-Sketch",
@@ -26,7 +27,8 @@ SEED = re.compile(r"seed\d+")
 
 
 def collect(out_root):
-    """{dataset: {seed: (accuracy or None, run folder)}} of the Table 2 runs under out_root."""
+    """{dataset: {seed: (accuracy, None while unfinished, or the UnusableRun; run folder)}} of the Table 2 runs
+    under out_root."""
     runs = {}
     root = Path(out_root)
     for log in sorted(root.rglob("log.txt")):
@@ -39,7 +41,11 @@ def collect(out_root):
         if seeds[-1] in dataset_runs:
             raise ResultsError(f"two {datasets[-1]} runs for {seeds[-1]}: {dataset_runs[seeds[-1]][1]} and "
                                f"{log.parent}; give the folder of one experiment")
-        dataset_runs[seeds[-1]] = (run_accuracy(log.parent), log.parent)
+        try:  # ImageNet is the test after training; the variants are eval-only runs of that model
+            accuracy = run_accuracy(log.parent, TRAINING if datasets[-1] == "imagenet" else EVALUATION)
+        except UnusableRun as reason:
+            accuracy = reason
+        dataset_runs[seeds[-1]] = (accuracy, log.parent)
     return runs
 
 
@@ -50,7 +56,9 @@ def summarize(runs, paper=False, label="ours"):
     for dataset in TABLE2_DATASETS:
         for seed in seeds:
             accuracy, folder = runs.get(dataset, {}).get(seed, (None, None))
-            if accuracy is None:
+            if isinstance(accuracy, UnusableRun):
+                missing.append(f"{dataset} {seed}: left out: {accuracy}")
+            elif accuracy is None:
                 missing.append(f"{dataset} {seed}: " + (f"unfinished ({folder})" if folder else "no run"))
             else:
                 accuracies.setdefault(TABLE2_DATASETS[dataset], {})[seed] = accuracy
@@ -78,8 +86,7 @@ def main(argv=None):
                                f"{', '.join(TABLE2_DATASETS)}: give the output folder of the Table 2 runs")
     except ResultsError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    print_and_write(summarize(runs, args.paper, args.label), args.out, args.out_root, "imagenet_summary")
-    return 0
+    return print_and_write(summarize(runs, args.paper, args.label), args.out, args.out_root, "imagenet_summary")
 
 
 if __name__ == "__main__":

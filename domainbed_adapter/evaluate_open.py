@@ -23,9 +23,7 @@ from clipood_plugin.settings import DataError
 
 from .checkpoint import load_algorithm, read_model_pkl
 from .data import check_prepared
-
-RESULTS_FILE = "open_class_results.json"
-SPLITS = ("in", "out", "all")
+from .sweep_runs import OPEN_CLASS_RESULTS as RESULTS_FILE, OPEN_SPLITS as SPLITS
 
 
 def _train_splits(dataset, args):

@@ -1,7 +1,7 @@
 """Results of a DomainBed sweep in the paper's layout.
 
 ``python -m domainbed_adapter.summary --input_dir SWEEP [--selection training_domain|oracle|leave_one_out|final]
-[--split out|in] [--paper] [--out PREFIX_OR_FOLDER]``
+[--split out|in|all] [--paper] [--out PREFIX_OR_FOLDER]``
 
 Reads a sweep's run folders (results.jsonl, and ``done`` once a run has finished) and prints, per dataset,
 the test accuracy per test domain and their average, then the datasets' averages side by side (Table 1's
@@ -9,73 +9,33 @@ layout): mean ± standard deviation over trials. The checkpoint row of each run 
 own model selection (``domainbed.model_selection``; training-domain validation by default) or, with
 ``--selection final``, the authors' protocol (``final_model_table``: the final model on the test domain's
 ``--split``). In-the-wild runs (``open_class_ratio`` > 0) form Table 4's base / new / total accuracy per
-test domain instead, read from ``evaluate_open``'s results of the final model. ``--paper`` adds the
-published rows. Markdown and CSV are written next to the terminal table (default: SWEEP/summary_<selection>).
+test domain instead, read from ``evaluate_open``'s results of the final model, on the whole test domain
+by default (``--split all``, as the authors score it). ``--paper`` adds the published rows. Markdown and
+CSV are written next to the terminal table (default: SWEEP/summary_<selection>).
+
+Each run is read through ``sweep_runs``' checked readers; a run that cannot be used is listed with the
+reason and left out of every mean, and cells whose runs come from different experiments are noted. Exit
+code 0: every expected run was used; 1: the tables are written and runs are listed as missing, unfinished
+or left out; 2: bad input.
 """
 import argparse
-import json
 import math
 import os
 import sys
-from dataclasses import dataclass
 
-from clipood_plugin.results_table import (Cell, Report, ResultsError, Row, Table, add_output_arguments,
+from clipood_plugin.results_table import (Cell, Report, ResultsError, Row, Table, UnusableRun, add_output_arguments,
                                           complete_means, paper_rows, print_and_write, published_rows)
 
-from .final_model_table import SPLITS, final_model_selection
 from .hparams import ALGORITHM_NAMES
+from .sweep_runs import FINAL_SPLITS, OPEN_SPLITS, final_model_selection, load_runs, read_open_class_results
 
 SELECTIONS = {"training_domain": "IIDAccuracySelectionMethod", "oracle": "OracleSelectionMethod",
               "leave_one_out": "LeaveOneOutSelectionMethod", "final": None}
-OPEN_SPLITS = ("Base", "New", "Total")
-
-
-@dataclass
-class Run:
-    folder: str
-    records: list  # results.jsonl rows
-    done: bool
-
-    @property
-    def args(self):
-        return self.records[0]["args"]
-
-    @property
-    def in_the_wild(self):
-        return bool(self.records[-1]["hparams"].get("open_class_ratio"))
-
-    def matches(self, dataset, algorithm, test_env, trial):
-        args = self.args
-        return (args["dataset"], args["algorithm"], args["test_envs"], args["trial_seed"]) == (
-            dataset, algorithm, [test_env], trial)
-
-
-def load_runs(input_dir):
-    """(runs with results, lines naming the folders without readable results)."""
-    if not os.path.isdir(input_dir):
-        raise ResultsError(f"{input_dir} is not a folder: give the --output_dir of a DomainBed sweep")
-    runs, unread = [], []
-    for name in sorted(os.listdir(input_dir)):
-        folder = os.path.join(input_dir, name)
-        results = os.path.join(folder, "results.jsonl")
-        if not os.path.isdir(folder):
-            continue
-        if not os.path.exists(results):
-            unread.append(f"{folder}: no results.jsonl (not started, or not a run folder)")
-            continue
-        try:
-            with open(results) as f:
-                records = [json.loads(line) for line in f if line.strip()]
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            unread.append(f"{folder}: results.jsonl unreadable ({error})")
-            continue
-        if records:
-            runs.append(Run(folder, records, os.path.exists(os.path.join(folder, "done"))))
-        else:
-            unread.append(f"{folder}: results.jsonl is empty")
-    if not runs:
-        raise ResultsError(f"no run with a results.jsonl under {input_dir}: give the --output_dir of a DomainBed sweep")
-    return runs, unread
+OPEN_COLUMNS = ("Base", "New", "Total")
+SPLITS = tuple(dict.fromkeys(OPEN_SPLITS + FINAL_SPLITS))
+DEFAULT_SPLIT = {"final": "out", "in_the_wild": "all"}  # the authors': out with DomainBed's protocol, whole domain
+# args that differ between the runs of one cell by design (DomainBed's sweep derives them per run)
+PER_RUN_ARGS = ("output_dir", "seed", "hparams_seed", "hparams")
 
 
 def environment_names(dataset, runs):
@@ -93,9 +53,9 @@ def ordered(names, first):
 
 
 def missing_reason(runs, selection_name, dataset, algorithm, env, trial):
-    found = [run for run in runs if run.matches(dataset, algorithm, env, trial)]
+    found = [run for run in runs if run.cell() == (dataset, algorithm, env, trial)]
     if not found:
-        return "no run"
+        return "no usable run"
     unfinished = [run.folder for run in found if not run.done]
     if unfinished:
         return "unfinished (no done file): " + ", ".join(unfinished)
@@ -115,6 +75,29 @@ def selected_accuracies(runs, selection):
             cell = accuracies.setdefault((group["dataset"], group["algorithm"]), {}).setdefault(group["test_env"], {})
             cell[group["trial_seed"]] = 100 * accuracy
     return accuracies
+
+
+def mixed_settings(runs):
+    """One line per cell whose runs are not one experiment's, naming what differs. DomainBed's sweep runs
+    one run per hparams seed in a cell, with hparams drawn from that seed, and its selection picks among
+    them; runs whose train.py arguments differ (steps, holdout, data), or two runs of one hparams seed,
+    come from other experiments that share the folder."""
+    cells = {}
+    for run in runs:
+        cells.setdefault(run.cell(), []).append(run)
+    lines = []
+    for (dataset, algorithm, env, trial), found in sorted(cells.items()):
+        settings = [{**{f"args.{k}": v for k, v in run.args.items() if k not in PER_RUN_ARGS},
+                     **run.hparams, "hparams_seed": run.args["hparams_seed"]} for run in found]
+        differing = [key for key in sorted(set().union(*settings)) if len({repr(s.get(key)) for s in settings}) > 1]
+        one_seed_twice = len({run.args["hparams_seed"] for run in found}) < len(found)
+        if one_seed_twice or any(key.startswith("args.") for key in differing):
+            values = "; ".join(f"{key} ({', '.join(sorted({repr(s.get(key)) for s in settings}))})"
+                               for key in differing)
+            folders = ", ".join(os.path.basename(run.folder) for run in found)
+            lines.append(f"mixed settings in {dataset} {algorithm} test env {env} trial {trial}: {len(found)} runs "
+                         f"({folders}) differ in {values or 'nothing'}")
+    return lines
 
 
 def domain_shift_tables(runs, selection, paper):
@@ -140,6 +123,7 @@ def domain_shift_tables(runs, selection, paper):
             table.rows.append(Row(algorithm, cells))
         if paper:
             table.rows += published_rows(1, rename={dataset: "Avg"})
+        table.notes += mixed_settings([run for run in runs if run.args["dataset"] == dataset])
         tables.append(table)
 
     table1 = Table(f"Table 1 layout: average over the test domains of each dataset, model selection: {selection.name}",
@@ -158,36 +142,21 @@ def domain_shift_tables(runs, selection, paper):
     return tables + [table1], missing
 
 
-def open_class_accuracies(run, split):
-    """{'Base', 'New', 'Total'} accuracy in % on the run's test env from evaluate_open's results, or None."""
-    from .evaluate_open import RESULTS_FILE
-    path = os.path.join(run.folder, RESULTS_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        results = json.load(f)
-    prefix = f"env{run.args['test_envs'][0]}_{split}"
-    base, new = results[f"{prefix}_base_acc"], results[f"{prefix}_new_acc"]
-    base_count, new_count = results[f"{prefix}_base_count"], results[f"{prefix}_new_count"]
-    images = base_count + new_count
-    total = (base * base_count + new * new_count) / images if images else math.nan  # accuracy over all images
-    return {"Base": 100 * base, "New": 100 * new, "Total": 100 * total}
-
-
 def in_the_wild_tables(runs, split, paper):
     """Table 4's layout per dataset: Base, New and Total per test domain of the final model on ``split``."""
     trials = sorted({run.args["trial_seed"] for run in runs})
     accuracies, missing, seen = {}, [], {}
     for run in runs:
-        args = run.args
-        if len(args["test_envs"]) != 1:
-            continue
-        key = (args["dataset"], args["algorithm"], args["test_envs"][0], args["trial_seed"])
+        key = run.cell()
         if key in seen:
             raise ResultsError(f"two in-the-wild runs for {' '.join(map(str, key[:3]))} trial {key[3]}: {seen[key]} "
                                f"and {run.folder}; Table 4 takes one run per trial: summarize one hparams seed")
         seen[key] = run.folder
-        values = open_class_accuracies(run, split) if run.done else None
+        try:
+            values = read_open_class_results(run, split) if run.done else None
+        except UnusableRun as reason:
+            missing.append(f"{key[0]} {key[1]} test env {key[2]} trial {key[3]} (in the wild): left out: {reason}")
+            continue
         if values is None:
             reason = (f"not evaluated: run python -m domainbed_adapter.evaluate_open --input_dir "
                       f"{os.path.dirname(run.folder)}" if run.done else f"unfinished (no done file): {run.folder}")
@@ -203,12 +172,13 @@ def in_the_wild_tables(runs, split, paper):
         missing += [f"{dataset} {algorithm} test env {env} ({envs[env]}) trial {trial} (in the wild): no run"
                     for algorithm in algorithms for env in range(len(envs)) for trial in trials
                     if (dataset, algorithm, env, trial) not in seen]
+        split_name = "the whole test domain (split all)" if split == "all" else f"test domain {split} split"
         table = Table(f"Table 4 layout, {dataset}: base / new / total accuracy per test domain, final model, "
-                      f"test domain {split} split", envs,
+                      f"{split_name}", envs,
                       notes=["Base, New: accuracy on the base- and new-class images, predicting over all classes; "
                              "Total: over all images"])
         paper_domains = list(paper_rows(4, dataset=dataset)[0]["cells"]) if paper_rows(4, dataset=dataset) else []
-        for name in OPEN_SPLITS:
+        for name in OPEN_COLUMNS:
             for algorithm in algorithms:
                 cells = {env_name: Cell.over(accuracies.get((dataset, algorithm, env, name), {}).values(), len(trials))
                          for env, env_name in enumerate(envs)}
@@ -227,18 +197,20 @@ def selection_method(selection, split):
     return getattr(model_selection, SELECTIONS[selection])
 
 
-def summarize(input_dir, selection="training_domain", split="out", paper=False):
-    """The sweep's Report: domain-shift tables under ``selection``, in-the-wild tables, missing runs."""
-    runs, unread = load_runs(input_dir)
+def summarize(input_dir, selection="training_domain", split=None, paper=False):
+    """The sweep's Report: domain-shift tables under ``selection``, in-the-wild tables, missing runs and the
+    runs left out. ``split`` None: each protocol's default (DEFAULT_SPLIT)."""
+    runs, unusable = load_runs(input_dir)
     domain_shift = [run for run in runs if not run.in_the_wild]
     in_the_wild = [run for run in runs if run.in_the_wild]
-    tables, missing = [], list(unread)
+    tables, missing = [], list(unusable)
     if domain_shift:
-        more_tables, more_missing = domain_shift_tables(domain_shift, selection_method(selection, split), paper)
+        method = selection_method(selection, split or DEFAULT_SPLIT["final"])
+        more_tables, more_missing = domain_shift_tables(domain_shift, method, paper)
         tables += more_tables
         missing += more_missing
     if in_the_wild:
-        more_tables, more_missing = in_the_wild_tables(in_the_wild, split, paper)
+        more_tables, more_missing = in_the_wild_tables(in_the_wild, split or DEFAULT_SPLIT["in_the_wild"], paper)
         tables += more_tables
         missing += more_missing
     return Report(tables, missing, digits=1)
@@ -251,18 +223,19 @@ def main(argv=None):
     parser.add_argument("--selection", choices=SELECTIONS, default="training_domain",
                         help="DomainBed's model selection (default: training-domain validation), or final: the "
                              "final model (the authors' protocol)")
-    parser.add_argument("--split", choices=SPLITS, default="out",
-                        help="the test domain's split the final model is scored on, with --selection final and "
-                             "in the wild (default: out, as the authors did)")
+    parser.add_argument("--split", choices=SPLITS,
+                        help="the test domain's split the final model is scored on: with --selection final out "
+                             "(the 20%% holdout, the default) or in (DomainBed's 80%%); in the wild also all, the "
+                             "whole test domain (the default there, as the authors score it)")
     add_output_arguments(parser, "INPUT_DIR/summary_<selection>")
     args = parser.parse_args(argv)
     try:
         report = summarize(args.input_dir, args.selection, args.split, args.paper)
     except ResultsError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    name = f"summary_{args.selection}" + (f"_{args.split}" if args.selection == "final" else "")
-    print_and_write(report, args.out, args.input_dir, name)
-    return 0
+    name = f"summary_{args.selection}" + (f"_{args.split or DEFAULT_SPLIT['final']}"
+                                          if args.selection == "final" else "")
+    return print_and_write(report, args.out, args.input_dir, name)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ def test_runner_trains_the_panels_and_the_summary_tables_their_results(data_dir,
     assert capsys.readouterr().out.count("done: ") == 2
     assert runner.main([*common, "--lr", "0.1", "--panels", "b"]) == 2  # finished with other settings
 
-    assert runner.main(["summary", str(out), "--markdown"]) == 0
+    assert runner.main(["summary", str(out), "--markdown"]) == 1  # panel e is not run: a row without values
     markdown = capsys.readouterr().out
     for key, panel in panels["panels"].items():
         assert f"### {panel['title']}: test accuracy (%)" in markdown
@@ -219,6 +219,26 @@ def test_runner_trains_the_panels_and_the_summary_tables_their_results(data_dir,
     final = sum(results["accuracy"]["final"][d] for d in ("sketch", "painting")) / 2
     assert f"| uniform | {sketch:.1f} | {painting:.1f} | {(sketch + painting) / 2:.1f} | {final:.1f} |" in markdown
     assert "| beta 2 | not run | not run | not run | not run |" in markdown
-    assert runner.main(["summary", str(out)]) == 0
+    assert runner.main(["summary", str(out)]) == 1
     plain = capsys.readouterr().out
     assert re.search(rf"^uniform +{sketch:.1f} +{painting:.1f} ", plain, re.MULTILINE)
+
+    # results that cannot be used: listed, never a traceback
+    nan_run = out / "runs" / "averaging-uniform" / "results.json"  # F-L14: NaN is written as null
+    nan_run.write_text(json.dumps({**results, "accuracy": {**results["accuracy"], "bma": {**results["accuracy"]["bma"],
+                                                                                          "painting": None}}}))
+    truncated = out / "runs" / "margin_kind-fixed" / "results.json"  # F-M22
+    truncated.write_text(truncated.read_text()[:200])
+    assert runner.main(["summary", str(out)]) == 1
+    plain = capsys.readouterr().out
+    assert re.search(r"^uniform +left out +left out", plain, re.MULTILINE)
+    assert f"averaging-uniform: {nan_run}: the accuracy on painting is None, not a number" in plain
+    assert f"margin_kind-fixed: {truncated} unreadable (" in plain
+    assert runner.main([*common, "--panels", "d"]) == 2  # the runner does not go on past it either
+    error = capsys.readouterr().out
+    assert f"figure5: error: {nan_run}: the accuracy on painting is None" in error and "Traceback" not in error
+    manifest = out / "figure5.json"  # F-M23
+    manifest.write_text(manifest.read_text()[:50])
+    assert runner.main(["summary", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is not the manifest `figure5.py run` writes" in error

@@ -284,3 +284,28 @@ def test_the_offline_weights_error_and_the_random_init_warning_name_this_command
     assert "--model clipood-tiny --pretrained none" in err
     assert run(*argv, "--model", "clipood-tiny", "--pretrained", "none", "--data-dir", tmp_path / "nowhere") == 2
     assert "warning: --pretrained none trains from random weights" in capsys.readouterr().err
+
+
+def test_an_output_dir_the_file_system_refuses_is_one_line_and_exit_2(data_dir, tmp_path):
+    """F-M8 (no write permission) and F-M7 (the disk fills at a checkpoint): one line, nothing left behind."""
+    from file_system import clipood, one_line_error, read_only_folder
+
+    locked = read_only_folder(tmp_path / "locked")
+    result = clipood(*train_argv(data_dir, locked / "run", "--steps", 2), permissions_hold=True)
+    assert one_line_error(result, "train") and f"{locked / 'run'}" in result.stderr, result.stderr
+    assert list(locked.iterdir()) == []
+    full = tmp_path / "full"
+    full.mkdir()
+    result = clipood(*train_argv(data_dir, full / "run", "--steps", 4), file_size_limit=64 * 1024)
+    assert one_line_error(result, "train") and "cannot write" in result.stderr, result.stderr
+    assert [p.name for p in (full / "run").glob(".*.tmp")] == []
+
+
+def test_a_runs_files_have_the_mode_the_umask_gives(data_dir, tmp_path):
+    """F-L19: results, model and plot alike (a group sharing the run reads them all)."""
+    from file_system import clipood
+
+    result = clipood(*train_argv(data_dir, tmp_path / "run", "--steps", 2), umask=0o022)
+    assert result.returncode == 0, result.stderr
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "run").iterdir()}
+    assert modes == {"results.json": 0o644, "model.pt": 0o644, "results.png": 0o644}

@@ -8,7 +8,8 @@ from statistics import mean, stdev
 import pytest
 
 from dassl_trainers import base2new_summary, imagenet_summary
-from dassl_trainers.base2new_summary import collect, run_accuracy, summarize
+from dassl_trainers.base2new_summary import collect, summarize
+from dassl_trainers.run_logs import run_accuracy
 
 PAPER = Path(__file__).resolve().parents[1] / "clipood_plugin" / "paper_results.json"
 
@@ -143,7 +144,8 @@ def test_published_rows_of_table3_are_the_papers_average_and_imagenet_only(base2
 
 def test_command_line_prints_and_writes_markdown_and_csv(base2new_root, capsys):
     root, values = base2new_root
-    assert base2new_summary.main([str(root), "--paper", "--out", str(root / "tables" / "t3")]) == 0
+    # exit 1: the tables are written, and seeds are listed as missing (the fixture has two)
+    assert base2new_summary.main([str(root), "--paper", "--out", str(root / "tables" / "t3")]) == 1
     out = capsys.readouterr().out
     bases = [b for b, _ in values["oxford_pets"]]
     assert "OxfordPets" in out and cell_text(mean(bases), stdev(bases)) in out and "Average: CoCoOp (paper)" in out
@@ -204,7 +206,7 @@ def test_table2_columns_ood_average_within_seeds_and_missing_seeds(table2_root, 
         assert row.label == f"{paper['method']} (paper)"
         assert {column: [cell.mean, cell.std] for column, cell in row.cells.items()} == paper["cells"]
 
-    assert imagenet_summary.main([str(root), "--paper"]) == 0
+    assert imagenet_summary.main([str(root), "--paper"]) == 1  # a seed is missing
     assert "Fine-tune (paper)" in capsys.readouterr().out
     with open(root / "imagenet_summary.csv", newline="") as f:
         ours = {r["column"]: r for r in csv.DictReader(f) if r["source"] == "ours"}
@@ -218,3 +220,55 @@ def test_table2_two_runs_for_one_seed_is_an_error_naming_the_fix(table2_root, ca
     with pytest.raises(SystemExit) as exit_info:
         imagenet_summary.main([str(root)])
     assert exit_info.value.code == 2 and "give the folder of one experiment" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- runs that cannot be used
+def test_base2new_runs_whose_logs_cannot_be_used_are_listed_and_left_out(tmp_path, capsys):
+    """F-M20 malformed accuracies, F-L7 an accuracy above 100%, F-L9 a training log in the test folder,
+    F-L12 a log.txt that is a folder, F-L13 a log.txt directly in train_base/."""
+    for seed in range(1, 7):
+        write_run(tmp_path, "oxford_pets", seed, base=80.0 + seed, new=60.0 + seed)
+    seed_folder = {seed: (tmp_path / "train_base" / "oxford_pets" / f"seed{seed}",
+                          tmp_path / "test_new" / "oxford_pets" / f"seed{seed}") for seed in range(1, 7)}
+    log = seed_folder[1][0] / "log.txt"
+    log.write_text(log.read_text().replace("* accuracy: 81.0%", "* accuracy: 3.0.0%"))
+    log = seed_folder[2][1] / "log.txt"
+    log.write_text(log.read_text().replace("* accuracy: 62.0%", "* accuracy: .%"))
+    log = seed_folder[3][0] / "log.txt"
+    log.write_text(log.read_text().replace("* accuracy: 83.0%", "* accuracy: 3000.0%"))
+    (seed_folder[4][1] / "log.txt").write_text((seed_folder[4][0] / "log.txt").read_text())  # a training log
+    (seed_folder[5][0] / "log.txt").unlink()
+    (seed_folder[5][0] / "log.txt").mkdir()
+    (tmp_path / "train_base" / "log.txt").write_text("a stray log")
+    report = summarize(collect(tmp_path))
+    reasons = {1: "'3.0.0'%, not a number", 2: "'.'%, not a number", 3: "is 3000.0: an accuracy is in [0, 100]",
+               4: "is the log of a training run", 5: "unreadable (Is a directory)"}
+    for seed, reason in reasons.items():
+        assert any(line.startswith(f"oxford_pets seed{seed}: left out: ") and reason in line
+                   for line in report.missing), (seed, report.missing)
+    assert any("train_base/log.txt is not in a <dataset>/<run> folder" in line for line in report.missing)
+    cells = row_cells(report, "OxfordPets")
+    assert (cells["Base"].mean, cells["Base"].runs) == (86.0, 1) and (cells["New"].mean, cells["New"].runs) == (66.0, 1)
+    assert base2new_summary.main([str(tmp_path)]) == 1 and "Traceback" not in capsys.readouterr().err
+
+
+def test_an_unreadable_log_is_listed_not_a_traceback(tmp_path):
+    """F-M21: one log.txt mode 000."""
+    import sys
+    from file_system import command
+    for seed in (1, 2):
+        write_run(tmp_path, "oxford_pets", seed, base=80.0, new=60.0)
+    log = tmp_path / "test_new" / "oxford_pets" / "seed2" / "log.txt"
+    log.chmod(0)
+    result = command([sys.executable, "-m", "dassl_trainers.base2new_summary", tmp_path], permissions_hold=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"oxford_pets seed2: left out: {log} unreadable (Permission denied)" in result.stdout
+
+
+def test_a_variant_run_with_a_training_log_is_left_out_of_table2(table2_root):
+    root, _ = table2_root
+    variant = root / "evaluation" / "CLIPood" / "vit_b16_16shots" / "imagenet_r" / "seed2"
+    write_training(variant, 99.0)  # a training log where the eval-only run belongs
+    report = imagenet_summary.summarize(imagenet_summary.collect(root))
+    assert any(line.startswith("imagenet_r seed2: left out:") for line in report.missing)
+    assert row_cells(report, "ours")["ImageNet-R"].runs == 1

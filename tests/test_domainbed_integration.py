@@ -197,3 +197,28 @@ def test_paper_sweep_script_launches_domainbeds_sweep(tmp_path):
     clipood = [c for c in commands if "--algorithm CLIPood" in c]
     assert all("--steps 5000" in c and '"lr": 5e-06' in c and '"bma_beta": 0.5' in c for c in clipood)
     assert all("--steps 1 " in c for c in commands if "CLIPZeroShot" in c)
+
+
+def test_paper_sweep_script_reports_a_sweep_without_runs_in_one_line(tmp_path):
+    """Issue 19: the summary found no runs (the dummy launcher runs nothing) and the script ended in a
+    traceback. Now the summary's one line, and its exit code."""
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "domainbed", "launch_sweep.py")
+    result = run(sys.executable, script, "--datasets", "PACS", "--algorithms", "CLIPood", "--n_trials", "1",
+                 "--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "sweep"), "--command_launcher", "dummy",
+                 "--skip_confirmation", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "domainbed_adapter.summary: error:" in result.stderr
+
+
+def test_paper_sweep_script_scores_the_whole_test_domain_in_the_wild():
+    """Issue 16: the in-the-wild report is the whole test domain (the authors' test set)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("launch_sweep", os.path.join(
+        os.path.dirname(__file__), os.pardir, "configs", "domainbed", "launch_sweep.py"))
+    launch_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_sweep)
+    args = launch_sweep.argparse.Namespace(output_dir="O")
+    wild = launch_sweep.report_commands({"datasets": {"OfficeHome": {"open_class_ratio": 0.5}}}, args)
+    assert wild[-1][-4:] == ["--selection", "final", "--split", "all"]
+    shift = launch_sweep.report_commands({"datasets": {"PACS": {}}}, args)
+    assert shift[-1][-4:] == ["--selection", "final", "--split", "out"]

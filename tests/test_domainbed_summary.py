@@ -157,7 +157,7 @@ def test_missing_and_unfinished_runs_are_listed_and_never_averaged(incomplete_sw
     assert report.missing == [
         f"{folder / 'launched_not_started'}: no results.jsonl (not started, or not a run folder)",
         f"PACS CLIPood test env 1 (C) trial 2: unfinished (no done file): {unfinished}",
-        "VLCS CLIPERM test env 3 (V) trial 0: no run"]
+        "VLCS CLIPERM test env 3 (V) trial 0: no usable run"]
     choose = lambda rows, env: final_model(rows, env, "out")  # noqa: E731
     pacs_c = [choose(runs[("PACS", "CLIPood", 1, trial)][1], 1) for trial in (0, 1)]
     cell = cells(report, "PACS", "CLIPood")["C"]
@@ -168,7 +168,7 @@ def test_missing_and_unfinished_runs_are_listed_and_never_averaged(incomplete_sw
     assert (average.mean, average.std, average.runs) == (
         pytest.approx(mean(per_trial)), pytest.approx(stdev(per_trial)), 2)
     assert cells(report, "Table 1", "CLIPERM")["Avg"].runs == 2  # trial 0 of VLCS is incomplete
-    assert "VLCS CLIPERM test env 3 (V) trial 0: no run" in report.text()
+    assert "VLCS CLIPERM test env 3 (V) trial 0: no usable run" in report.text()
 
 
 def test_paper_rows_are_the_published_table1_rows(sweep):
@@ -198,13 +198,19 @@ def test_the_published_average_is_shown_when_the_sweep_has_table1s_datasets(tmp_
 
 
 def write_open_results(folder, rows, rng):
-    """open_class_results.json as evaluate_open writes it, for every env and split."""
+    """open_class_results.json as evaluate_open writes it, for every env and split: accuracies are correct
+    predictions over images, and the whole domain ("all") is the in and out splits' images together."""
     results = {"num_base_classes": 32, "num_classes": 65, "test_envs": rows[0]["args"]["test_envs"]}
     for env in range(4):
-        for split in ("in", "out"):
-            results.update({f"env{env}_{split}_base_acc": rng.randint(0, 50) / 50, f"env{env}_{split}_new_acc":
-                            rng.randint(0, 50) / 50, f"env{env}_{split}_base_count": rng.randint(10, 30),
-                            f"env{env}_{split}_new_count": rng.randint(10, 30)})
+        counts = {split: {kind: rng.randint(10, 30) for kind in ("base", "new")} for split in ("in", "out")}
+        correct = {split: {kind: rng.randint(0, n) for kind, n in by_kind.items()} for split, by_kind in counts.items()}
+        counts["all"] = {kind: counts["in"][kind] + counts["out"][kind] for kind in ("base", "new")}
+        correct["all"] = {kind: correct["in"][kind] + correct["out"][kind] for kind in ("base", "new")}
+        for split in ("in", "out", "all"):
+            for kind in ("base", "new"):
+                results[f"env{env}_{split}_{kind}_acc"] = correct[split][kind] / counts[split][kind]
+                results[f"env{env}_{split}_{kind}_count"] = counts[split][kind]
+                results[f"env{env}_{split}_{kind}_correct"] = correct[split][kind]  # for the tests only
     (folder / "open_class_results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
     return results
 
@@ -239,7 +245,9 @@ def test_in_the_wild_runs_give_table4_base_new_total_from_evaluate_open(tmp_path
             published = cells(report, "Table 4", f"{row['split']}: {row['method']} (paper)")
             assert {name: [cell.mean, cell.std] for name, cell in published.items()} == row["cells"]
 
-    assert summary.main(["--input_dir", str(tmp_path), "--paper", "--out", str(tmp_path / "tables") + os.sep]) == 0
+    # exit 1: the tables are written, and a run is listed as missing
+    assert summary.main(["--input_dir", str(tmp_path), "--paper", "--split", "out",
+                         "--out", str(tmp_path / "tables") + os.sep]) == 1
     assert "Total: CoOp (paper)" in capsys.readouterr().out
     with open(tmp_path / "tables" / "summary_training_domain.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -248,12 +256,52 @@ def test_in_the_wild_runs_give_table4_base_new_total_from_evaluate_open(tmp_path
     assert "| Base: CLIPood (paper) | 90.1 ± 0.2 |" in (tmp_path / "tables" / "summary_training_domain.md").read_text()
 
 
+def test_in_the_wild_scores_the_whole_test_domain_by_default_from_correct_counts(tmp_path, capsys):
+    """Issue 16: the authors score the whole target domain. Base, New and Total of split all are the correct
+    predictions of both splits over their images, computed here by hand from the counts."""
+    from domainbed_adapter import summary
+    rng = random.Random(3)
+    results, folders = {}, {}
+    for env in range(4):
+        folders[env], rows = write_run(tmp_path, "OfficeHome", "CLIPood", env, 0, rng, open_class_ratio=0.5)
+        results[env] = write_open_results(folders[env], rows, rng)
+    report = summary.summarize(str(tmp_path))
+    assert [t.title for t in report.tables] == ["Table 4 layout, OfficeHome: base / new / total accuracy per test "
+                                                "domain, final model, the whole test domain (split all)"]
+    for env, name in enumerate("ACPR"):
+        r = results[env]
+        correct = {kind: r[f"env{env}_in_{kind}_correct"] + r[f"env{env}_out_{kind}_correct"]
+                   for kind in ("base", "new")}
+        images = {kind: r[f"env{env}_in_{kind}_count"] + r[f"env{env}_out_{kind}_count"] for kind in ("base", "new")}
+        by_hand = {"Base": 100 * correct["base"] / images["base"], "New": 100 * correct["new"] / images["new"],
+                   "Total": 100 * (correct["base"] + correct["new"]) / (images["base"] + images["new"])}
+        for column, value in by_hand.items():
+            assert cells(report, "Table 4", f"{column}: CLIPood")[name].mean == pytest.approx(value, abs=1e-9)
+    assert summary.main(["--input_dir", str(tmp_path)]) == 0 and "(split all)" in capsys.readouterr().out
+    assert summary.main(["--input_dir", str(tmp_path), "--split", "in"]) == 0
+    assert "test domain in split" in capsys.readouterr().out
+    # a whole domain that is not its two splits together is not averaged in
+    env = 2
+    path = folders[env] / "open_class_results.json"
+    damaged = json.loads(path.read_text())
+    damaged[f"env{env}_all_base_count"] += 1
+    path.write_text(json.dumps(damaged))
+    left_out = summary.summarize(str(tmp_path))
+    assert any("is not its in and out splits together" in line for line in left_out.missing)
+    assert cells(left_out, "Table 4", "Base: CLIPood")["ACPR"[env]].runs == 0
+
+
 def test_final_model_table_is_the_summary_under_the_final_model_and_names_its_split(sweep, tmp_path, capsys):
     from domainbed_adapter import final_model_table
     assert final_model_table.main(["--input_dir", str(sweep[0]), "--split", "in", "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
     assert "model selection: final model (end of training), test domain in split" in out
     assert (tmp_path / "t.md").exists() and (tmp_path / "t.csv").exists()
+    # results.jsonl records the test domain's in and out splits only: the whole domain is refused in one line
+    with pytest.raises(SystemExit) as exit_info:
+        final_model_table.main(["--input_dir", str(sweep[0]), "--split", "all"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and "out or in" in error
 
 
 def test_a_folder_without_runs_is_one_line_and_exit_code_2(tmp_path, capsys):
@@ -263,3 +311,126 @@ def test_a_folder_without_runs_is_one_line_and_exit_code_2(tmp_path, capsys):
             summary.main(["--input_dir", str(folder)])
         error = capsys.readouterr().err
         assert exit_info.value.code == 2 and error.count("\n") == 1 and "DomainBed sweep" in error
+
+
+# ----------------------------------------------------------------------------- runs that cannot be used
+def rewrite(folder, edit):
+    """results.jsonl of a run folder, its rows passed through ``edit(rows) -> lines``."""
+    path = folder / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(line + "\n" for line in edit(rows)))
+
+
+def dump(rows):
+    return [json.dumps(row) for row in rows]
+
+
+DAMAGE = {  # (test env, trial): (what is done to the run, the reason it must be listed with)
+    (0, 0): (lambda rows: dump(rows[:1]), "no row at its last step 600"),  # F-H15: the zero-shot row left
+    (0, 1): (lambda rows: dump(rows[:-1] + [{**rows[-1], "env0_in_acc": 7.5}]), "an accuracy is in [0, 1]"),  # F-L6
+    (1, 0): (lambda rows: dump(rows) + ["{}"], "line 4 has no args"),  # F-M16
+    (1, 1): (lambda rows: ["[1, 2]"] + dump(rows), "line 1 is list"),
+    (1, 2): (lambda rows: dump(rows) + ["null"], "line 4 is NoneType"),
+    (2, 0): (lambda rows: dump([{k: v for k, v in rows[0].items() if k != "args"}] + rows[1:]), "line 1 has no args"),
+    (2, 1): (lambda rows: dump(rows[:-1] + [{k: v for k, v in rows[-1].items() if k != "hparams"}]),
+             "line 3 has no hparams"),
+}
+
+
+def test_runs_that_cannot_be_used_are_listed_with_the_reason_and_left_out_of_every_mean(tmp_path, capsys):
+    from domainbed_adapter import summary
+    rng = random.Random(5)
+    runs = {(env, trial): write_run(tmp_path, "PACS", "CLIPood", env, trial, rng) for env in range(4)
+            for trial in range(3)}
+    for key, (damage, _) in DAMAGE.items():
+        rewrite(runs[key][0], damage)
+    (runs[(3, 0)][0] / "results.jsonl").unlink()  # F-L11
+    (runs[(3, 0)][0] / "results.jsonl").mkdir()
+    report = summary.summarize(str(tmp_path), "final", "out")
+    for key, (_, reason) in DAMAGE.items():
+        assert any(line.startswith(f"{runs[key][0]}: ") and reason in line for line in report.missing), (key, reason)
+    assert any(line.startswith(f"{runs[(3, 0)][0]}: results.jsonl unreadable") for line in report.missing)
+    intact = {env: [final_model(runs[(env, t)][1], env, "out") for t in range(3) if (env, t) not in DAMAGE
+                    and (env, t) != (3, 0)] for env in range(4)}
+    for env, name in enumerate("ACPS"):
+        cell = cells(report, "PACS", "CLIPood")[name]
+        assert cell.runs == len(intact[env]) and cell.mean == (pytest.approx(mean(intact[env])) if intact[env]
+                                                               else None), name
+    assert cells(report, "PACS", "CLIPood")["Avg"].runs == 0  # every trial lost a test env
+    assert summary.main(["--input_dir", str(tmp_path), "--selection", "final"]) == 1  # runs were left out
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_run_with_other_settings_in_a_cell_is_reported(tmp_path):
+    """F-L8: an extra run in a cell, with another hparams seed, steps, lr and lambda."""
+    from domainbed_adapter import summary
+    rng = random.Random(6)
+    for env in range(4):
+        write_run(tmp_path, "PACS", "CLIPood", env, 0, rng)
+    stray, _ = write_run(tmp_path / "other", "PACS", "CLIPood", 0, 0, rng)
+    stray = shutil.move(str(stray), str(tmp_path / "stray"))
+
+    def other_experiment(rows):
+        args = {**rows[0]["args"], "hparams_seed": 1, "steps": 5000}
+        hparams = {**rows[0]["hparams"], "lr": 1.0, "mms_lambda": -3}
+        return dump([{**row, "args": args, "hparams": hparams, "step": 4999 if row is rows[-1] else row["step"]}
+                     for row in rows])
+    rewrite(Path(stray), other_experiment)
+    text = summary.summarize(str(tmp_path), "training_domain").text()
+    note = next(line for line in text.splitlines() if line.startswith("mixed settings in PACS CLIPood test env 0 "))
+    assert "args.steps (5000, 601)" in note and "lr (1.0, 5e-06)" in note and "stray" in note
+
+
+def test_in_the_wild_results_that_cannot_be_used_are_listed_and_left_out(tmp_path):
+    """F-M18 truncated, F-M19 an accuracy missing, F-L10 an accuracy null (NaN as strict JSON writes it)."""
+    from domainbed_adapter import summary
+    rng = random.Random(7)
+    folders, results = {}, {}
+    for trial in range(4):
+        folders[trial], rows = write_run(tmp_path, "OfficeHome", "CLIPood", 0, trial, rng, open_class_ratio=0.5)
+        results[trial] = write_open_results(folders[trial], rows, rng)
+    path = {trial: folders[trial] / "open_class_results.json" for trial in range(4)}
+    path[0].write_text(path[0].read_text()[:100])
+    path[1].write_text(json.dumps({k: v for k, v in results[1].items() if k != "env0_all_new_acc"}))
+    path[2].write_text(json.dumps({**results[2], "env0_all_base_acc": None}))
+    report = summary.summarize(str(tmp_path))
+    for trial, reason in ((0, "unreadable"), (1, "has no env0_all_new_acc"), (2, "env0_all_base_acc is None")):
+        assert any(f"trial {trial} (in the wild): left out: {path[trial]}" in line and reason in line
+                   for line in report.missing), (trial, report.missing)
+    for column in ("Base", "New", "Total"):
+        cell = cells(report, "Table 4", f"{column}: CLIPood")["A"]
+        assert cell.runs == 1 and cell.expected == 4
+    assert cells(report, "Table 4", "Base: CLIPood")["A"].mean == pytest.approx(100 * results[3]["env0_all_base_acc"])
+
+
+def test_an_unreadable_results_file_is_listed_not_a_traceback(tmp_path):
+    """F-M17: results.jsonl mode 000."""
+    import sys
+    from file_system import command
+    rng = random.Random(8)
+    folder, _ = write_run(tmp_path, "PACS", "CLIPood", 0, 0, rng)
+    write_run(tmp_path, "PACS", "CLIPood", 0, 1, rng)
+    (folder / "results.jsonl").chmod(0)
+    result = command([sys.executable, "-m", "domainbed_adapter.summary", "--input_dir", tmp_path, "--out",
+                      tmp_path / "tables" / "t"], permissions_hold=True)
+    tmp_path.joinpath("tables").exists()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{folder}: results.jsonl unreadable (Permission denied)" in result.stdout
+
+
+def test_terminal_rows_with_a_standard_deviation_keep_their_columns(tmp_path):
+    """Issue 19: the "±" rows were out of their columns. In every column, each "±" stands at one position,
+    whether or not its cell also counts its runs ("(2/3)")."""
+    from domainbed_adapter.summary import summarize
+    rng = random.Random(9)
+    for algorithm in ("CLIPood", "CLIPERM"):
+        for env in range(4):
+            for trial in range(2 if (algorithm, env) == ("CLIPERM", 1) else 3):
+                write_run(tmp_path, "PACS", algorithm, env, trial, rng)
+    block = summarize(str(tmp_path), paper=True).text().split("\n\n")[0].splitlines()
+    header, rows = block[1], [line for line in block[2:] if "±" in line]
+    assert "(2/3)" in block[3]  # CLIPERM's row: test env 1 (C) and Avg lack a trial
+    ends = [header.index(f" {column}") + 1 + len(column) for column in ("A", "C", "P", "S", "Avg")]
+    for start, end in zip([len("CLIPERM")] + ends, ends):  # the span of each column (right-aligned)
+        positions = {line.index("±", start) for line in rows if "±" in line[start:end]}
+        assert len(positions) == 1, ("\n".join(block), start, end)

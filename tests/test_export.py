@@ -194,3 +194,88 @@ def test_a_dassl_checkpoint_exports_with_its_recorded_architecture(data_root, ti
     images = normalized(pixels(32), CLIP_MEAN, CLIP_STD)
     torch.testing.assert_close(reload_logits(tmp_path / "exported.pt", images),
                                learner_from_state(state).predict(images), rtol=0, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- what export writes
+def contents(*paths):
+    return {path: path.read_bytes() if path.is_file() else None for path in paths}
+
+
+def test_export_overwrites_no_input_and_no_file_it_did_not_write(tiny_run, tmp_path, capsys):
+    _, model_pt = tiny_run
+    checkpoint_as_json = tmp_path / "ckpt.json"  # F-H13: the sidecar of OUT ckpt.pt is the input
+    checkpoint_as_json.write_bytes(model_pt.read_bytes())
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(model_pt.read_bytes())
+    (run / "results.json").write_text('{"accuracy": 1}')  # F-H14: OUT run/results puts its JSON here
+    foreign = tmp_path / "theirs.pt"
+    foreign.write_bytes(b"someone's weights")
+    before = contents(checkpoint_as_json, run / "model.pt", run / "results.json", foreign)
+    for checkpoint, out, extra, message in [
+            (checkpoint_as_json, tmp_path / "ckpt.pt", [], "is an input of the export"),
+            (checkpoint_as_json, tmp_path / "ckpt.pt", ["--overwrite"], "is an input of the export"),
+            (run / "model.pt", run / "results", [], "not written by clipood export"),
+            (model_pt, foreign, [], "not written by clipood export"),
+            (run / "results.json", tmp_path / "x.pt", [], "not a readable checkpoint")]:
+        code, printed = export(checkpoint, out, *extra, capsys=capsys)
+        assert code == 2 and message in printed.err and printed.err.count("\n") == 1, printed.err
+        assert "delete" not in printed.err  # its inputs are the user's files
+    assert contents(*before) == before
+    assert not (tmp_path / "ckpt.pt").exists() and not (run / "results").exists() and not (tmp_path / "x.pt").exists()
+    # an earlier export of the same name is replaced without asking; a foreign file when asked
+    assert export(model_pt, tmp_path / "again.pt")[0] == 0 and export(model_pt, tmp_path / "again.pt")[0] == 0
+    assert export(model_pt, foreign, "--overwrite")[0] == 0
+    assert json.loads(foreign.with_suffix(".json").read_text())["clipood_export"] == 1
+
+
+def test_an_out_the_file_system_refuses_is_one_line_and_leaves_nothing_behind(tiny_run, tmp_path):
+    from file_system import clipood, one_line_error, read_only_folder
+
+    _, model_pt = tiny_run
+    (tmp_path / "folder.pt").mkdir()  # F-M2
+    (tmp_path / "a_file").write_text("")
+    locked = read_only_folder(tmp_path / "locked")  # F-M1
+    for out, kwargs in [(tmp_path / "folder.pt", {}), (tmp_path / "a_file" / "out.pt", {}),
+                        (locked / "out.pt", {"permissions_hold": True})]:
+        result = clipood("export", model_pt, out, **kwargs)
+        assert one_line_error(result, "export") and str(out.parent) in result.stderr, result.stderr
+    assert list((tmp_path / "folder.pt").iterdir()) == [] and list(locked.iterdir()) == []
+    # F-M3: a full disk, where an earlier export of that name is kept whole
+    disk = tmp_path / "disk"
+    assert export(model_pt, disk / "model.pt")[0] == 0
+    before = contents(disk / "model.pt", disk / "model.json")
+    result = clipood("export", model_pt, disk / "model.pt", file_size_limit=4096)
+    assert one_line_error(result, "export") and "cannot write" in result.stderr, result.stderr
+    assert contents(*before) == before and sorted(p.name for p in disk.iterdir()) == ["model.json", "model.pt"]
+
+
+def test_a_forged_or_partial_checkpoint_is_not_a_checkpoint_of_this_package(tiny_run, tmp_path, capsys):
+    _, model_pt = tiny_run
+    state = torch.load(model_pt, weights_only=True)
+    encoder = dict(state["inference_encoder"])
+    conv = encoder.pop("conv1.weight")
+    forged = {"foreign_key.pt": {**state, "inference_encoder": {**encoder, "conv9.weight": conv}},  # F-M4
+              "other_shape.pt": {**state, "inference_encoder": {**encoder, "conv1.weight": conv[:, :1]}},  # F-M5
+              "config_only.pt": {"format": 2, "config": {"model_name": "clipood-tiny"}},  # F-M6
+              "no_text_features.pt": {k: v for k, v in state.items() if k != "text_features"},
+              "no_zero_shot.pt": {**state, "config": {k: v for k, v in state["config"].items() if k != "zero_shot"}}}
+    for name, content in forged.items():
+        torch.save(content, tmp_path / name)
+        code, printed = export(tmp_path / name, tmp_path / "out.pt", capsys=capsys)
+        assert code == 2 and "not a checkpoint of this package" in printed.err, (name, printed.err)
+        assert printed.err.count("\n") == 1 and "delete" not in printed.err, (name, printed.err)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_the_printed_reload_line_runs_as_printed_in_a_fresh_python(tiny_run, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    _, model_pt = tiny_run
+    code, printed = export(model_pt, tmp_path / "exported.pt", capsys=capsys)
+    line = next(line for line in printed.out.splitlines() if line.startswith("load it with: "))
+    command = line.removeprefix("load it with: ") + "; print('loaded')"
+    result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})  # no PYTHONPATH: plain open_clip
+    assert code == 0 and result.stdout.strip() == "loaded", result.stderr[-2000:]

@@ -9,7 +9,8 @@ from statistics import mean, stdev
 
 import pytest
 
-from clipood_plugin.results_table import Cell, Report, Row, Table, complete_means, output_prefix, paper_tables
+from clipood_plugin.results_table import (Cell, Report, Row, Table, complete_means, output_prefix, paper_tables,
+                                          print_and_write)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_TABLES = next((path for path in (ROOT.parent / "shared" / "design" / "PAPER_TABLES.md",
@@ -118,3 +119,12 @@ def test_output_prefix_is_a_prefix_or_a_folder(tmp_path):
     assert output_prefix(None, "sweep", "summary") == str(Path("sweep") / "summary")
     assert output_prefix(str(tmp_path), "sweep", "summary") == str(tmp_path / "summary")
     assert output_prefix(str(tmp_path / "t1"), "sweep", "summary") == str(tmp_path / "t1")
+
+
+def test_tables_that_cannot_be_written_are_one_line_and_exit_2(report, tmp_path, capsys):
+    """Where --out cannot be written (a file where a folder is needed), no traceback and nothing written."""
+    (tmp_path / "a_file").write_text("kept")
+    assert print_and_write(report, str(tmp_path / "a_file" / "t"), str(tmp_path), "summary") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "cannot create the folder" in error and "--out" in error
+    assert (tmp_path / "a_file").read_text() == "kept"

@@ -227,3 +227,41 @@ def test_an_error_in_a_loader_process_is_one_line(jpegs):
     with pytest.raises(DataError) as caught:
         next(iter(loader))
     assert str(caught.value).startswith(f"cannot read image {jpegs[1][0]}") and "Traceback" not in str(caught.value)
+
+
+@contextlib.contextmanager
+def umask(mask):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_have_the_mode_the_umask_gives(tmp_path, mask, mode):
+    """F-L19: mkstemp's 0600 made a run's results unreadable to a group that shares it."""
+    with umask(mask):
+        write_json({"accuracy": 1.0}, tmp_path / "results.json")
+        save_atomic(lambda file: torch.save({"w": torch.zeros(2)}, file), tmp_path / "model.pt")
+        save_atomic(lambda file: file.write(b"new"), tmp_path / "model.pt")  # replacing keeps to the umask too
+    assert {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()} == {
+        "results.json": mode, "model.pt": mode}
+
+
+def test_a_write_the_file_system_refuses_is_a_data_error_that_keeps_the_old_file(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_text("old")
+    with pytest.raises(DataError, match=f"cannot write {tmp_path / 'folder'}: Is a directory"):
+        (tmp_path / "folder").mkdir()
+        write_json({}, tmp_path / "folder")
+    with pytest.raises(DataError, match=f"cannot write {target}: No space left on device"):
+        def torch_save_on_a_full_disk(file):  # what torch.save raises when the disk fills: ENOSPC, chained
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+        save_atomic(torch_save_on_a_full_disk, target)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["folder", "results.json"]
+    with pytest.raises(ValueError, match="not a file system error"):  # other errors pass through unchanged
+        save_atomic(lambda file: (_ for _ in ()).throw(ValueError("not a file system error")), target)

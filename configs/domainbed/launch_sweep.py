@@ -11,7 +11,9 @@ gets --steps 1 as it does not train). Then it prints the results beside the pape
 (``domainbed_adapter.summary --paper``, also written as Markdown and CSV into the output dir): under
 DomainBed's training-domain validation and under the authors' protocol (the final model on the test
 domain's out split); for open-class configs it first scores base and new classes (``evaluate_open``)
-and prints Table 4's layout.
+and prints Table 4's layout over the whole test domain, as the authors score it (the summary's
+``--split out`` or ``in`` give the splits). A step that fails is one line naming it, and the script exits
+with its code: 1 from a summary means its tables are written but runs are missing or left out (listed).
 """
 import argparse
 import json
@@ -49,10 +51,10 @@ def sweep_commands(config, args):
 
 def report_commands(config, args):
     summary = [sys.executable, "-m", "domainbed_adapter.summary", "--input_dir", args.output_dir, "--paper"]
-    final_model = summary + ["--selection", "final", "--split", "out"]
     if any(settings.get("open_class_ratio") for settings in config["datasets"].values()):
-        return [[sys.executable, "-m", "domainbed_adapter.evaluate_open", "--input_dir", args.output_dir], final_model]
-    return [summary, final_model]
+        return [[sys.executable, "-m", "domainbed_adapter.evaluate_open", "--input_dir", args.output_dir],
+                summary + ["--selection", "final", "--split", "all"]]
+    return [summary, summary + ["--selection", "final", "--split", "out"]]
 
 
 def main(argv=None):
@@ -75,10 +77,18 @@ def main(argv=None):
     unknown = set(args.datasets or ()) - set(config["datasets"])
     if unknown:
         parser.error(f"datasets {sorted(unknown)} are not in {args.config}: {sorted(config['datasets'])}")
+    worst = 0
     for command in sweep_commands(config, args) + ([] if args.no_report else report_commands(config, args)):
         print("+", " ".join(command), flush=True)
-        subprocess.run(command, check=True)
+        code = subprocess.run(command).returncode
+        if code:
+            print(f"launch_sweep.py: {' '.join(command[1:4])} exited with code {code} (its message is above)",
+                  file=sys.stderr, flush=True)
+            if code != 1 or "domainbed_adapter.summary" not in command:
+                return code  # a failed step: what follows would read what it did not write
+        worst = max(worst, code)
+    return worst
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

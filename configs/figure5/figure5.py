@@ -9,7 +9,9 @@ run is skipped, an interrupted one resumed (with other flags than it was trained
 OUT). Flags it does not know go to every `clipood train` (--data-dir, --test-domains, --model, --pretrained,
 --steps, --lr, ...); a row's own settings win over them. OUT/figure5.json names each row's run. ``summary`` prints each panel: the test accuracy of the model
 each run predicts with (the averaged weights; the last ones for averaging none) per test domain, their
-mean, and the mean of the last weights.
+mean, and the mean of the last weights. A run whose results.json cannot be used (unreadable, truncated, an
+accuracy that is null or outside [0, 100]) is shown as "left out" and listed with the reason; ``summary``
+exits 1 when a row has no value (left out or not run), 0 when every row has one, 2 on bad input.
 """
 import argparse
 import json
@@ -19,6 +21,35 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = "figure5.json"
+
+
+class FigureError(ValueError):
+    """Bad input to the runner or the summary: one line naming the fix."""
+
+
+def read_results(path):
+    """A run's results.json as `clipood train` writes it, checked: {"config", "test_domains", "bma": {domain:
+    accuracy}, "mean_bma", "mean_final"} (accuracies in %), None if the run has not finished, UnusableRun
+    naming why it cannot be used."""
+    from clipood_plugin.results_table import UnusableRun, checked_accuracy
+
+    if not path.exists():
+        return None
+    try:
+        results = json.loads(path.read_text())
+        config, domains = results["config"], results["test_domains"]
+        bma, mean = results["accuracy"]["bma"], results["test_mean"]
+        if not (isinstance(config, dict) and isinstance(domains, list) and isinstance(bma, dict)):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = getattr(error, "strerror", None) or (str(error) if isinstance(error, ValueError) else
+                                                      "not what clipood train writes")
+        raise UnusableRun(f"{path} unreadable ({reason})") from None
+    return {"config": config, "test_domains": domains,
+            "bma": {domain: checked_accuracy(bma.get(domain), f"{path}: the accuracy on {domain}")
+                    for domain in domains},
+            **{f"mean_{key}": checked_accuracy(mean.get(key), f"{path}: the mean accuracy ({key})")
+               for key in ("bma", "final")}}
 
 
 def flags_of(settings):
@@ -55,13 +86,19 @@ def run(runs, output_dir, dry_run=False, log=print):
     from clipood_plugin.cli import build_parser, main as clipood
     from clipood_plugin.standalone import TrainConfig
 
+    from clipood_plugin.results_table import UnusableRun
+
     parser = build_parser()
     for name, arguments in runs.items():
         run_dir = output_dir / "runs" / name
         arguments = [*arguments, "--output-dir", str(run_dir)]
-        results = run_dir / "results.json"
-        if results.exists():
-            saved, config = json.loads(results.read_text())["config"], vars(parser.parse_args(arguments))
+        try:
+            results = read_results(run_dir / "results.json")
+        except UnusableRun as reason:
+            log(f"figure5: error: {reason}: remove {run_dir} to train that run again, or use another --output-dir")
+            return 2
+        if results is not None:
+            saved, config = results["config"], vars(parser.parse_args(arguments))
             changed = [key for key in saved if key not in TrainConfig.RESUMABLE_CHANGES and saved[key] != config[key]]
             if changed:
                 log(f"figure5: error: {run_dir} was trained with other {', '.join(changed)}; use another --output-dir")
@@ -87,33 +124,54 @@ def format_table(header, rows, markdown=False):
                                for i, (cell, width) in enumerate(zip(row, widths))) for row in [header, *rows])
 
 
+def read_manifest(output_dir):
+    """OUT/figure5.json, checked: {panel: {"title", "rows": [{"label", "run"}]}}."""
+    path = output_dir / MANIFEST
+    try:
+        panels = json.loads(path.read_text())
+        if not all(isinstance(row["label"], str) and isinstance(row["run"], str) and isinstance(panel["title"], str)
+                   for panel in panels.values() for row in panel["rows"]):
+            raise TypeError
+    except FileNotFoundError:
+        raise FigureError(f"no {path}: give the --output-dir of `figure5.py run`") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise FigureError(f"{path} is not the manifest `figure5.py run` writes (unreadable or truncated): run "
+                          "`figure5.py run` with the same flags again to rewrite it") from None
+    return panels
+
+
 def summarize(output_dir, markdown=False):
-    """Every panel of OUT/figure5.json as a table of its runs' test accuracies (%)."""
-    manifest_path = output_dir / MANIFEST
-    if not manifest_path.exists():
-        raise SystemExit(f"no {manifest_path}: give the --output-dir of `figure5.py run`")
-    panels = json.loads(manifest_path.read_text())
-    results = {}
-    for name in {row["run"] for panel in panels.values() for row in panel["rows"]}:
-        path = output_dir / "runs" / name / "results.json"
-        results[name] = json.loads(path.read_text()) if path.exists() else None
-    done = [result for result in results.values() if result is not None]
+    """(every panel of OUT/figure5.json as a table of its runs' test accuracies (%), lines naming the runs
+    left out and why, whether every row has its values)."""
+    from clipood_plugin.results_table import UnusableRun
+
+    panels = read_manifest(output_dir)
+    results, left_out = {}, []
+    for name in sorted({row["run"] for panel in panels.values() for row in panel["rows"]}):
+        try:
+            results[name] = read_results(output_dir / "runs" / name / "results.json")
+        except UnusableRun as reason:
+            results[name] = reason
+            left_out.append(f"{name}: {reason}")
+    done = [result for result in results.values() if isinstance(result, dict)]
     domains = done[0]["test_domains"] if done else []  # the same in every run: the runner gives them all
     header = ["setting", *domains, "mean", "last weights, mean"]
-    tables = []
+    tables, complete = [], True
     for panel in panels.values():
         rows = []
         for row in panel["rows"]:
             result = results[row["run"]]
-            if result is None:
-                rows.append([row["label"], *["not run"] * (len(header) - 1)])
+            if not isinstance(result, dict):
+                complete = False
+                rows.append([row["label"], *["not run" if result is None else "left out"] * (len(header) - 1)])
             else:
-                accuracy, mean = result["accuracy"]["bma"], result["test_mean"]
-                rows.append([row["label"], *(f"{accuracy[d]:.1f}" for d in domains),
-                             f"{mean['bma']:.1f}", f"{mean['final']:.1f}"])
+                rows.append([row["label"], *(f"{result['bma'][d]:.1f}" for d in domains),
+                             f"{result['mean_bma']:.1f}", f"{result['mean_final']:.1f}"])
         title = f"{panel['title']}: test accuracy (%)"
         tables.append(("### " if markdown else "") + title + "\n\n" + format_table(header, rows, markdown))
-    return "\n\n".join(tables)
+    if left_out:
+        tables.append("Left out (their results cannot be used):\n" + "\n".join(f"  {line}" for line in left_out))
+    return "\n\n".join(tables), complete
 
 
 def main(argv=None):
@@ -132,8 +190,13 @@ def main(argv=None):
     if args.command == "summary":
         if train_flags:
             parser.error(f"unrecognized arguments: {' '.join(train_flags)}")
-        print(summarize(args.output_dir, args.markdown))
-        return 0
+        try:
+            text, complete = summarize(args.output_dir, args.markdown)
+        except FigureError as error:
+            print(f"figure5.py summary: error: {error}", file=sys.stderr)
+            return 2
+        print(text)
+        return 0 if complete else 1
     panels = json.loads(args.config.read_text())["panels"]
     unknown = sorted(set(args.panels or ()) - set(panels))
     if unknown:
