@@ -67,7 +67,9 @@ class TrainConfig:
     holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
     eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
-    stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps; continue with --resume"})
+    stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps of this "
+                                                            "command, counted from where it resumed; the same command "
+                                                            "with --resume makes as many more (Slurm requeue)"})
     resume: bool = field(default=False, metadata={"help": "continue from OUTPUT_DIR/checkpoint.pt"})
     overwrite: bool = field(default=False, metadata={"help": "start over in an OUTPUT_DIR that holds a finished or "
                                                              "unfinished run, deleting its results and checkpoint"})

@@ -279,3 +279,20 @@ def test_the_offline_weights_error_and_the_random_init_warning_name_this_command
     assert "--model clipood-tiny --pretrained none" in err
     assert run(*argv, "--model", "clipood-tiny", "--pretrained", "none", "--data-dir", tmp_path / "nowhere") == 2
     assert "warning: --pretrained none trains from random weights" in capsys.readouterr().err
+
+
+def test_the_same_command_with_resume_repeated_makes_progress_each_time_and_ends_as_one_run(
+        data_dir, uninterrupted, tmp_path, capsys):
+    """Slurm's requeue pattern: one command with --stop-after, then the same command with --resume until the
+    run has ended. Each time makes --stop-after more steps (12 steps, 5 at a time: 5, 10, 12)."""
+    argv = train_argv(data_dir, tmp_path, "--steps", 12, "--eval-every", 4, "--stop-after", 5)
+    assert run(*argv) == 0
+    assert "stopped at step 5 of 12 after 5 step(s) (--stop-after); continue with the same command and --resume" \
+        in capsys.readouterr().out
+    resumed_at = []
+    while not (tmp_path / "results.json").exists():
+        assert len(resumed_at) < 3, resumed_at  # a command that makes no progress would loop here
+        assert run(*argv, "--resume") == 0
+        resumed_at.append(int(capsys.readouterr().out.split("resumed at step ")[1].split()[0]))
+    assert resumed_at == [5, 10]
+    assert_same_run(tmp_path, uninterrupted)
