@@ -1,6 +1,7 @@
 """`clipood train` / `clipood demo` as a user runs them: results, exact resume, clear errors, and runs that
 cannot be silently ruined (stop signals, a second writer, planted or damaged checkpoints, data that
 changes, divergence)."""
+import contextlib
 import json
 import os
 import shutil
@@ -295,4 +296,26 @@ def test_the_same_command_with_resume_repeated_makes_progress_each_time_and_ends
         assert run(*argv, "--resume") == 0
         resumed_at.append(int(capsys.readouterr().out.split("resumed at step ")[1].split()[0]))
     assert resumed_at == [5, 10]
+    assert_same_run(tmp_path, uninterrupted)
+
+
+def test_a_run_killed_outright_with_loader_processes_can_be_resumed_at_once(data_dir, uninterrupted, tmp_path):
+    """kill -9 of the run alone: its orphaned DataLoader processes live on for a while, and must not hold
+    the output dir's lock."""
+    argv = train_argv(data_dir, tmp_path, "--steps", 12, "--eval-every", 4)
+    process = subprocess.Popen([sys.executable, "-m", "clipood_plugin", *map(str, argv), "--workers", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in process.stdout:
+            if line.startswith("step 8:"):  # the checkpoint of step 4 or 6 is there, the loaders are running
+                break
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        orphans = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
+        assert orphans, "no loader process outlived the run: this test would not test the lock"
+        assert run(*argv, "--resume") == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     assert_same_run(tmp_path, uninterrupted)
