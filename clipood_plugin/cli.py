@@ -2,9 +2,11 @@
 open_clip are imported (on use, below), so that --help and a bad argument answer at once."""
 import argparse
 import dataclasses
+import difflib
 import sys
 import typing
 
+from . import __version__
 from .settings import TINY_MODEL, DataError, TrainConfig
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
@@ -32,10 +34,27 @@ def _add_config_flags(parser, defaults, skip=()):
             parser.add_argument(flag, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument no option takes is an error of the (sub)command whose arguments it is among: its usage
+    is shown, with the closest option names (argparse leaves it to the top-level parser, which shows its
+    own usage and no suggestion)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [option for action in self._actions for option in action.option_strings]
+            close = [match for extra in extras if extra.startswith("-")
+                     for match in difflib.get_close_matches(extra.split("=", 1)[0], options, n=1)]
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        return namespace, extras
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
-                                     "Softmax and Beta Moving Average (Shu et al., ICML 2023)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
+                     "Softmax and Beta Moving Average (Shu et al., ICML 2023)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train_parser = commands.add_parser("train", help="train on ROOT/<domain>/<class>/<image>, test on held-out domains")
     _add_config_flags(train_parser, TrainConfig())
     for action in train_parser._actions:

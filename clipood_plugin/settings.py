@@ -108,6 +108,31 @@ class TrainConfig:
             raise DataError("--resume continues the run in --output-dir and --overwrite starts it over: give one")
 
 
+def check_device(name, option="--device"):
+    """Raise DataError, in one line naming ``option``, unless ``name`` (None: the default device) is a
+    device torch can use here. torch is imported on use."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DataError(f"{option} {name}: not a device name; give cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise DataError(f"{option} {name}: no CUDA GPU is visible here; give {option} cpu, or run on a machine "
+                            "with a GPU")
+        if device.index is not None and device.index >= count:
+            raise DataError(f"{option} {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+        return
+    try:
+        torch.empty(0, device=device)
+    except Exception:  # each backend raises its own type, some with a page-long message
+        raise DataError(f"{option} {name}: this torch cannot use it on this machine; give {option} cpu") from None
+
+
 def flag(name):
     """The command-line flag of a TrainConfig field."""
     return "--" + name.replace("_", "-")

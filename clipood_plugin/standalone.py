@@ -16,7 +16,7 @@ from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_
 from .device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
 from .files import claim_output_dir, load_checkpoint, save_tensors, write_json
 from .learner import CLIPoodLearner
-from .settings import DECODE_CHOICES, DataError, TrainConfig
+from .settings import DECODE_CHOICES, DataError, TrainConfig, check_device
 
 RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
 
@@ -235,6 +235,7 @@ def train(config: TrainConfig, log=print, prepare_data=None):
     of every batch and of every evaluation split, and rank 0 alone logs and writes files.
     """
     config.check()
+    check_device(config.device)
     main = distributed.is_main()
     if not main:
         log = _quiet

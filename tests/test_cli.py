@@ -319,3 +319,41 @@ def test_a_run_killed_outright_with_loader_processes_can_be_resumed_at_once(data
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     assert_same_run(tmp_path, uninterrupted)
+
+
+def gpus_here():
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7", "mps", "cuda:0:1"])
+def test_a_bad_device_is_one_line_and_exit_2(data_dir, tmp_path, capsys, device):
+    """A login node has no GPU: --device cuda there, like a name torch does not know, is bad input."""
+    count = gpus_here()
+    if device == "cuda" and count or device == "cuda:7" and count > 7 \
+            or device == "mps" and torch.backends.mps.is_available():
+        pytest.skip(f"--device {device} is usable on this machine")
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 2, "--device", device)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"clipood train: error: --device {device}: "), err
+    if device.startswith("cuda:7"):
+        assert (f"this machine has {count} GPU(s)" if count else "no CUDA GPU is visible here; give --device cpu") \
+            in err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_mistyped_flag_shows_the_subcommands_usage_and_the_flag_it_resembles(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--data-dir", "d", "--test-domains", "t", "--stpes", "3"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: clipood train ")
+    assert err.strip().splitlines()[-1] == \
+        "clipood train: error: unrecognized arguments: --stpes 3 (did you mean --steps?)"
+
+
+def test_version():
+    from clipood_plugin import __version__
+
+    result = subprocess.run([sys.executable, "-m", "clipood_plugin", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert (result.returncode, result.stdout) == (0, f"clipood {__version__}\n")
