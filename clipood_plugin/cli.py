@@ -7,7 +7,7 @@ import sys
 import typing
 
 from . import __version__
-from .settings import TINY_MODEL, DataError, TrainConfig
+from .settings import TINY_MODEL, DataError, TrainConfig, flag
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
 # needs more steps and a far larger learning rate than the paper's fine-tuning.
@@ -72,7 +72,29 @@ def build_parser():
     export.add_argument("out", help="the open_clip checkpoint to write (a JSON with its model name goes beside it)")
     export.add_argument("--pretrained", help="the weights the run started from, if not where it recorded them "
                         "(e.g. a local file of its tag)")
+    _add_evaluate_parser(commands)
     return parser
+
+
+def _add_evaluate_parser(commands):
+    defaults = TrainConfig()
+    evaluate = commands.add_parser("evaluate", help="accuracy of a saved model (model.pt, checkpoint.pt, DomainBed "
+                                   "model.pkl, Dassl checkpoint, clipood export file) on ROOT/<domain>/<class>/<image>")
+    evaluate.add_argument("model", help="the saved model (an export file needs its .json beside it)")
+    evaluate.add_argument("--data-dir", required=True, help="ROOT of ROOT/<domain>/<class>/<image>")
+    evaluate.add_argument("--domains", nargs="+", help="the domains to evaluate (default: all)")
+    names = evaluate.add_mutually_exclusive_group()
+    names.add_argument("--class-names", help="a,b,c: predict among these names (open classes; every folder class "
+                       "must be one of them; default: the model's training classes)")
+    names.add_argument("--class-names-file", help="the same, one name per line")
+    evaluate.add_argument("--output", help="write the results to this JSON file")
+    evaluate.add_argument("--device", help=TrainConfig.__dataclass_fields__["device"].metadata["help"])
+    evaluate.add_argument("--batch-size", type=int, default=defaults.eval_batch_size,
+                          help=f"images per batch (default: {defaults.eval_batch_size})")
+    evaluate.add_argument("--workers", type=int, default=defaults.workers,
+                          help=f"data loading processes (default: {defaults.workers})")
+    evaluate.add_argument("--pretrained", help="the weights the run started from, if not where it recorded them "
+                          "(its text tower encodes the class names)")
 
 
 def _demo_config(chosen):
@@ -114,6 +136,12 @@ def main(argv=None):
     if args.command == "export":
         from .export import main as export_main
         return export_main(args.checkpoint, args.out, args.pretrained)
+    if args.command == "evaluate":
+        for option, least in (("batch_size", 1), ("workers", 0)):
+            if getattr(args, option) < least:
+                return _fail("evaluate", f"{flag(option)} must be at least {least}, got {getattr(args, option)}")
+        from .evaluate import main as evaluate_main
+        return evaluate_main(args)
     return _train_or_demo(args)
 
 

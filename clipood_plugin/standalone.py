@@ -21,7 +21,7 @@ from .settings import DECODE_CHOICES, DataError, TrainConfig, check_device
 RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
 
 
-def _loader(items, transform, workers, **kwargs):
+def evaluation_loader(items, transform, workers, **kwargs):
     """Evaluation batches (images, labels, skipped): an image that cannot be read is left out and reported."""
     return torch.utils.data.DataLoader(ImageList(items, transform, unreadable="drop"), num_workers=workers,
                                        collate_fn=ImageList.collate, worker_init_fn=ignore_stop_signals, **kwargs)
@@ -308,7 +308,7 @@ class _TrainingRun:
                                                                             self.first_step + config.stop_after)
 
     def _eval_loader(self, items):
-        return _loader(items[self.rank::self.world_size], self.learner.preprocess_val, self.config.workers,
+        return evaluation_loader(items[self.rank::self.world_size], self.learner.preprocess_val, self.config.workers,
                        batch_size=self.config.eval_batch_size)
 
     def _resumed_state(self):
