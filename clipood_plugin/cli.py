@@ -15,6 +15,10 @@ DEMO_TEST_DOMAIN = "painting"
 DEMO_REAL = dict(steps=300, batch_size=16, eval_every=50, checkpoint_every=100, eval_batch_size=256)
 DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=2e-3, steps=600, eval_every=100)
 RANDOM_INIT_MIN_LR = 1e-4  # below it, a model trained from random weights barely moves in a run's steps
+# `clipood summary KIND ARGS...`: the module whose main(argv) tables the runs of each front end. Named here
+# (imported on use) so that `clipood --help` leads to them; the core modules stay free of the frameworks.
+SUMMARIES = {"domainbed": "domainbed_adapter.summary", "base2new": "dassl_trainers.base2new_summary",
+             "imagenet": "dassl_trainers.imagenet_summary"}
 
 
 def _add_config_flags(parser, defaults, skip=()):
@@ -73,6 +77,14 @@ def build_parser():
     export.add_argument("--pretrained", help="the weights the run started from, if not where it recorded them "
                         "(e.g. a local file of its tag)")
     _add_evaluate_parser(commands)
+    summary = commands.add_parser("summary", help="table the runs of a DomainBed sweep (domainbed), of CoOp's "
+                                  "base-to-new (base2new) or ImageNet variants (imagenet) against the paper")
+    summary.add_argument("kind", choices=SUMMARIES, help="whose runs; `clipood summary KIND --help` lists ARGS")
+    summary.add_argument("args", nargs=argparse.REMAINDER, help="the summary's own arguments")
+    figure5 = commands.add_parser("figure5", help="the paper's Figure 5 analysis on your data: `clipood figure5 "
+                                  "run ...` trains its settings, `clipood figure5 summary OUT` tables them")
+    figure5.add_argument("action", choices=("run", "summary"), help="`clipood figure5 ACTION --help` lists ARGS")
+    figure5.add_argument("args", nargs=argparse.REMAINDER, help="the action's own arguments")
     return parser
 
 
@@ -136,6 +148,13 @@ def main(argv=None):
     if args.command == "export":
         from .export import main as export_main
         return export_main(args.checkpoint, args.out, args.pretrained)
+    if args.command == "summary":
+        import importlib
+
+        return importlib.import_module(SUMMARIES[args.kind]).main(args.args)
+    if args.command == "figure5":
+        from .figure5 import main as figure5_main
+        return figure5_main([args.action, *args.args])
     if args.command == "evaluate":
         for option, least in (("batch_size", 1), ("workers", 0)):
             if getattr(args, option) < least:

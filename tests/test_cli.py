@@ -357,3 +357,29 @@ def test_version():
     result = subprocess.run([sys.executable, "-m", "clipood_plugin", "--version"], capture_output=True, text=True,
                             timeout=120)
     assert (result.returncode, result.stdout) == (0, f"clipood {__version__}\n")
+
+
+def clipood_process(*argv):
+    return subprocess.run([sys.executable, "-m", "clipood_plugin", *map(str, argv)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("kind, module", [("domainbed", "domainbed_adapter.summary"),
+                                          ("base2new", "dassl_trainers.base2new_summary"),
+                                          ("imagenet", "dassl_trainers.imagenet_summary")])
+def test_the_summaries_are_subcommands_that_run_as_their_modules_do(tmp_path, kind, module):
+    assert "summary" in clipood_process("--help").stdout
+    for args in (["--help"], ["--no-such-flag"]):
+        through_clipood = clipood_process("summary", kind, *args)
+        directly = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
+        assert (through_clipood.returncode, through_clipood.stdout, through_clipood.stderr) == \
+            (directly.returncode, directly.stdout, directly.stderr)
+    assert through_clipood.returncode == 2
+
+
+def test_figure5_is_a_subcommand(tmp_path):
+    listed = clipood_process("--help").stdout
+    assert "figure5" in listed and "evaluate" in listed
+    missing = clipood_process("figure5", "summary", tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        f"clipood figure5: error: no {tmp_path / 'figure5.json'}: give the --output-dir of `clipood figure5 run`")

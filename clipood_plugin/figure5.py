@@ -1,0 +1,158 @@
+"""The paper's analysis (Figure 5 (a)-(d)) on your data with `clipood train`, and each panel as a table.
+
+    clipood figure5 run --output-dir OUT --data-dir ROOT --test-domains sketch [clipood train flags]
+    clipood figure5 run ... --dry-run          # list the `clipood train` commands only
+    clipood figure5 summary OUT [--markdown]
+
+``run`` trains every distinct setting of the panels (figure5_panels.json, beside this file) once, in OUT/runs/<setting>/: a finished
+run is skipped, an interrupted one resumed (with other flags than it was trained with, it stops: use another
+OUT). Flags it does not know go to every `clipood train` (--data-dir, --test-domains, --model, --pretrained,
+--steps, --lr, ...); a row's own settings win over them. OUT/figure5.json names each row's run. ``summary`` prints each panel: the test accuracy of the model
+each run predicts with (the averaged weights; the last ones for averaging none) per test domain, their
+mean, and the mean of the last weights.
+"""
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .settings import DataError
+
+PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
+MANIFEST = "figure5.json"
+
+
+def flags_of(settings):
+    """`clipood train` flags of a row's settings (TrainConfig field names)."""
+    return [part for key, value in settings.items() for part in ("--" + key.replace("_", "-"), str(value))]
+
+
+def plan(panels, train_flags):
+    """({run name: `clipood train` arguments}, {panel: {"title", "rows": [{"label", "run"}]}}).
+
+    A run is named by its values of the fields the panels vary that differ from `clipood train`'s defaults
+    ("clipood": the method), after ``train_flags`` and the row's settings are parsed as `clipood train` does."""
+    from clipood_plugin.cli import build_parser
+    from clipood_plugin.standalone import TrainConfig
+
+    parser, defaults = build_parser(), vars(TrainConfig())
+    set_by_rows = {key for panel in panels.values() for row in panel["rows"] for key in row["settings"]}
+    varied = [field for field in defaults if field in set_by_rows]  # in TrainConfig's order
+    runs, manifest = {}, {}
+    for key, panel in panels.items():
+        rows = []
+        for row in panel["rows"]:
+            arguments = ["train", *train_flags, *flags_of(row["settings"])]
+            config = vars(parser.parse_args(arguments))
+            name = "_".join(f"{field}-{config[field]}" for field in varied if config[field] != defaults[field])
+            runs.setdefault(name or "clipood", arguments)
+            rows.append({"label": row["label"], "run": name or "clipood"})
+        manifest[key] = {"title": panel["title"], "rows": rows}
+    return runs, manifest
+
+
+def run(runs, output_dir, dry_run=False, log=print):
+    """Train the runs one after the other in this process; returns the first non-zero exit code, else 0."""
+    from clipood_plugin.cli import build_parser, main as clipood
+    from clipood_plugin.standalone import TrainConfig
+
+    parser = build_parser()
+    for name, arguments in runs.items():
+        run_dir = output_dir / "runs" / name
+        arguments = [*arguments, "--output-dir", str(run_dir)]
+        results = run_dir / "results.json"
+        if results.exists():
+            saved, config = json.loads(results.read_text())["config"], vars(parser.parse_args(arguments))
+            changed = [key for key in saved if key not in TrainConfig.RESUMABLE_CHANGES and saved[key] != config[key]]
+            if changed:
+                log(f"figure5: error: {run_dir} was trained with other {', '.join(changed)}; use another --output-dir")
+                return 2
+            log(f"done: {run_dir}")
+            continue
+        if (run_dir / "checkpoint.pt").exists():
+            arguments.append("--resume")
+        log("clipood " + shlex.join(arguments))
+        if not dry_run:
+            code = clipood(arguments)
+            if code:
+                return code
+    return 0
+
+
+def format_table(header, rows, markdown=False):
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+                         + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(row, widths))) for row in [header, *rows])
+
+
+def summarize(output_dir, markdown=False):
+    """Every panel of OUT/figure5.json as a table of its runs' test accuracies (%)."""
+    manifest_path = output_dir / MANIFEST
+    if not manifest_path.exists():
+        raise DataError(f"no {manifest_path}: give the --output-dir of `clipood figure5 run`")
+    panels = json.loads(manifest_path.read_text())
+    results = {}
+    for name in {row["run"] for panel in panels.values() for row in panel["rows"]}:
+        path = output_dir / "runs" / name / "results.json"
+        results[name] = json.loads(path.read_text()) if path.exists() else None
+    done = [result for result in results.values() if result is not None]
+    domains = done[0]["test_domains"] if done else []  # the same in every run: the runner gives them all
+    header = ["setting", *domains, "mean", "last weights, mean"]
+    tables = []
+    for panel in panels.values():
+        rows = []
+        for row in panel["rows"]:
+            result = results[row["run"]]
+            if result is None:
+                rows.append([row["label"], *["not run"] * (len(header) - 1)])
+            else:
+                accuracy, mean = result["accuracy"]["bma"], result["test_mean"]
+                rows.append([row["label"], *(f"{accuracy[d]:.1f}" for d in domains),
+                             f"{mean['bma']:.1f}", f"{mean['final']:.1f}"])
+        title = f"{panel['title']}: test accuracy (%)"
+        tables.append(("### " if markdown else "") + title + "\n\n" + format_table(header, rows, markdown))
+    return "\n\n".join(tables)
+
+
+def main(argv=None, prog="clipood figure5"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", allow_abbrev=False,
+                                     help="train every setting; other flags go to `clipood train`")
+    run_parser.add_argument("--output-dir", required=True, type=Path, help="OUT: runs/ and figure5.json go here")
+    run_parser.add_argument("--config", type=Path, default=PANELS, help="the panels (default: %(default)s)")
+    run_parser.add_argument("--panels", nargs="+", help="keys of the panels to run (default: all)")
+    run_parser.add_argument("--dry-run", action="store_true", help="list the `clipood train` commands only")
+    summary_parser = commands.add_parser("summary", help="print each panel as a table")
+    summary_parser.add_argument("output_dir", type=Path, help="the --output-dir of `run`")
+    summary_parser.add_argument("--markdown", action="store_true", help="Markdown tables")
+    args, train_flags = parser.parse_known_args(argv)
+    if args.command == "summary":
+        if train_flags:
+            parser.error(f"unrecognized arguments: {' '.join(train_flags)}")
+        try:
+            print(summarize(args.output_dir, args.markdown))
+        except DataError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
+        return 0
+    panels = json.loads(args.config.read_text())["panels"]
+    unknown = sorted(set(args.panels or ()) - set(panels))
+    if unknown:
+        parser.error(f"panels {unknown} are not in {args.config}: {sorted(panels)}")
+    runs, manifest = plan(panels, train_flags)  # all panels: the summary shows those not run yet as such
+    selected = {row["run"] for key in args.panels or panels for row in manifest[key]["rows"]}
+    runs = {name: arguments for name, arguments in runs.items() if name in selected}
+    if not args.dry_run:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    print(f"{len(runs)} runs for panels {', '.join(args.panels or panels)} in {args.output_dir / 'runs'}")
+    return run(runs, args.output_dir, args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
