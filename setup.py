@@ -50,7 +50,8 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "tensorboard"],  # tensorboard: its scalars are tested
+        "tensorboard": ["tensorboard"],  # `clipood train` and the DomainBed algorithm write scalars with it
         # what the frameworks themselves import (they are not on the package index: clone them), and what
         # Dassl's setup.py needs to build without isolation (setuptools, numpy); Dassl's requirements.txt
         # also pins linters and dev tools, hence its install with --no-deps (README)

@@ -3,6 +3,7 @@ import collections
 import contextlib
 import dataclasses
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_
 from .device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
 from .files import claim_output_dir, load_checkpoint, save_tensors, write_json
 from .learner import CLIPoodLearner
+from .scalars import ScalarLog
 from .settings import DECODE_CHOICES, DataError, TrainConfig, check_device
 
 RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
@@ -179,6 +181,7 @@ class _RunFiles:
         self.results = self.dir / "results.json"
         self.plot = self.dir / "results.png"
         self.model = self.dir / "model.pt"
+        self.tensorboard = self.dir / "tensorboard"  # scalars, when tensorboard is installed
 
     def check_start(self, config):
         """Refuse to start where the run would overwrite work, or resume what is not there."""
@@ -198,6 +201,7 @@ class _RunFiles:
     def clear(self):
         for path in (self.checkpoint, self.results, self.plot, self.model):
             path.unlink(missing_ok=True)
+        shutil.rmtree(self.tensorboard, ignore_errors=True)
 
     def load_checkpoint(self, config, dataset):
         """The run checkpoint, checked against this command's settings and dataset."""
@@ -306,6 +310,8 @@ class _TrainingRun:
         self.first_step = self.learner.step
         self.last_step = config.steps if config.stop_after is None else min(config.steps,
                                                                             self.first_step + config.stop_after)
+        self.scalars = ScalarLog(files.tensorboard if self.main else None,
+                                 resumed_at=self.first_step if config.resume else None)
 
     def _eval_loader(self, items):
         return evaluation_loader(items[self.rank::self.world_size], self.learner.preprocess_val, self.config.workers,
@@ -345,6 +351,13 @@ class _TrainingRun:
                               "data": self.dataset.file_list_digest()}, self.files.checkpoint)
         self.saved_step = self.learner.step
 
+    def log_evaluation(self, entry):
+        """An entry of the history as scalars: each split's accuracy and the test mean, of the current
+        weights (final) and of the averaged ones (bma)."""
+        for key in ("final", "bma"):
+            accuracy = {**entry[key], "test mean": _mean(entry[key], self.config.test_domains)}
+            self.scalars.add_accuracy(accuracy, entry["step"], prefix=f"accuracy_{key}")
+
     def evaluate(self, averaged):
         return evaluate(self.learner, self.eval_loaders, averaged, self.found, self.signals.between)
 
@@ -371,6 +384,8 @@ class _TrainingRun:
                 stop.kept = (f"{self.files.checkpoint} holds step {self.saved_step} of {self.config.steps}; "
                              "continue with the same command and --resume")
             raise
+        finally:
+            self.scalars.close()
         if self.learner.step < self.config.steps:
             self.log(f"stopped at step {self.learner.step} of {self.config.steps} after {self.config.stop_after} "
                      "step(s) (--stop-after); continue with the same command and --resume")
@@ -386,6 +401,7 @@ class _TrainingRun:
             self.state["bma_weights"].append(self.learner.averaging_weight)  # a_0, the weight of the pretrained model
             self.state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
             self.record_found(self.log)
+        self.log_evaluation(self.state["history"][-1])
 
     def _train(self):
         config, learner, signals, state = self.config, self.learner, self.signals, self.state
@@ -404,6 +420,7 @@ class _TrainingRun:
                         state["history"].append(entry)
                         self.record_found(say)
                     say(f"step {step}: " + _summary(entry, config.test_domains))
+                    self.log_evaluation(entry)
                 if self._checkpoint_due(step):
                     self.save_checkpoint()
                 if step >= self.last_step:
@@ -415,6 +432,7 @@ class _TrainingRun:
                     state["bma_weights"].append(stats["bma_weight"])
                     state["losses"].append(stats["loss"])
                     self.record_found(say)
+                    self.scalars.add_step(stats, learner.step)
                     bar.update(1)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}", lr=f"{stats['lr']:.1e}",
                                     refresh=False)
@@ -490,22 +508,34 @@ def _report(results):
 
 
 def plot_results(results, path):
-    """Left: test accuracy over steps (final vs BMA); right: the BMA weight a_t of each step (t=0: pretrained)."""
+    import matplotlib.pyplot as plt
+
+    figure = results_figure(results)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def results_figure(results):
+    """Left: test accuracy over steps (final vs BMA) against zero-shot; middle: the training loss of each
+    step; right: the BMA weight a_t of each step (t=0: pretrained)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     test_domains = results["test_domains"]
     steps = [h["step"] for h in results["history"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     for key, label in (("final", "current weights"), ("bma", "BMA")):
         left.plot(steps, [_mean(h[key], test_domains) for h in results["history"]], marker="o", label=label)
-    left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--", label="zero-shot")
+    random_init = results["config"]["pretrained"] in (None, "none")
+    left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--",
+                 label="zero-shot (random init: chance level)" if random_init else "zero-shot")
     left.set(xlabel="step", ylabel="test accuracy (%)", title=f"test domains: {', '.join(test_domains)}")
     left.legend()
+    middle.plot(range(1, len(results["losses"]) + 1), results["losses"])
+    middle.set(xlabel="step", ylabel="loss", title="training loss")
     right.plot(range(len(results["bma_weights"])), results["bma_weights"])
     right.set(xlabel="step", ylabel="weight a_t",
               title=f"{results['config']['averaging']} weights (beta={results['config']['bma_beta']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

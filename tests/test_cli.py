@@ -383,3 +383,61 @@ def test_figure5_is_a_subcommand(tmp_path):
     missing = clipood_process("figure5", "summary", tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip() == (
         f"clipood figure5: error: no {tmp_path / 'figure5.json'}: give the --output-dir of `clipood figure5 run`")
+
+
+# ----------------------------------------------------------------- curves to watch
+def scalars_of(output_dir):
+    """{tag: [(step, value)]} of the TensorBoard event files in OUTPUT_DIR/tensorboard, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(output_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_a_run_writes_tensorboard_scalars_of_its_steps_and_evaluations(data_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 4)) == 0
+    results, scalars = json.loads((tmp_path / "results.json").read_text()), scalars_of(tmp_path)
+    assert scalars["train/loss"] == [(step, pytest.approx(loss)) for step, loss in enumerate(results["losses"], 1)]
+    assert scalars["train/bma_weight"] == [(step, pytest.approx(weight))
+                                           for step, weight in enumerate(results["bma_weights"][1:], 1)]
+    assert [step for step, _ in scalars["train/lr"]] == [1, 2, 3, 4]
+    assert scalars["train/skipped_steps"] == [(step, 0.0) for step in (1, 2, 3, 4)]
+    for key in ("final", "bma"):
+        assert scalars[f"accuracy_{key}/sketch"] == [(h["step"], pytest.approx(h[key]["sketch"]))
+                                                    for h in results["history"]]
+        assert scalars[f"accuracy_{key}/photo_holdout"] == [(h["step"], pytest.approx(h[key]["photo (holdout)"]))
+                                                           for h in results["history"]]
+        assert [step for step, _ in scalars[f"accuracy_{key}/test_mean"]] == [0, 2, 4]
+
+
+def test_a_resumed_run_replaces_the_curves_past_its_checkpoint(data_dir, tmp_path):
+    """A run killed after its checkpoint of step 2 had logged step 3; resumed from step 2, it logs 3 and 4
+    again: TensorBoard shows each step once, that of the resumed run."""
+    pytest.importorskip("tensorboard")
+    argv = train_argv(data_dir, tmp_path, "--steps", 4)
+    assert run(*argv, "--stop-after", 2) == 0
+    at_step_2 = (tmp_path / "checkpoint.pt").read_bytes()
+    assert run(*argv, "--resume", "--stop-after", 1) == 0  # as far as the killed run got
+    (tmp_path / "checkpoint.pt").write_bytes(at_step_2)
+    assert run(*argv, "--resume") == 0
+    losses = json.loads((tmp_path / "results.json").read_text())["losses"]
+    assert scalars_of(tmp_path)["train/loss"] == [(step, pytest.approx(loss)) for step, loss in enumerate(losses, 1)]
+
+
+def test_the_plot_shows_the_loss_and_says_when_zero_shot_is_chance(data_dir, tmp_path):
+    from clipood_plugin.standalone import results_figure
+
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 4)) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    figure = results_figure(results)
+    losses = [line for axes in figure.axes for line in axes.get_lines()
+              if list(line.get_ydata()) == pytest.approx(results["losses"])]
+    assert [list(line.get_xdata()) for line in losses] == [[1, 2, 3, 4]]
+    legend = [text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts()]
+    assert "zero-shot (random init: chance level)" in legend
+    results["config"]["pretrained"] = "openai"
+    legend = [text.get_text() for axes in results_figure(results).axes if axes.get_legend()
+              for text in axes.get_legend().get_texts()]
+    assert "zero-shot" in legend and not any("chance" in label for label in legend)
