@@ -7,14 +7,13 @@ import sys
 import typing
 
 from . import __version__
-from .settings import TINY_MODEL, DataError, TrainConfig, flag
+from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, flag, random_init_warning
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
 # needs more steps and a far larger learning rate than the paper's fine-tuning.
 DEMO_TEST_DOMAIN = "painting"
 DEMO_REAL = dict(steps=300, batch_size=16, eval_every=50, checkpoint_every=100, eval_batch_size=256)
-DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=2e-3, steps=600, eval_every=100)
-RANDOM_INIT_MIN_LR = 1e-4  # below it, a model trained from random weights barely moves in a run's steps
+DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=RANDOM_INIT_LR, steps=600, eval_every=100)
 # `clipood summary KIND ARGS...`: the module whose main(argv) tables the runs of each front end. Named here
 # (imported on use) so that `clipood --help` leads to them; the core modules stay free of the frameworks.
 SUMMARIES = {"domainbed": "domainbed_adapter.summary", "base2new": "dassl_trainers.base2new_summary",
@@ -136,13 +135,6 @@ def _demo_settings(preset, chosen):
     return config
 
 
-def _random_init_warning(config):
-    if config.pretrained in (None, "none") and config.lr < RANDOM_INIT_MIN_LR:
-        return (f"warning: --pretrained none trains from random weights, which --lr {config.lr:g} (a fine-tuning "
-                f"rate) barely moves; give a far larger one (clipood demo uses --lr {DEMO_TINY['lr']:g})")
-    return None
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "export":
@@ -181,7 +173,7 @@ def _train_or_demo(args):
     try:
         if command == "demo":
             config = _demo_config(chosen)
-        warning = _random_init_warning(config)
+        warning = random_init_warning(config.pretrained, config.lr, "--pretrained none", "--lr {}")
         if warning:
             print(f"clipood {command}: {warning}", file=sys.stderr)
         train(config, prepare_data=make_demo_dataset if command == "demo" else None)

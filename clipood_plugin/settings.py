@@ -17,6 +17,10 @@ MARGIN_KINDS = ("adaptive", "fixed", "none")
 # the classifier: cosine similarity to the frozen class text features (Eq. 2), or a trained linear layer (Eq. 1)
 HEAD_CHOICES = ("text", "linear")
 DECODE_CHOICES = ("cpu", "device")  # where training images are decoded and augmented
+# A random-init model (clipood-tiny, pretrained none) learns from scratch: below RANDOM_INIT_MIN_LR (e.g. the
+# paper's fine-tuning rate 5e-6) it barely moves in a run's steps; clipood demo trains it at RANDOM_INIT_LR.
+RANDOM_INIT_MIN_LR = 1e-4
+RANDOM_INIT_LR = 2e-3
 
 
 class DataError(Exception):
@@ -131,6 +135,16 @@ def check_device(name, option="--device"):
         torch.empty(0, device=device)
     except Exception:  # each backend raises its own type, some with a page-long message
         raise DataError(f"{option} {name}: this torch cannot use it on this machine; give {option} cpu") from None
+
+
+def random_init_warning(pretrained, lr, random_init_setting, lr_setting):
+    """One line warning that a model trained from random weights (``pretrained`` None or "none") gets a
+    fine-tuning learning rate, or None. ``random_init_setting`` and ``lr_setting`` (a format string of a
+    value) word the settings as the front end's user gives them."""
+    if pretrained not in (None, "none") or lr >= RANDOM_INIT_MIN_LR:
+        return None
+    return (f"warning: {random_init_setting} trains from random weights, which a learning rate of {lr:g} (a "
+            f"fine-tuning rate) barely moves; give a far larger one, e.g. {lr_setting.format(f'{RANDOM_INIT_LR:g}')}")
 
 
 def flag(name):

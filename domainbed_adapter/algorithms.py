@@ -10,7 +10,7 @@ import weakref
 
 import torch
 from clipood_plugin.open_classes import num_base_classes
-from clipood_plugin.settings import TINY_MODEL
+from clipood_plugin.settings import TINY_MODEL, random_init_warning
 
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
@@ -133,6 +133,11 @@ class CLIPAlgorithm:
         except WeightsUnavailableError as error:
             raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
                                    f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}') from None
+        warning = None if self.zero_shot else random_init_warning(
+            hparams["clip_pretrained"], hparams.get("lr", 0.0), "the hparam clip_pretrained null",
+            "--hparams '{{\"lr\": {}}}'")
+        if warning:
+            warnings.warn(f"{name}: {warning}", stacklevel=2)
         if run is not None:  # one line in train.py's out.txt on what DomainBed could not tell the algorithm
             horizon = "" if self.zero_shot else f"horizon {self.total_steps} steps (learning-rate schedule, BMA), "
             print(f"{name}: {horizon}{num_classes} class names from {class_names_source}, "
