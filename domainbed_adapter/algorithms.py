@@ -4,12 +4,14 @@ The classes are made at registration time on top of ``domainbed.algorithms.Algor
 (``build_algorithm_classes``), so importing this module needs neither DomainBed nor open_clip.
 """
 import atexit
+import os
 import sys
 import warnings
 import weakref
 
 import torch
 from clipood_plugin.open_classes import num_base_classes
+from clipood_plugin.scalars import ScalarLog
 from clipood_plugin.settings import TINY_MODEL, random_init_warning
 
 from .class_names import resolve_class_names
@@ -144,6 +146,11 @@ class CLIPAlgorithm:
                   f"{self.num_base_classes} of them trained on; {clip_transforms} image transforms")
             if not self.zero_shot:
                 atexit.register(_report_incomplete_run, weakref.ref(self))
+        # the curves of `clipood train`, beside train.py's output (TensorBoard, when it is installed)
+        self.scalars = ScalarLog(None if self.zero_shot or run is None or run.output_dir is None
+                                 else os.path.join(run.output_dir, "tensorboard"))
+        if self.scalars.available:
+            atexit.register(self.scalars.close)  # train.py never says it has ended
 
     def _use_class_names(self, names):
         if self.learner.class_names != names:  # re-encoded only when switching between training and evaluation
@@ -163,7 +170,9 @@ class CLIPAlgorithm:
                              "open_class_ratio: the training environments must hold base-class images only, as "
                              "domainbed.datasets builds them once the CLIPood plugin is registered")
         self._use_class_names(self.train_class_names)
-        return {key: float(value) for key, value in self.learner.update(images, labels).items()}
+        stats = {key: float(value) for key, value in self.learner.update(images, labels).items()}
+        self.scalars.add_step(stats, self.learner.step)
+        return stats
 
     def predict(self, x):
         self._use_class_names(self.eval_class_names)

@@ -24,6 +24,7 @@ class TrainRun:
     n_steps: int  # the number of update() calls train.py makes
     dataset: object  # the loaded dataset, or None
     holdout_fraction: float = 0.2  # share of each environment train.py holds out of training (its default)
+    output_dir: str = None  # train.py's --output_dir (its results.jsonl, model.pkl)
 
 
 def _is_train_script(module):
@@ -50,4 +51,5 @@ def current_train_run():
         from domainbed import datasets
         n_steps = datasets.get_dataset_class(args.dataset).N_STEPS
     return TrainRun(dataset_name=args.dataset, n_steps=int(n_steps), dataset=dataset,
-                    holdout_fraction=getattr(args, "holdout_fraction", TrainRun.holdout_fraction))
+                    holdout_fraction=getattr(args, "holdout_fraction", TrainRun.holdout_fraction),
+                    output_dir=getattr(args, "output_dir", None))
