@@ -32,6 +32,9 @@ def load_learner(path, device=None, pretrained=None):
     if pretrained is not None:
         config["pretrained"] = str(pretrained)
     learner = CLIPoodLearner(**config, class_names=state["class_names"], device=device)
-    learner.load_state_dict({**inference_state(state), "config": config})
+    state = {**inference_state(state), "config": config}
+    if "inference_encoder" not in state:  # DomainBed's zero-shot model.pkl: the pretrained encoder, not saved again
+        state["inference_encoder"] = learner.inference_encoder.state_dict()
+    learner.load_state_dict(state)
     return learner
 

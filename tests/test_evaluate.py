@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import clipood_plugin
+from clipood_plugin import CLIPoodLearner
 from clipood_plugin.cli import main
 from clipood_plugin.data import ImageList, scan_domain_folders
 from clipood_plugin.synthetic import make_demo_dataset
@@ -119,8 +120,24 @@ def test_load_learner_predicts_as_the_run_measured(trained, data_dir):
     out, _, results = trained
     learner = clipood_plugin.load_learner(out / "model.pt", device="cpu")
     assert learner.class_names == CLASSES
-    samples = scan_domain_folders(data_dir).samples["sketch"]
+    assert accuracy_by_hand(learner, data_dir, "sketch") == pytest.approx(results["accuracy"]["bma"]["sketch"])
+
+
+def accuracy_by_hand(learner, data_dir, domain):
+    samples = scan_domain_folders(data_dir).samples[domain]
     images, labels, _ = ImageList.collate([ImageList(samples, learner.preprocess_val)[i] for i in range(len(samples))])
     with torch.no_grad():
-        correct = (learner.predict(images).argmax(1) == labels).sum().item()
-    assert 100.0 * correct / len(samples) == pytest.approx(results["accuracy"]["bma"]["sketch"])
+        return 100.0 * (learner.predict(images).argmax(1) == labels).sum().item() / len(samples)
+
+
+def test_a_domainbed_zero_shot_model_pkl_is_its_pretrained_model(data_dir, tiny_weights, tmp_path):
+    """DomainBed's CLIPZeroShot saves no encoder when its weights are named (they are the pretrained ones)."""
+    from test_domainbed_contract import build
+
+    algorithm = build("CLIPZeroShot", num_classes=4, class_names=CLASSES, clip_pretrained=str(tiny_weights))
+    torch.save({"args": {}, "model_dict": algorithm.state_dict()}, tmp_path / "model.pkl")
+    zero_shot = CLIPoodLearner(model_name="clipood-tiny", pretrained=str(tiny_weights), class_names=CLASSES,
+                               templates=algorithm.learner.config["templates"], zero_shot=True, device="cpu")
+    expected = accuracy_by_hand(zero_shot, data_dir, "photo")
+    assert evaluated(tmp_path / "model.pkl", data_dir, tmp_path, "--domains", "photo")["accuracy"]["photo"] == \
+        pytest.approx(expected)
