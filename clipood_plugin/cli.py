@@ -25,16 +25,16 @@ def _add_config_flags(parser, defaults, skip=()):
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        option = flag(f.name)
         default = getattr(defaults, f.name)
         help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
         if hints[f.name] is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            parser.add_argument(option, action="store_true", help=f.metadata["help"])
         elif hints[f.name] is list:
-            parser.add_argument(flag, nargs="+", default=default, help=help_text)
+            parser.add_argument(option, nargs="+", default=default, help=help_text)
         else:
             kind = {"int": int, "float": float}.get(hints[f.name].__name__, str)
-            parser.add_argument(flag, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
+            parser.add_argument(option, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
 
 
 class _Parser(argparse.ArgumentParser):
