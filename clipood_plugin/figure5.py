@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .settings import DataError
+from .settings import DataError, flag
 
 PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
 MANIFEST = "figure5.json"
@@ -25,7 +25,7 @@ MANIFEST = "figure5.json"
 
 def flags_of(settings):
     """`clipood train` flags of a row's settings (TrainConfig field names)."""
-    return [part for key, value in settings.items() for part in ("--" + key.replace("_", "-"), str(value))]
+    return [part for key, value in settings.items() for part in (flag(key), str(value))]
 
 
 def plan(panels, train_flags):
