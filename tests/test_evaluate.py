@@ -11,6 +11,7 @@ from clipood_plugin.cli import main
 from clipood_plugin.data import ImageList, scan_domain_folders
 from clipood_plugin.synthetic import make_demo_dataset
 from pretrained_cache import random_weights
+from test_dassl_integration import data_root  # noqa: F401 (a fixture)
 
 CLASSES = ["circle", "square", "star", "triangle"]
 
@@ -141,3 +142,19 @@ def test_a_domainbed_zero_shot_model_pkl_is_its_pretrained_model(data_dir, tiny_
     expected = accuracy_by_hand(zero_shot, data_dir, "photo")
     assert evaluated(tmp_path / "model.pkl", data_dir, tmp_path, "--domains", "photo")["accuracy"]["photo"] == \
         pytest.approx(expected)
+
+
+@pytest.mark.needs("dassl_checkout", "wilds")
+def test_a_dassl_checkpoint_measures_what_its_learner_predicts(data_root, tmp_path):  # noqa: F811 (a fixture)
+    """Dassl's PACS layout holds ROOT/<domain>/<class>/ folders under images/: evaluate reads them as they are."""
+    from test_dassl_integration import dassl_train
+
+    dassl_train(data_root, tmp_path / "run", "vit_b16_dg.yaml", "OPTIM.MAX_EPOCH", "1",
+                "TRAINER.CLIPOOD.PRETRAINED", str(data_root / "tiny.pt"))
+    checkpoint = tmp_path / "run" / "clipood" / "model.pth.tar-1"
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]["learner"]
+    learner = CLIPoodLearner(**state["config"], class_names=state["class_names"], device="cpu")
+    learner.load_state_dict(state)
+    images = data_root / "pacs" / "images"
+    assert evaluated(checkpoint, images, tmp_path, "--domains", "sketch")["accuracy"]["sketch"] == \
+        pytest.approx(accuracy_by_hand(learner, images, "sketch"))
