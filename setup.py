@@ -37,7 +37,7 @@ setup(
     packages=find_packages(include=["clipood_plugin", "clipood_plugin.*", "domainbed_adapter",
                                     "domainbed_adapter.*", "dassl_trainers", "dassl_trainers.*"]),
     py_modules=["clipood_autoregister"],
-    package_data={"clipood_plugin": ["model_configs/*.json", "paper_results.json"]},
+    package_data={"clipood_plugin": ["model_configs/*.json", "paper_results.json", "figure5_panels.json"]},
     install_requires=[
         # 2.5: fused AdamW on the CPU (the non-finite guard skips on its device flag) and
         # torch.serialization.safe_globals (checkpoints read as data)
@@ -50,7 +50,8 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "tensorboard"],  # tensorboard: its scalars are tested
+        "tensorboard": ["tensorboard"],  # `clipood train` and the DomainBed algorithm write scalars with it
         # what the frameworks themselves import (they are not on the package index: clone them), and what
         # Dassl's setup.py needs to build without isolation (setuptools, numpy); Dassl's requirements.txt
         # also pins linters and dev tools, hence its install with --no-deps (README)

@@ -17,6 +17,7 @@ _EXPORTS = {
     "loss": ("MarginMetricSoftmax", "margin_metric_softmax"),
     "open_classes": ("BaseNewAccuracy", "harmonic_mean", "num_base_classes"),
     "prompts": ("DEFAULT_TEMPLATES", "PromptEncoder"),
+    "saved_model": ("load_learner",),
     "training_step": ("TrainingDivergedError",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

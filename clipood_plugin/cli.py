@@ -2,17 +2,22 @@
 open_clip are imported (on use, below), so that --help and a bad argument answer at once."""
 import argparse
 import dataclasses
+import difflib
 import sys
 import typing
 
-from .settings import TINY_MODEL, DataError, TrainConfig
+from . import __version__
+from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, flag, random_init_warning
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
 # needs more steps and a far larger learning rate than the paper's fine-tuning.
 DEMO_TEST_DOMAIN = "painting"
 DEMO_REAL = dict(steps=300, batch_size=16, eval_every=50, checkpoint_every=100, eval_batch_size=256)
-DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=2e-3, steps=600, eval_every=100)
-RANDOM_INIT_MIN_LR = 1e-4  # below it, a model trained from random weights barely moves in a run's steps
+DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=RANDOM_INIT_LR, steps=600, eval_every=100)
+# `clipood summary KIND ARGS...`: the module whose main(argv) tables the runs of each front end. Named here
+# (imported on use) so that `clipood --help` leads to them; the core modules stay free of the frameworks.
+SUMMARIES = {"domainbed": "domainbed_adapter.summary", "base2new": "dassl_trainers.base2new_summary",
+             "imagenet": "dassl_trainers.imagenet_summary"}
 
 
 def _add_config_flags(parser, defaults, skip=()):
@@ -20,22 +25,39 @@ def _add_config_flags(parser, defaults, skip=()):
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        option = flag(f.name)
         default = getattr(defaults, f.name)
         help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
         if hints[f.name] is bool:
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            parser.add_argument(option, action="store_true", help=f.metadata["help"])
         elif hints[f.name] is list:
-            parser.add_argument(flag, nargs="+", default=default, help=help_text)
+            parser.add_argument(option, nargs="+", default=default, help=help_text)
         else:
             kind = {"int": int, "float": float}.get(hints[f.name].__name__, str)
-            parser.add_argument(flag, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
+            parser.add_argument(option, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument no option takes is an error of the (sub)command whose arguments it is among: its usage
+    is shown, with the closest option names (argparse leaves it to the top-level parser, which shows its
+    own usage and no suggestion)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            options = [option for action in self._actions for option in action.option_strings]
+            close = [match for extra in extras if extra.startswith("-")
+                     for match in difflib.get_close_matches(extra.split("=", 1)[0], options, n=1)]
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        return namespace, extras
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
-                                     "Softmax and Beta Moving Average (Shu et al., ICML 2023)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
+                     "Softmax and Beta Moving Average (Shu et al., ICML 2023)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train_parser = commands.add_parser("train", help="train on ROOT/<domain>/<class>/<image>, test on held-out domains")
     _add_config_flags(train_parser, TrainConfig())
     for action in train_parser._actions:
@@ -55,7 +77,37 @@ def build_parser():
                         "(e.g. a local file of its tag)")
     export.add_argument("--overwrite", action="store_true", help="replace OUT or its JSON although no earlier "
                         "export wrote them (an input of the export is never replaced)")
+    _add_evaluate_parser(commands)
+    summary = commands.add_parser("summary", help="table the runs of a DomainBed sweep (domainbed), of CoOp's "
+                                  "base-to-new (base2new) or ImageNet variants (imagenet) against the paper")
+    summary.add_argument("kind", choices=SUMMARIES, help="whose runs; `clipood summary KIND --help` lists ARGS")
+    summary.add_argument("args", nargs=argparse.REMAINDER, help="the summary's own arguments")
+    figure5 = commands.add_parser("figure5", help="the paper's Figure 5 analysis on your data: `clipood figure5 "
+                                  "run ...` trains its settings, `clipood figure5 summary OUT` tables them")
+    figure5.add_argument("action", choices=("run", "summary"), help="`clipood figure5 ACTION --help` lists ARGS")
+    figure5.add_argument("args", nargs=argparse.REMAINDER, help="the action's own arguments")
     return parser
+
+
+def _add_evaluate_parser(commands):
+    defaults = TrainConfig()
+    evaluate = commands.add_parser("evaluate", help="accuracy of a saved model (model.pt, checkpoint.pt, DomainBed "
+                                   "model.pkl, Dassl checkpoint, clipood export file) on ROOT/<domain>/<class>/<image>")
+    evaluate.add_argument("model", help="the saved model (an export file needs its .json beside it)")
+    evaluate.add_argument("--data-dir", required=True, help="ROOT of ROOT/<domain>/<class>/<image>")
+    evaluate.add_argument("--domains", nargs="+", help="the domains to evaluate (default: all)")
+    names = evaluate.add_mutually_exclusive_group()
+    names.add_argument("--class-names", help="a,b,c: predict among these names (open classes; every folder class "
+                       "must be one of them; default: the model's training classes)")
+    names.add_argument("--class-names-file", help="the same, one name per line")
+    evaluate.add_argument("--output", help="write the results to this JSON file")
+    evaluate.add_argument("--device", help=TrainConfig.__dataclass_fields__["device"].metadata["help"])
+    evaluate.add_argument("--batch-size", type=int, default=defaults.eval_batch_size,
+                          help=f"images per batch (default: {defaults.eval_batch_size})")
+    evaluate.add_argument("--workers", type=int, default=defaults.workers,
+                          help=f"data loading processes (default: {defaults.workers})")
+    evaluate.add_argument("--pretrained", help="the weights the run started from, if not where it recorded them "
+                          "(its text tower encodes the class names)")
 
 
 def _demo_config(chosen):
@@ -85,18 +137,24 @@ def _demo_settings(preset, chosen):
     return config
 
 
-def _random_init_warning(config):
-    if config.pretrained in (None, "none") and config.lr < RANDOM_INIT_MIN_LR:
-        return (f"warning: --pretrained none trains from random weights, which --lr {config.lr:g} (a fine-tuning "
-                f"rate) barely moves; give a far larger one (clipood demo uses --lr {DEMO_TINY['lr']:g})")
-    return None
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "export":
         from .export import main as export_main
         return export_main(args.checkpoint, args.out, args.pretrained, args.overwrite)
+    if args.command == "summary":
+        import importlib
+
+        return importlib.import_module(SUMMARIES[args.kind]).main(args.args)
+    if args.command == "figure5":
+        from .figure5 import main as figure5_main
+        return figure5_main([args.action, *args.args])
+    if args.command == "evaluate":
+        for option, least in (("batch_size", 1), ("workers", 0)):
+            if getattr(args, option) < least:
+                return _fail("evaluate", f"{flag(option)} must be at least {least}, got {getattr(args, option)}")
+        from .evaluate import main as evaluate_main
+        return evaluate_main(args)
     return _train_or_demo(args)
 
 
@@ -117,7 +175,7 @@ def _train_or_demo(args):
     try:
         if command == "demo":
             config = _demo_config(chosen)
-        warning = _random_init_warning(config)
+        warning = random_init_warning(config.pretrained, config.lr, "--pretrained none", "--lr {}")
         if warning:
             print(f"clipood {command}: {warning}", file=sys.stderr)
         train(config, prepare_data=make_demo_dataset if command == "demo" else None)

@@ -17,6 +17,21 @@ from .settings import DataError
 LOCK_FILE = "clipood.lock"
 _TEMPORARY = ".*.tmp"  # what atomic writes name their temporary files: .<name>.<random>.tmp
 
+# The descriptors of the output-dir locks this process holds. A forked child (a DataLoader process) gets
+# copies of them, and an flock lasts while any copy is open: a child that outlives a killed run would hold
+# the lock. So every forked child closes its copies at once (close-on-exec covers children that exec).
+_HELD_LOCKS = set()
+
+
+def _drop_inherited_locks():
+    for handle in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(handle)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
 
 REPLACE_FILE = "delete it, or replace it with a file this program wrote"
 
@@ -151,7 +166,7 @@ def claim_output_dir(directory):
     """Hold ``directory`` (created if missing) for one run: a second claim, from any process on any host
     that shares the file system, raises DataError naming the holder. The claim is an flock on
     ``directory/clipood.lock``, which the kernel releases when its process ends however it ends, so a
-    run killed outright leaves no lock behind. Temporary files of writes that a killed run left are
+    run killed outright leaves no lock behind (the processes it forked do not keep it). Temporary files of writes that a killed run left are
     removed. A directory created here and left empty by a failed run is removed again."""
     import fcntl
 
@@ -189,10 +204,12 @@ def claim_output_dir(directory):
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
     for leftover in directory.glob(_TEMPORARY):
         leftover.unlink(missing_ok=True)
+    _HELD_LOCKS.add(handle)
     try:
         yield directory
     finally:
         path.unlink(missing_ok=True)
+        _HELD_LOCKS.discard(handle)
         os.close(handle)
         if created:
             with contextlib.suppress(OSError):  # not empty: the run wrote something

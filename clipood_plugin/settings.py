@@ -26,6 +26,10 @@ MARGIN_KINDS = ("adaptive", "fixed", "none")
 # the classifier: cosine similarity to the frozen class text features (Eq. 2), or a trained linear layer (Eq. 1)
 HEAD_CHOICES = ("text", "linear")
 DECODE_CHOICES = ("cpu", "device")  # where training images are decoded and augmented
+# A random-init model (clipood-tiny, pretrained none) learns from scratch: below RANDOM_INIT_MIN_LR (e.g. the
+# paper's fine-tuning rate 5e-6) it barely moves in a run's steps; clipood demo trains it at RANDOM_INIT_LR.
+RANDOM_INIT_MIN_LR = 1e-4
+RANDOM_INIT_LR = 2e-3
 
 
 class DataError(Exception):
@@ -250,7 +254,9 @@ class TrainConfig:
     holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
     eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
-    stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps; continue with --resume"})
+    stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps of this "
+                                                            "command, counted from where it resumed; the same command "
+                                                            "with --resume makes as many more (Slurm requeue)"})
     resume: bool = field(default=False, metadata={"help": "continue from OUTPUT_DIR/checkpoint.pt"})
     overwrite: bool = field(default=False, metadata={"help": "start over in an OUTPUT_DIR that holds a finished or "
                                                              "unfinished run, deleting its results and checkpoint"})
@@ -284,6 +290,41 @@ class TrainConfig:
         """The command-line flag of the field that holds the core setting ``core_name``."""
         fields = {core: f for f, core in cls.CORE_NAMES.items()}
         return flag(fields.get(core_name, core_name))
+
+
+def check_device(name, option="--device"):
+    """Raise DataError, in one line naming ``option``, unless ``name`` (None: the default device) is a
+    device torch can use here. torch is imported on use."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DataError(f"{option} {name}: not a device name; give cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise DataError(f"{option} {name}: no CUDA GPU is visible here; give {option} cpu, or run on a machine "
+                            "with a GPU")
+        if device.index is not None and device.index >= count:
+            raise DataError(f"{option} {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+        return
+    try:
+        torch.empty(0, device=device)
+    except Exception:  # each backend raises its own type, some with a page-long message
+        raise DataError(f"{option} {name}: this torch cannot use it on this machine; give {option} cpu") from None
+
+
+def random_init_warning(pretrained, lr, random_init_setting, lr_setting):
+    """One line warning that a model trained from random weights (``pretrained`` None or "none") gets a
+    fine-tuning learning rate, or None. ``random_init_setting`` and ``lr_setting`` (a format string of a
+    value) word the settings as the front end's user gives them."""
+    if pretrained not in (None, "none") or lr >= RANDOM_INIT_MIN_LR:
+        return None
+    return (f"warning: {random_init_setting} trains from random weights, which a learning rate of {lr:g} (a "
+            f"fine-tuning rate) barely moves; give a far larger one, e.g. {lr_setting.format(f'{RANDOM_INIT_LR:g}')}")
 
 
 def flag(name):

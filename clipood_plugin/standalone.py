@@ -3,6 +3,7 @@ import collections
 import contextlib
 import dataclasses
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -16,12 +17,13 @@ from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_
 from .device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
 from .files import claim_output_dir, load_checkpoint, save_atomic, save_tensors, write_json
 from .learner import CLIPoodLearner
-from .settings import DECODE_CHOICES, ChangedSettingsError, DataError, TrainConfig, changed_settings, flag
+from .scalars import ScalarLog
+from .settings import DECODE_CHOICES, ChangedSettingsError, DataError, TrainConfig, changed_settings, check_device, flag
 
 RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
 
 
-def _loader(items, transform, workers, **kwargs):
+def evaluation_loader(items, transform, workers, **kwargs):
     """Evaluation batches (images, labels, skipped): an image that cannot be read is left out and reported."""
     return torch.utils.data.DataLoader(ImageList(items, transform, unreadable="drop"), num_workers=workers,
                                        collate_fn=ImageList.collate, worker_init_fn=ignore_stop_signals, **kwargs)
@@ -170,7 +172,7 @@ class _StopSignals:
 
 
 
-class _Run:
+class _RunFiles:
     """Files of one run in OUTPUT_DIR."""
 
     def __init__(self, output_dir):
@@ -179,6 +181,7 @@ class _Run:
         self.results = self.dir / "results.json"
         self.plot = self.dir / "results.png"
         self.model = self.dir / "model.pt"
+        self.tensorboard = self.dir / "tensorboard"  # scalars, when tensorboard is installed
 
     def check_start(self, config):
         """Refuse to start where the run would overwrite work, or resume what is not there."""
@@ -198,6 +201,7 @@ class _Run:
     def clear(self):
         for path in (self.checkpoint, self.results, self.plot, self.model):
             path.unlink(missing_ok=True)
+        shutil.rmtree(self.tensorboard, ignore_errors=True)
 
     def load_checkpoint(self, config, dataset):
         """The run checkpoint, checked against this command's settings and dataset."""
@@ -236,12 +240,13 @@ def train(config: TrainConfig, log=print, prepare_data=None):
     of every batch and of every evaluation split, and rank 0 alone logs and writes files.
     """
     config.check()
+    check_device(config.device)
     main = distributed.is_main()
     if not main:
         log = _quiet
-    run = _Run(config.output_dir)
-    with claim_output_dir(run.dir) if main else contextlib.nullcontext(), _StopSignals() as signals:
-        run.check_start(config)
+    files = _RunFiles(config.output_dir)
+    with claim_output_dir(files.dir) if main else contextlib.nullcontext(), _StopSignals() as signals:
+        files.check_start(config)
         if prepare_data is not None:
             prepare_data(config.data_dir)
         dataset = scan_domain_folders(config.data_dir, config.allow_missing_classes)
@@ -256,11 +261,11 @@ def train(config: TrainConfig, log=print, prepare_data=None):
                 f"(first: {dataset.skipped[0][0]})")
         created_group = distributed.init_from_env(config.device)
         try:
-            return _train(config, run, dataset, train_domains, signals, log)
+            return _TrainingRun(config, files, dataset, train_domains, signals, log).run()
         except Interrupted as stop:
             if stop.kept is None:
-                stop.kept = (f"{run.checkpoint} is as it was; continue with the same command and --resume"
-                             if run.checkpoint.exists() else "nothing had been trained yet, so nothing was saved")
+                stop.kept = (f"{files.checkpoint} is as it was; continue with the same command and --resume"
+                             if files.checkpoint.exists() else "nothing had been trained yet, so nothing was saved")
             raise
         finally:
             if created_group:
@@ -271,144 +276,193 @@ def _quiet(*args, **kwargs):
     pass
 
 
-def _eval_due(step, config):
-    return step % config.eval_every == 0 or step == config.steps
+class _TrainingRun:
+    """One invocation of a run: the learner, its evaluation loaders, the state its checkpoints carry
+    (evaluation history, BMA weights, losses, unreadable images) and the files it writes.
 
+    ``--stop-after N`` counts the steps of this invocation, from the step it resumed at: the same command
+    with --resume, repeated (Slurm's requeue), makes N more steps each time until the run ends.
+    """
 
-def _checkpoint_due(step, config, last_step):
-    return 0 < step < config.steps and (step % config.checkpoint_every == 0 or step == last_step)
+    def __init__(self, config, files, dataset, train_domains, signals, log):
+        self.config, self.files, self.dataset, self.train_domains = config, files, dataset, train_domains
+        self.signals, self.log = signals, log
+        self.rank, self.world_size, self.main = distributed.rank(), distributed.world_size(), distributed.is_main()
+        torch.manual_seed(config.seed)  # random-init models (clipood-tiny, pretrained none) start the same
+        self.learner = CLIPoodLearner(
+            model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
+            class_names=dataset.class_names, total_steps=config.steps, lr=config.lr,
+            weight_decay=config.weight_decay, margin=config.mms_lambda, margin_kind=config.margin_kind,
+            head=config.head, beta=config.bma_beta, averaging=config.averaging, ema_decay=config.ema_decay,
+            templates=config.templates, precision=config.precision, compile=config.compile, device=config.device)
+        self.train_items, self.eval_loaders = {}, {}
+        for i, domain in enumerate(train_domains):
+            self.train_items[domain], holdout = split_holdout(dataset.samples[domain], config.holdout_fraction,
+                                                              config.seed + i)
+            if holdout:
+                self.eval_loaders[f"{domain} (holdout)"] = self._eval_loader(holdout)
+        for domain in config.test_domains:
+            self.eval_loaders[domain] = self._eval_loader(dataset.samples[domain])
+        self.state = self._resumed_state() if config.resume else self._fresh_state()
+        for path, reason in dataset.skipped:
+            self.state["skipped_images"].setdefault(path, reason)
+        self.saved_step = self.learner.step if config.resume else None  # the step of the checkpoint on disk
+        self.found = []  # (path, reason) of images found unreadable while training or evaluating
+        self.first_step = self.learner.step
+        self.last_step = config.steps if config.stop_after is None else min(config.steps,
+                                                                            self.first_step + config.stop_after)
+        self.scalars = ScalarLog(files.tensorboard if self.main else None,
+                                 resumed_at=self.first_step if config.resume else None)
 
+    def _eval_loader(self, items):
+        return evaluation_loader(items[self.rank::self.world_size], self.learner.preprocess_val, self.config.workers,
+                       batch_size=self.config.eval_batch_size)
 
-def _train(config, run, dataset, train_domains, signals, log):
-    rank, world_size, main = distributed.rank(), distributed.world_size(), distributed.is_main()
-    torch.manual_seed(config.seed)  # random-init models (clipood-tiny, pretrained none) start the same
-    learner = CLIPoodLearner(
-        model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
-        class_names=dataset.class_names, total_steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
-        margin=config.mms_lambda, margin_kind=config.margin_kind, head=config.head, beta=config.bma_beta,
-        averaging=config.averaging, ema_decay=config.ema_decay, templates=config.templates,
-        precision=config.precision, compile=config.compile, device=config.device)
-
-    train_items, eval_loaders = {}, {}
-    for i, domain in enumerate(train_domains):
-        train_items[domain], holdout = split_holdout(dataset.samples[domain], config.holdout_fraction, config.seed + i)
-        if holdout:
-            eval_loaders[f"{domain} (holdout)"] = _loader(holdout[rank::world_size], learner.preprocess_val,
-                                                          config.workers, batch_size=config.eval_batch_size)
-    for domain in config.test_domains:
-        eval_loaders[domain] = _loader(dataset.samples[domain][rank::world_size], learner.preprocess_val,
-                                       config.workers, batch_size=config.eval_batch_size)
-
-    if config.resume:
-        checkpoint = run.load_checkpoint(config, dataset)
+    def _resumed_state(self):
+        checkpoint = self.files.load_checkpoint(self.config, self.dataset)
         try:
-            learner.load_state_dict(checkpoint["learner"])
+            self.learner.load_state_dict(checkpoint["learner"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise DataError(f"{run.checkpoint} does not fit the model of this run ({error}); start over with "
+            raise DataError(f"{self.files.checkpoint} does not fit the model of this run ({error}); start over with "
                             "--overwrite, or choose another --output-dir") from None
-        state = checkpoint["state"]
-        log(f"resumed at step {learner.step} from {run.checkpoint}")
-    else:
-        if main:
-            run.clear()  # --overwrite: the previous run's files go once this one is ready to start
-        state = {"history": [], "bma_weights": [], "losses": [], "skipped_images": {}}
-    for path, reason in dataset.skipped:
-        state["skipped_images"].setdefault(path, reason)
-    saved_step = learner.step if config.resume else None  # the step of the checkpoint on disk
-    found = []  # (path, reason) of images found unreadable while training or evaluating
+        self.log(f"resumed at step {self.learner.step} from {self.files.checkpoint}")
+        return checkpoint["state"]
 
-    def record_found(say):
-        for path, reason in found:
-            if path not in state["skipped_images"]:
-                state["skipped_images"][path] = reason
+    def _fresh_state(self):
+        if self.main:
+            self.files.clear()  # --overwrite: the previous run's files go once this one is ready to start
+        return {"history": [], "bma_weights": [], "losses": [], "skipped_images": {}}
+
+    # ----------------------------------------------------------------- bookkeeping
+    def record_found(self, say):
+        for path, reason in self.found:
+            if path not in self.state["skipped_images"]:
+                self.state["skipped_images"][path] = reason
                 say(f"skipped unreadable image {path} ({reason}); listed in results.json")
-        found.clear()
+        self.found.clear()
 
-    def save_checkpoint(all_ranks=True):
+    def save_checkpoint(self, all_ranks=True):
         if all_ranks:  # else the other ranks may be gone: only this rank's unreadable images are listed
-            state["skipped_images"] = _gathered(state["skipped_images"], world_size)
-        _require_finite(learner, state, config)
-        if main:
-            with signals.deferred():
-                save_tensors({"format": RUN_CHECKPOINT_FORMAT, "config": dataclasses.asdict(config),
-                              "learner": learner.state_dict(), "state": state,
-                              "data": dataset.file_list_digest()}, run.checkpoint)
-        return learner.step
+            self.state["skipped_images"] = _gathered(self.state["skipped_images"], self.world_size)
+        _require_finite(self.learner, self.state, self.config)
+        if self.main:
+            with self.signals.deferred():
+                save_tensors({"format": RUN_CHECKPOINT_FORMAT, "config": dataclasses.asdict(self.config),
+                              "learner": self.learner.state_dict(), "state": self.state,
+                              "data": self.dataset.file_list_digest()}, self.files.checkpoint)
+        self.saved_step = self.learner.step
 
-    last_step = min(config.steps, config.stop_after or config.steps)
-    try:
-        if "zero_shot" not in state:
-            zero_shot = evaluate(learner, eval_loaders, False, found, signals.between)
-            with signals.deferred():
-                state["zero_shot"] = zero_shot
-                state["bma_weights"].append(learner.averaging_weight)  # a_0, the weight of the pretrained model
-                state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
-                record_found(log)
-        batches = training_batches([train_items[d] for d in train_domains], learner.preprocess_train,
-                                   config.batch_size, config.seed, config.workers, learner.step, rank, world_size,
-                                   config.decode, learner.device, skipped=found)
+    def log_evaluation(self, entry):
+        """An entry of the history as scalars: each split's accuracy and the test mean, of the current
+        weights (final) and of the averaged ones (bma)."""
+        for key in ("final", "bma"):
+            accuracy = {**entry[key], "test mean": _mean(entry[key], self.config.test_domains)}
+            self.scalars.add_accuracy(accuracy, entry["step"], prefix=f"accuracy_{key}")
+
+    def evaluate(self, averaged):
+        return evaluate(self.learner, self.eval_loaders, averaged, self.found, self.signals.between)
+
+    def _eval_due(self, step):
+        return (step % self.config.eval_every == 0 or step == self.config.steps) \
+            and self.state["history"][-1]["step"] != step
+
+    def _checkpoint_due(self, step):
+        return step != self.saved_step and 0 < step < self.config.steps \
+            and (step % self.config.checkpoint_every == 0 or step == self.last_step)
+
+    # ----------------------------------------------------------------- the run
+    def run(self):
+        """Train to ``last_step``; the results dict once the run has ended, else None (stopped by
+        --stop-after with a checkpoint). SIGINT or SIGTERM raise Interrupted, saying what is on disk."""
+        try:
+            self._evaluate_zero_shot()
+            self._train()
+        except Interrupted as stop:
+            learner = self.learner
+            if not stop.forced and learner.step not in (0, self.saved_step):  # forced: the step may be half done
+                self.save_checkpoint(all_ranks=False)
+            if self.main and self.saved_step is not None:
+                stop.kept = (f"{self.files.checkpoint} holds step {self.saved_step} of {self.config.steps}; "
+                             "continue with the same command and --resume")
+            raise
+        finally:
+            self.scalars.close()
+        if self.learner.step < self.config.steps:
+            self.log(f"stopped at step {self.learner.step} of {self.config.steps} after {self.config.stop_after} "
+                     "step(s) (--stop-after); continue with the same command and --resume")
+            return None
+        return self._finish()
+
+    def _evaluate_zero_shot(self):
+        if "zero_shot" in self.state:
+            return
+        zero_shot = self.evaluate(averaged=False)
+        with self.signals.deferred():
+            self.state["zero_shot"] = zero_shot
+            self.state["bma_weights"].append(self.learner.averaging_weight)  # a_0, the weight of the pretrained model
+            self.state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
+            self.record_found(self.log)
+        self.log_evaluation(self.state["history"][-1])
+
+    def _train(self):
+        config, learner, signals, state = self.config, self.learner, self.signals, self.state
+        batches = training_batches([self.train_items[d] for d in self.train_domains], learner.preprocess_train,
+                                   config.batch_size, config.seed, config.workers, learner.step, self.rank,
+                                   self.world_size, config.decode, learner.device, skipped=self.found)
         with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
-                  mininterval=0.1 if sys.stderr.isatty() else 10, disable=not main) as bar:
-            say = bar.write if main else _quiet
+                  mininterval=0.1 if sys.stderr.isatty() else 10, disable=not self.main) as bar:
+            say = bar.write if self.main else _quiet
             while True:
                 step = learner.step
-                if _eval_due(step, config) and state["history"][-1]["step"] != step:
+                if self._eval_due(step):
                     _require_finite(learner, state, config)
-                    entry = {"step": step,
-                             **{key: evaluate(learner, eval_loaders, averaged, found, signals.between)
-                                for key, averaged in (("final", False), ("bma", True))}}
+                    entry = {"step": step, "final": self.evaluate(averaged=False), "bma": self.evaluate(averaged=True)}
                     with signals.deferred():
                         state["history"].append(entry)
-                        record_found(say)
+                        self.record_found(say)
                     say(f"step {step}: " + _summary(entry, config.test_domains))
-                if step != saved_step and _checkpoint_due(step, config, last_step):
-                    saved_step = save_checkpoint()
-                if step >= last_step:
-                    break
+                    self.log_evaluation(entry)
+                if self._checkpoint_due(step):
+                    self.save_checkpoint()
+                if step >= self.last_step:
+                    return
                 with signals.deferred():
                     images, labels = next(batches)
                 with signals.deferred():
                     stats = learner.update(images, labels)
                     state["bma_weights"].append(stats["bma_weight"])
                     state["losses"].append(stats["loss"])
-                    record_found(say)
+                    self.record_found(say)
+                    self.scalars.add_step(stats, learner.step)
                     bar.update(1)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}", lr=f"{stats['lr']:.1e}",
                                     refresh=False)
-    except Interrupted as stop:
-        if not stop.forced and learner.step not in (0, saved_step):  # forced: the step may be half done
-            saved_step = save_checkpoint(all_ranks=False)
-        if main and saved_step is not None:
-            stop.kept = (f"{run.checkpoint} holds step {saved_step} of {config.steps}; continue with the same "
-                         "command and --resume")
-        raise
-    if learner.step < config.steps:
-        log(f"stopped at step {learner.step} of {config.steps}; continue with the same command and --resume")
-        return None
 
-    state["skipped_images"] = _gathered(state["skipped_images"], world_size)
-    _require_finite(learner, state, config)
-    final = state["history"][-1]
-    results = {
-        "config": dataclasses.asdict(config), "class_names": dataset.class_names,
-        "train_domains": train_domains, "test_domains": config.test_domains,
-        "accuracy": {"zero_shot": state["zero_shot"], "final": final["final"], "bma": final["bma"]},
-        "test_mean": {k: _mean(v, config.test_domains) for k, v in
-                      (("zero_shot", state["zero_shot"]), ("final", final["final"]), ("bma", final["bma"]))},
-        "history": state["history"], "bma_weights": state["bma_weights"], "losses": state["losses"],
-        "skipped_images": [{"path": p, "reason": r} for p, r in sorted(state["skipped_images"].items())],
-        "model_file": str(run.model),
-    }
-    if not main:
+    def _finish(self):
+        config, state, files, learner = self.config, self.state, self.files, self.learner
+        state["skipped_images"] = _gathered(state["skipped_images"], self.world_size)
+        _require_finite(learner, state, config)
+        final = state["history"][-1]
+        results = {
+            "config": dataclasses.asdict(config), "class_names": self.dataset.class_names,
+            "train_domains": self.train_domains, "test_domains": config.test_domains,
+            "accuracy": {"zero_shot": state["zero_shot"], "final": final["final"], "bma": final["bma"]},
+            "test_mean": {k: _mean(v, config.test_domains) for k, v in
+                          (("zero_shot", state["zero_shot"]), ("final", final["final"]), ("bma", final["bma"]))},
+            "history": state["history"], "bma_weights": state["bma_weights"], "losses": state["losses"],
+            "skipped_images": [{"path": p, "reason": r} for p, r in sorted(state["skipped_images"].items())],
+            "model_file": str(files.model),
+        }
+        if not self.main:
+            return results
+        with contextlib.suppress(Interrupted), self.signals.deferred():  # a stop signal now finds the run finished
+            save_tensors(learner.state_dict(include_training_state=False), files.model)
+            write_json(results, files.results)
+            plot_results(results, files.plot)
+            files.checkpoint.unlink(missing_ok=True)
+        self.log(_report(results))
+        self.log(f"wrote {files.results}, {files.plot} and {files.model}")
         return results
-    with contextlib.suppress(Interrupted), signals.deferred():  # a stop signal now finds the run finished
-        save_tensors(learner.state_dict(include_training_state=False), run.model)
-        write_json(results, run.results)
-        plot_results(results, run.plot)
-        run.checkpoint.unlink(missing_ok=True)
-    log(_report(results))
-    log(f"wrote {run.results}, {run.plot} and {run.model}")
-    return results
 
 
 def _gathered(skipped_images, world_size):
@@ -455,22 +509,34 @@ def _report(results):
 
 
 def plot_results(results, path):
-    """Left: test accuracy over steps (final vs BMA); right: the BMA weight a_t of each step (t=0: pretrained)."""
+    import matplotlib.pyplot as plt
+
+    figure = results_figure(results)
+    save_atomic(lambda file: figure.savefig(file, dpi=100, format="png"), path)
+    plt.close(figure)
+
+
+def results_figure(results):
+    """Left: test accuracy over steps (final vs BMA) against zero-shot; middle: the training loss of each
+    step; right: the BMA weight a_t of each step (t=0: pretrained)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     test_domains = results["test_domains"]
     steps = [h["step"] for h in results["history"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     for key, label in (("final", "current weights"), ("bma", "BMA")):
         left.plot(steps, [_mean(h[key], test_domains) for h in results["history"]], marker="o", label=label)
-    left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--", label="zero-shot")
+    random_init = results["config"]["pretrained"] in (None, "none")
+    left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--",
+                 label="zero-shot (random init: chance level)" if random_init else "zero-shot")
     left.set(xlabel="step", ylabel="test accuracy (%)", title=f"test domains: {', '.join(test_domains)}")
     left.legend()
+    middle.plot(range(1, len(results["losses"]) + 1), results["losses"])
+    middle.set(xlabel="step", ylabel="loss", title="training loss")
     right.plot(range(len(results["bma_weights"])), results["bma_weights"])
     right.set(xlabel="step", ylabel="weight a_t",
               title=f"{results['config']['averaging']} weights (beta={results['config']['bma_beta']})")
     fig.tight_layout()
-    save_atomic(lambda file: fig.savefig(file, dpi=100, format="png"), path)
-    plt.close(fig)
+    return fig

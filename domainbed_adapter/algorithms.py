@@ -13,7 +13,8 @@ import weakref
 
 import torch
 from clipood_plugin.open_classes import num_base_classes
-from clipood_plugin.settings import TINY_MODEL
+from clipood_plugin.scalars import ScalarLog
+from clipood_plugin.settings import TINY_MODEL, random_init_warning
 
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
@@ -157,6 +158,11 @@ class CLIPAlgorithm:
         except WeightsUnavailableError as error:
             raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
                                    f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}') from None
+        warning = None if self.zero_shot else random_init_warning(
+            hparams["clip_pretrained"], hparams.get("lr", 0.0), "the hparam clip_pretrained null",
+            "--hparams '{{\"lr\": {}}}'")
+        if warning:
+            warnings.warn(f"{name}: {warning}", stacklevel=2)
         if run is not None:  # one line in train.py's out.txt on what DomainBed could not tell the algorithm
             horizon = "" if self.zero_shot else f"horizon {self.total_steps} steps (learning-rate schedule, BMA), "
             print(f"{name}: {horizon}{num_classes} class names from {class_names_source}, "
@@ -164,6 +170,11 @@ class CLIPAlgorithm:
             if not self.zero_shot:
                 atexit.register(_report_incomplete_run, weakref.ref(self))
                 _report_incomplete_run_on_sigterm(weakref.ref(self))
+        # the curves of `clipood train`, beside train.py's output (TensorBoard, when it is installed)
+        self.scalars = ScalarLog(None if self.zero_shot or run is None or run.output_dir is None
+                                 else os.path.join(run.output_dir, "tensorboard"))
+        if self.scalars.available:
+            atexit.register(self.scalars.close)  # train.py never says it has ended
 
     def _use_class_names(self, names):
         if self.learner.class_names != names:  # re-encoded only when switching between training and evaluation
@@ -183,13 +194,14 @@ class CLIPAlgorithm:
                              "open_class_ratio: the training environments must hold base-class images only, as "
                              "domainbed.datasets builds them once the CLIPood plugin is registered")
         self._use_class_names(self.train_class_names)
-        stats = self.learner.update(images, labels)
+        stats = {key: float(value) for key, value in self.learner.update(images, labels).items()}
+        self.scalars.add_step(stats, self.learner.step)
         # train.py averages each returned value over its checkpoint window: a 0/1 per step averages to the share
         # of the window's steps that were skipped (the learner's running total would average to nothing)
         skipped_total = stats.pop("skipped")
         stats["skipped_share"] = float(skipped_total > self._skipped_total)
         self._skipped_total = skipped_total
-        return {key: float(value) for key, value in stats.items()}
+        return stats
 
     def predict(self, x):
         self._use_class_names(self.train_class_names if self._validating() else self.eval_class_names)

@@ -29,6 +29,7 @@ class TrainRun:
     holdout_fraction: float = 0.2  # share of each environment train.py holds out of training (its default)
     test_envs: tuple = ()  # the environments train.py holds out for testing
     algorithm: str = None  # its --algorithm
+    output_dir: str = None  # train.py's --output_dir (its results.jsonl, model.pkl)
 
 
 def _is_train_script(module):
@@ -57,7 +58,8 @@ def current_train_run():
     return TrainRun(dataset_name=args.dataset, n_steps=int(n_steps), dataset=dataset,
                     holdout_fraction=getattr(args, "holdout_fraction", TrainRun.holdout_fraction),
                     test_envs=tuple(getattr(args, "test_envs", None) or ()),
-                    algorithm=getattr(args, "algorithm", None))
+                    algorithm=getattr(args, "algorithm", None),
+                    output_dir=getattr(args, "output_dir", None))
 
 
 def environment_being_evaluated():

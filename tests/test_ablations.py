@@ -1,9 +1,10 @@
 """The paper's analysis (Figure 5) as switches of one learner: the linear head (Eq. 1), the margin kinds and
 the averagings inside the learner, each switch reaching it from `clipood train`, DomainBed's hparams registry
 and a Dassl config, and the panel runner end to end."""
-import importlib.util
 import json
 import re
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from conftest import CLASSES
 from test_learner import roundtrip
 
 PROJECT = Path(__file__).resolve().parents[1]
-FIGURE5 = PROJECT / "configs" / "figure5"
 
 
 # ----------------------------------------------------------------------------- the learner
@@ -158,10 +158,21 @@ def test_dassl_config_keys_reach_the_learner():
 
 # ----------------------------------------------------------------------------- the panel runner
 def load_runner():
-    spec = importlib.util.spec_from_file_location("figure5", FIGURE5 / "figure5.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from clipood_plugin import figure5
+
+    return figure5
+
+
+def test_the_runner_is_reached_from_clipood_and_from_its_old_path(tmp_path):
+    """`clipood figure5 ...` and `python configs/figure5/figure5.py ...` plan the same runs from the paper's
+    panels (which the package carries: configs/ is not installed)."""
+    outputs = []
+    for command in (["-m", "clipood_plugin", "figure5"], [str(PROJECT / "configs" / "figure5" / "figure5.py")]):
+        result = subprocess.run([sys.executable, *command, "run", "--output-dir", str(tmp_path), "--dry-run",
+                                 "--data-dir", "D", "--test-domains", "t"], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1] and outputs[0].count("clipood train") == 18
 
 
 def test_dry_run_plans_each_distinct_setting_of_the_papers_panels_once(tmp_path, capsys):
@@ -241,4 +252,4 @@ def test_runner_trains_the_panels_and_the_summary_tables_their_results(data_dir,
     manifest.write_text(manifest.read_text()[:50])
     assert runner.main(["summary", str(out)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "is not the manifest `figure5.py run` writes" in error
+    assert error.count("\n") == 1 and "is not the manifest `clipood figure5 run` writes" in error

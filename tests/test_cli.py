@@ -1,6 +1,7 @@
 """`clipood train` / `clipood demo` as a user runs them: results, exact resume, clear errors, and runs that
 cannot be silently ruined (stop signals, a second writer, planted or damaged checkpoints, data that
 changes, divergence)."""
+import contextlib
 import json
 import os
 import shutil
@@ -307,5 +308,166 @@ def test_a_runs_files_have_the_mode_the_umask_gives(data_dir, tmp_path):
 
     result = clipood(*train_argv(data_dir, tmp_path / "run", "--steps", 2), umask=0o022)
     assert result.returncode == 0, result.stderr
-    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "run").iterdir()}
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "run").iterdir() if path.is_file()}
     assert modes == {"results.json": 0o644, "model.pt": 0o644, "results.png": 0o644}
+
+
+def test_the_same_command_with_resume_repeated_makes_progress_each_time_and_ends_as_one_run(
+        data_dir, uninterrupted, tmp_path, capsys):
+    """Slurm's requeue pattern: one command with --stop-after, then the same command with --resume until the
+    run has ended. Each time makes --stop-after more steps (12 steps, 5 at a time: 5, 10, 12)."""
+    argv = train_argv(data_dir, tmp_path, "--steps", 12, "--eval-every", 4, "--stop-after", 5)
+    assert run(*argv) == 0
+    assert "stopped at step 5 of 12 after 5 step(s) (--stop-after); continue with the same command and --resume" \
+        in capsys.readouterr().out
+    resumed_at = []
+    while not (tmp_path / "results.json").exists():
+        assert len(resumed_at) < 3, resumed_at  # a command that makes no progress would loop here
+        assert run(*argv, "--resume") == 0
+        resumed_at.append(int(capsys.readouterr().out.split("resumed at step ")[1].split()[0]))
+    assert resumed_at == [5, 10]
+    assert_same_run(tmp_path, uninterrupted)
+
+
+def test_a_run_killed_outright_with_loader_processes_can_be_resumed_at_once(data_dir, uninterrupted, tmp_path):
+    """kill -9 of the run alone: its orphaned DataLoader processes live on for a while, and must not hold
+    the output dir's lock."""
+    argv = train_argv(data_dir, tmp_path, "--steps", 12, "--eval-every", 4)
+    process = subprocess.Popen([sys.executable, "-m", "clipood_plugin", *map(str, argv), "--workers", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in process.stdout:
+            if line.startswith("step 8:"):  # the checkpoint of step 4 or 6 is there, the loaders are running
+                break
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        orphans = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
+        assert orphans, "no loader process outlived the run: this test would not test the lock"
+        assert run(*argv, "--resume") == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert_same_run(tmp_path, uninterrupted)
+
+
+def gpus_here():
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7", "mps", "cuda:0:1"])
+def test_a_bad_device_is_one_line_and_exit_2(data_dir, tmp_path, capsys, device):
+    """A login node has no GPU: --device cuda there, like a name torch does not know, is bad input."""
+    count = gpus_here()
+    if device == "cuda" and count or device == "cuda:7" and count > 7 \
+            or device == "mps" and torch.backends.mps.is_available():
+        pytest.skip(f"--device {device} is usable on this machine")
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 2, "--device", device)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"clipood train: error: --device {device}: "), err
+    if device.startswith("cuda:7"):
+        assert (f"this machine has {count} GPU(s)" if count else "no CUDA GPU is visible here; give --device cpu") \
+            in err
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_mistyped_flag_shows_the_subcommands_usage_and_the_flag_it_resembles(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--data-dir", "d", "--test-domains", "t", "--stpes", "3"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: clipood train ")
+    assert err.strip().splitlines()[-1] == \
+        "clipood train: error: unrecognized arguments: --stpes 3 (did you mean --steps?)"
+
+
+def test_version():
+    from clipood_plugin import __version__
+
+    result = subprocess.run([sys.executable, "-m", "clipood_plugin", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert (result.returncode, result.stdout) == (0, f"clipood {__version__}\n")
+
+
+def clipood_process(*argv):
+    return subprocess.run([sys.executable, "-m", "clipood_plugin", *map(str, argv)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("kind, module", [("domainbed", "domainbed_adapter.summary"),
+                                          ("base2new", "dassl_trainers.base2new_summary"),
+                                          ("imagenet", "dassl_trainers.imagenet_summary")])
+def test_the_summaries_are_subcommands_that_run_as_their_modules_do(tmp_path, kind, module):
+    assert "summary" in clipood_process("--help").stdout
+    for args in (["--help"], ["--no-such-flag"]):
+        through_clipood = clipood_process("summary", kind, *args)
+        directly = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
+        assert (through_clipood.returncode, through_clipood.stdout, through_clipood.stderr) == \
+            (directly.returncode, directly.stdout, directly.stderr)
+    assert through_clipood.returncode == 2
+
+
+def test_figure5_is_a_subcommand(tmp_path):
+    listed = clipood_process("--help").stdout
+    assert "figure5" in listed and "evaluate" in listed
+    missing = clipood_process("figure5", "summary", tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == (
+        f"clipood figure5: error: no {tmp_path / 'figure5.json'}: give the --output-dir of `clipood figure5 run`")
+
+
+# ----------------------------------------------------------------- curves to watch
+def scalars_of(output_dir):
+    """{tag: [(step, value)]} of the TensorBoard event files in OUTPUT_DIR/tensorboard, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(output_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_a_run_writes_tensorboard_scalars_of_its_steps_and_evaluations(data_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 4)) == 0
+    results, scalars = json.loads((tmp_path / "results.json").read_text()), scalars_of(tmp_path)
+    assert scalars["train/loss"] == [(step, pytest.approx(loss)) for step, loss in enumerate(results["losses"], 1)]
+    assert scalars["train/bma_weight"] == [(step, pytest.approx(weight))
+                                           for step, weight in enumerate(results["bma_weights"][1:], 1)]
+    assert [step for step, _ in scalars["train/lr"]] == [1, 2, 3, 4]
+    assert scalars["train/skipped_steps"] == [(step, 0.0) for step in (1, 2, 3, 4)]
+    for key in ("final", "bma"):
+        assert scalars[f"accuracy_{key}/sketch"] == [(h["step"], pytest.approx(h[key]["sketch"]))
+                                                    for h in results["history"]]
+        assert scalars[f"accuracy_{key}/photo_holdout"] == [(h["step"], pytest.approx(h[key]["photo (holdout)"]))
+                                                           for h in results["history"]]
+        assert [step for step, _ in scalars[f"accuracy_{key}/test_mean"]] == [0, 2, 4]
+
+
+def test_a_resumed_run_replaces_the_curves_past_its_checkpoint(data_dir, tmp_path):
+    """A run killed after its checkpoint of step 2 had logged step 3; resumed from step 2, it logs 3 and 4
+    again: TensorBoard shows each step once, that of the resumed run."""
+    pytest.importorskip("tensorboard")
+    argv = train_argv(data_dir, tmp_path, "--steps", 4)
+    assert run(*argv, "--stop-after", 2) == 0
+    at_step_2 = (tmp_path / "checkpoint.pt").read_bytes()
+    assert run(*argv, "--resume", "--stop-after", 1) == 0  # as far as the killed run got
+    (tmp_path / "checkpoint.pt").write_bytes(at_step_2)
+    assert run(*argv, "--resume") == 0
+    losses = json.loads((tmp_path / "results.json").read_text())["losses"]
+    assert scalars_of(tmp_path)["train/loss"] == [(step, pytest.approx(loss)) for step, loss in enumerate(losses, 1)]
+
+
+def test_the_plot_shows_the_loss_and_says_when_zero_shot_is_chance(data_dir, tmp_path):
+    from clipood_plugin.standalone import results_figure
+
+    assert run(*train_argv(data_dir, tmp_path, "--steps", 4)) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    figure = results_figure(results)
+    losses = [line for axes in figure.axes for line in axes.get_lines()
+              if list(line.get_ydata()) == pytest.approx(results["losses"])]
+    assert [list(line.get_xdata()) for line in losses] == [[1, 2, 3, 4]]
+    legend = [text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts()]
+    assert "zero-shot (random init: chance level)" in legend
+    results["config"]["pretrained"] = "openai"
+    legend = [text.get_text() for axes in results_figure(results).axes if axes.get_legend()
+              for text in axes.get_legend().get_texts()]
+    assert "zero-shot" in legend and not any("chance" in label for label in legend)

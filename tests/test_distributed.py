@@ -104,9 +104,10 @@ def test_clipood_train_on_two_processes_with_a_resume_matches_one_process(tmp_pa
 
     two = tmp_path / "two"
     first = torchrun(["-m", "clipood_plugin", *common, "--output-dir", two, "--stop-after", 2], cwd=tmp_path)
-    assert sorted(p.name for p in two.iterdir()) == ["checkpoint.pt"]
+    assert sorted(p.name for p in two.iterdir()) == ["checkpoint.pt", "tensorboard"]
     second = torchrun(["-m", "clipood_plugin", *common, "--output-dir", two, "--resume"], cwd=tmp_path)
-    assert sorted(p.name for p in two.iterdir()) == ["model.pt", "results.json", "results.png"]
+    assert sorted(p.name for p in two.iterdir()) == ["model.pt", "results.json", "results.png", "tensorboard"]
+    assert len(list((two / "tensorboard").iterdir())) == 2  # rank 0's event files only, one per command
     for log in (first, second):  # rank 1 prints nothing; rank 0 reports
         assert "[default1]" not in log and "[default0]" in log
     assert "resumed at step 2" in second and "wrote" in second

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import types
+import warnings
 import weakref
 
 import pytest
@@ -248,3 +249,14 @@ def test_registration_patches_only_loaded_modules_and_is_idempotent(monkeypatch)
 def test_missing_hparams_name_the_fix():
     with pytest.raises(KeyError, match="default_hparams"):
         CLASSES["CLIPood"]((3, 224, 224), 2, 2, {"clip_model": "clipood-tiny"})
+
+
+def test_a_random_init_model_at_a_fine_tuning_rate_warns_as_clipood_train_does():
+    """Debug224's defaults: clipood-tiny with clip_pretrained null, at the paper's lr 5e-6."""
+    with pytest.warns(UserWarning, match=r"CLIPood: warning: the hparam clip_pretrained null trains from random "
+                                         r"weights, which a learning rate of 5e-06 .* e\.g\. --hparams '\{\"lr\": "):
+        build(lr=5e-6)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*random weights")
+        build(lr=2e-3)
+        build("CLIPZeroShot")

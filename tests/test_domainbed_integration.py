@@ -222,3 +222,19 @@ def test_paper_sweep_script_scores_the_whole_test_domain_in_the_wild():
     assert wild[-1][-4:] == ["--selection", "final", "--split", "all"]
     shift = launch_sweep.report_commands({"datasets": {"PACS": {}}}, args)
     assert shift[-1][-4:] == ["--selection", "final", "--split", "out"]
+
+
+def test_train_py_runs_leave_the_training_curves_beside_their_output(trained_run):
+    """The scalars `clipood train` writes, in the run's output dir: each step's loss averages to what
+    results.jsonl reports for its checkpoint interval (steps 1, then 2-3)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(trained_run, "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/bma_weight", "train/skipped_steps"} <= set(events.Tags()["scalars"])
+    losses = {event.step: event.value for event in events.Scalars("train/loss")}
+    rows = read_results(trained_run)
+    assert sorted(losses) == [1, 2, 3]
+    assert losses[1] == pytest.approx(rows[0]["loss"], rel=1e-5)
+    assert (losses[2] + losses[3]) / 2 == pytest.approx(rows[1]["loss"], rel=1e-5)

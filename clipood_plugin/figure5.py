@@ -1,0 +1,213 @@
+"""The paper's analysis (Figure 5 (a)-(d)) on your data with `clipood train`, and each panel as a table.
+
+    clipood figure5 run --output-dir OUT --data-dir ROOT --test-domains sketch [clipood train flags]
+    clipood figure5 run ... --dry-run          # list the `clipood train` commands only
+    clipood figure5 summary OUT [--markdown]
+
+``run`` trains every distinct setting of the panels (figure5_panels.json, beside this file) once, in OUT/runs/<setting>/: a finished
+run is skipped, an interrupted one resumed (with other flags than it was trained with, it stops: use another
+OUT). Flags it does not know go to every `clipood train` (--data-dir, --test-domains, --model, --pretrained,
+--steps, --lr, ...); a row's own settings win over them. OUT/figure5.json names each row's run. ``summary`` prints each panel: the test accuracy of the model
+each run predicts with (the averaged weights; the last ones for averaging none) per test domain, their
+mean, and the mean of the last weights. A run whose results.json cannot be used (unreadable, truncated, an
+accuracy that is null or outside [0, 100]) is shown as "left out" and listed with the reason; ``summary``
+exits 1 when a row has no value (left out or not run), 0 when every row has one, 2 on bad input.
+"""
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .settings import DataError, flag
+
+PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
+MANIFEST = "figure5.json"
+
+
+def read_results(path):
+    """A run's results.json as `clipood train` writes it, checked: {"config", "test_domains", "bma": {domain:
+    accuracy}, "mean_bma", "mean_final"} (accuracies in %), None if the run has not finished, UnusableRun
+    naming why it cannot be used."""
+    from .results_table import UnusableRun, checked_accuracy
+
+    if not path.exists():
+        return None
+    try:
+        results = json.loads(path.read_text())
+        config, domains = results["config"], results["test_domains"]
+        bma, mean = results["accuracy"]["bma"], results["test_mean"]
+        if not (isinstance(config, dict) and isinstance(domains, list) and isinstance(bma, dict)):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = getattr(error, "strerror", None) or (str(error) if isinstance(error, ValueError) else
+                                                      "not what clipood train writes")
+        raise UnusableRun(f"{path} unreadable ({reason})") from None
+    return {"config": config, "test_domains": domains,
+            "bma": {domain: checked_accuracy(bma.get(domain), f"{path}: the accuracy on {domain}")
+                    for domain in domains},
+            **{f"mean_{key}": checked_accuracy(mean.get(key), f"{path}: the mean accuracy ({key})")
+               for key in ("bma", "final")}}
+
+
+def flags_of(settings):
+    """`clipood train` flags of a row's settings (TrainConfig field names)."""
+    return [part for key, value in settings.items() for part in (flag(key), str(value))]
+
+
+def plan(panels, train_flags):
+    """({run name: `clipood train` arguments}, {panel: {"title", "rows": [{"label", "run"}]}}).
+
+    A run is named by its values of the fields the panels vary that differ from `clipood train`'s defaults
+    ("clipood": the method), after ``train_flags`` and the row's settings are parsed as `clipood train` does."""
+    from clipood_plugin.cli import build_parser
+    from clipood_plugin.standalone import TrainConfig
+
+    parser, defaults = build_parser(), vars(TrainConfig())
+    set_by_rows = {key for panel in panels.values() for row in panel["rows"] for key in row["settings"]}
+    varied = [field for field in defaults if field in set_by_rows]  # in TrainConfig's order
+    runs, manifest = {}, {}
+    for key, panel in panels.items():
+        rows = []
+        for row in panel["rows"]:
+            arguments = ["train", *train_flags, *flags_of(row["settings"])]
+            config = vars(parser.parse_args(arguments))
+            name = "_".join(f"{field}-{config[field]}" for field in varied if config[field] != defaults[field])
+            runs.setdefault(name or "clipood", arguments)
+            rows.append({"label": row["label"], "run": name or "clipood"})
+        manifest[key] = {"title": panel["title"], "rows": rows}
+    return runs, manifest
+
+
+def run(runs, output_dir, dry_run=False, log=print):
+    """Train the runs one after the other in this process; returns the first non-zero exit code, else 0."""
+    from clipood_plugin.cli import build_parser, main as clipood
+    from clipood_plugin.standalone import TrainConfig
+
+    from .results_table import UnusableRun
+
+    parser = build_parser()
+    for name, arguments in runs.items():
+        run_dir = output_dir / "runs" / name
+        arguments = [*arguments, "--output-dir", str(run_dir)]
+        try:
+            results = read_results(run_dir / "results.json")
+        except UnusableRun as reason:
+            log(f"figure5: error: {reason}: remove {run_dir} to train that run again, or use another --output-dir")
+            return 2
+        if results is not None:
+            saved, config = results["config"], vars(parser.parse_args(arguments))
+            changed = [key for key in saved if key not in TrainConfig.RESUMABLE_CHANGES and saved[key] != config[key]]
+            if changed:
+                log(f"figure5: error: {run_dir} was trained with other {', '.join(changed)}; use another --output-dir")
+                return 2
+            log(f"done: {run_dir}")
+            continue
+        if (run_dir / "checkpoint.pt").exists():
+            arguments.append("--resume")
+        log("clipood " + shlex.join(arguments))
+        if not dry_run:
+            code = clipood(arguments)
+            if code:
+                return code
+    return 0
+
+
+def format_table(header, rows, markdown=False):
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+                         + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(row, widths))) for row in [header, *rows])
+
+
+def read_manifest(output_dir):
+    """OUT/figure5.json, checked: {panel: {"title", "rows": [{"label", "run"}]}}."""
+    path = output_dir / MANIFEST
+    try:
+        panels = json.loads(path.read_text())
+        if not all(isinstance(row["label"], str) and isinstance(row["run"], str) and isinstance(panel["title"], str)
+                   for panel in panels.values() for row in panel["rows"]):
+            raise TypeError
+    except FileNotFoundError:
+        raise DataError(f"no {path}: give the --output-dir of `clipood figure5 run`") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DataError(f"{path} is not the manifest `clipood figure5 run` writes (unreadable or truncated): run "
+                          "`clipood figure5 run` with the same flags again to rewrite it") from None
+    return panels
+
+
+def summarize(output_dir, markdown=False):
+    """(every panel of OUT/figure5.json as a table of its runs' test accuracies (%), lines naming the runs
+    left out and why, whether every row has its values)."""
+    from .results_table import UnusableRun
+
+    panels = read_manifest(output_dir)
+    results, left_out = {}, []
+    for name in sorted({row["run"] for panel in panels.values() for row in panel["rows"]}):
+        try:
+            results[name] = read_results(output_dir / "runs" / name / "results.json")
+        except UnusableRun as reason:
+            results[name] = reason
+            left_out.append(f"{name}: {reason}")
+    done = [result for result in results.values() if isinstance(result, dict)]
+    domains = done[0]["test_domains"] if done else []  # the same in every run: the runner gives them all
+    header = ["setting", *domains, "mean", "last weights, mean"]
+    tables, complete = [], True
+    for panel in panels.values():
+        rows = []
+        for row in panel["rows"]:
+            result = results[row["run"]]
+            if not isinstance(result, dict):
+                complete = False
+                rows.append([row["label"], *["not run" if result is None else "left out"] * (len(header) - 1)])
+            else:
+                rows.append([row["label"], *(f"{result['bma'][d]:.1f}" for d in domains),
+                             f"{result['mean_bma']:.1f}", f"{result['mean_final']:.1f}"])
+        title = f"{panel['title']}: test accuracy (%)"
+        tables.append(("### " if markdown else "") + title + "\n\n" + format_table(header, rows, markdown))
+    if left_out:
+        tables.append("Left out (their results cannot be used):\n" + "\n".join(f"  {line}" for line in left_out))
+    return "\n\n".join(tables), complete
+
+
+def main(argv=None, prog="clipood figure5"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", allow_abbrev=False,
+                                     help="train every setting; other flags go to `clipood train`")
+    run_parser.add_argument("--output-dir", required=True, type=Path, help="OUT: runs/ and figure5.json go here")
+    run_parser.add_argument("--config", type=Path, default=PANELS, help="the panels (default: %(default)s)")
+    run_parser.add_argument("--panels", nargs="+", help="keys of the panels to run (default: all)")
+    run_parser.add_argument("--dry-run", action="store_true", help="list the `clipood train` commands only")
+    summary_parser = commands.add_parser("summary", help="print each panel as a table")
+    summary_parser.add_argument("output_dir", type=Path, help="the --output-dir of `run`")
+    summary_parser.add_argument("--markdown", action="store_true", help="Markdown tables")
+    args, train_flags = parser.parse_known_args(argv)
+    if args.command == "summary":
+        if train_flags:
+            parser.error(f"unrecognized arguments: {' '.join(train_flags)}")
+        try:
+            text, complete = summarize(args.output_dir, args.markdown)
+        except DataError as error:
+            print(f"{prog} summary: error: {error}", file=sys.stderr)
+            return 2
+        print(text)
+        return 0 if complete else 1
+    panels = json.loads(args.config.read_text())["panels"]
+    unknown = sorted(set(args.panels or ()) - set(panels))
+    if unknown:
+        parser.error(f"panels {unknown} are not in {args.config}: {sorted(panels)}")
+    runs, manifest = plan(panels, train_flags)  # all panels: the summary shows those not run yet as such
+    selected = {row["run"] for key in args.panels or panels for row in manifest[key]["rows"]}
+    runs = {name: arguments for name, arguments in runs.items() if name in selected}
+    if not args.dry_run:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    print(f"{len(runs)} runs for panels {', '.join(args.panels or panels)} in {args.output_dir / 'runs'}")
+    return run(runs, args.output_dir, args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
