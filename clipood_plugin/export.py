@@ -36,8 +36,7 @@ MIN_TEXT_COSINE = 0.99  # far above what other weights give, below fp32 drift be
 EXPORTABLE = ("export takes a `clipood train` model.pt, a DomainBed model.pkl of CLIPood/CLIPERM, or a checkpoint "
               "of Dassl's CLIPood trainer")
 # what export reads of a learner state, and the type each must have
-STATE_FIELDS = {"config": dict, "class_names": (list, tuple), "text_features": torch.Tensor, "step": int,
-                "inference_encoder": dict}
+STATE_FIELDS = {"config": dict, "class_names": (list, tuple), "text_features": torch.Tensor, "step": int}
 CONFIG_FIELDS = {"model_name": str, "zero_shot": bool, "templates": (list, tuple)}
 
 
@@ -79,6 +78,9 @@ def _check_learner_state(state, checkpoint_path):
     for field in ("pretrained", "logit_scale"):
         if field not in state["config"]:
             raise _not_of_this_package(checkpoint_path, f"it has no config.{field}")
+    # a zero-shot learner (DomainBed's CLIPZeroShot) saves no encoder: it is the pretrained one
+    if not state["config"]["zero_shot"] and not isinstance(state.get("inference_encoder"), dict):
+        raise _not_of_this_package(checkpoint_path, "it has no inference_encoder")
     if state["text_features"].ndim != 2 or len(state["text_features"]) != len(state["class_names"]):
         raise _not_of_this_package(checkpoint_path, f"text_features of shape {tuple(state['text_features'].shape)} "
                                                     f"for {len(state['class_names'])} class names")

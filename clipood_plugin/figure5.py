@@ -191,7 +191,7 @@ def main(argv=None, prog="clipood figure5"):
         try:
             text, complete = summarize(args.output_dir, args.markdown)
         except DataError as error:
-            print(f"{prog} summary: error: {error}", file=sys.stderr)
+            print(f"{prog}: error: {error}", file=sys.stderr)
             return 2
         print(text)
         return 0 if complete else 1

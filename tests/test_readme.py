@@ -5,7 +5,7 @@ A recipe is a fenced ``bash`` or ``python`` block right after a marker comment, 
     <!-- smoke: NAME needs=domainbed,wilds -->
 
 ``needs`` (optional) names what the recipe needs, as the ``needs`` marker of tests/conftest.py does (so under
-CLIPOOD_REQUIRE_FRAMEWORKS=1, as in CI, a recipe cannot pass by skipping), or a feature in ``PENDING`` below.
+CLIPOOD_REQUIRE_FRAMEWORKS=1, as in CI, a recipe cannot pass by skipping).
 Each recipe runs in its own empty folder, offline, with the environment CI has (PYTHONPATH with DomainBed,
 COOP_ROOT, Dassl installed) plus the variables README's install section defines: CLIPOOD (this clone) and
 DASSL_ROOT (the Dassl clone). A bash recipe runs with ``set -euo pipefail``: any failing line fails the test.
@@ -24,10 +24,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 README = PROJECT / "README.md"
 MARKER = re.compile(r"<!-- smoke: (?P<name>[\w-]+)(?: needs=(?P<needs>[\w,-]+))? -->")
 RECIPE = re.compile(MARKER.pattern + r"\n```(?P<language>bash|python)\n(?P<code>.*?)\n```", re.S)
-# features README documents before they are merged: their recipes must fail until then (strict xfail), and
-# the entry goes when they are in (an XPASS fails the run and says so)
-PENDING = {"new-cli": "clipood evaluate / --version / summary / figure5, clipood_plugin.load_learner (issue 19 item 5) "
-                      "are not merged yet"}
 FRONT_ENDS = {"library", "train", "domainbed", "dassl", "coop-base2new"}  # one recipe each at least
 
 
@@ -37,10 +33,7 @@ def recipes(text):
 
 def as_param(recipe):
     needs = [name for name in (recipe["needs"] or "").split(",") if name]
-    required = [name for name in needs if name not in PENDING]
-    marks = [pytest.mark.needs(*required)] if required else []
-    marks += [pytest.mark.xfail(strict=True, reason=PENDING[name]) for name in needs if name in PENDING]
-    return pytest.param(recipe, id=recipe["name"], marks=marks)
+    return pytest.param(recipe, id=recipe["name"], marks=[pytest.mark.needs(*needs)] if needs else [])
 
 
 README_RECIPES = recipes(README.read_text(encoding="utf-8"))
@@ -53,8 +46,8 @@ def test_readme_has_a_recipe_per_front_end_and_every_marker_is_on_a_recipe():
     assert len(names) == len(set(names)), "two recipes share a name"
     assert len(MARKER.findall(text)) == len(names), "a smoke marker is not followed by a ```bash or ```python block"
     for recipe in README_RECIPES:
-        unknown = set((recipe["needs"] or "").split(",")) - set(REQUIREMENTS) - set(PENDING) - {""}
-        assert not unknown, f"recipe {recipe['name']} needs {unknown}: use names of {sorted(REQUIREMENTS)} or {sorted(PENDING)}"
+        unknown = set((recipe["needs"] or "").split(",")) - set(REQUIREMENTS) - {""}
+        assert not unknown, f"recipe {recipe['name']} needs {unknown}: use names of {sorted(REQUIREMENTS)}"
 
 
 def recipe_environment():
