@@ -25,7 +25,8 @@ AVERAGING_CHOICES = ("bma", "uniform", "ema", "none")
 MARGIN_KINDS = ("adaptive", "fixed", "none")
 # the classifier: cosine similarity to the frozen class text features (Eq. 2), or a trained linear layer (Eq. 1)
 HEAD_CHOICES = ("text", "linear")
-DECODE_CHOICES = ("cpu", "device")  # where training images are decoded and augmented
+# where training images are decoded and augmented: auto = device on CUDA (where the transform allows), else cpu
+DECODE_CHOICES = ("auto", "cpu", "device")
 # A random-init model (clipood-tiny, pretrained none) learns from scratch: below RANDOM_INIT_MIN_LR (e.g. the
 # paper's fine-tuning rate 5e-6) it barely moves in a run's steps; clipood demo trains it at RANDOM_INIT_LR.
 RANDOM_INIT_MIN_LR = 1e-4
@@ -247,10 +248,10 @@ class TrainConfig:
     compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA, with CUDA graphs), on, "
                                                            "reduce-overhead (with CUDA graphs), off",
                                                    "choices": COMPILE_CHOICES})
-    decode: str = field(default="cpu", metadata={"help": "where training JPEGs are decoded and augmented: cpu (PIL in "
-                                                         "the loader processes) or device (in batch on the training "
-                                                         "device, nvJPEG on CUDA; for fast GPUs)",
-                                                 "choices": DECODE_CHOICES})
+    decode: str = field(default="auto", metadata={"help": "where training JPEGs are decoded and augmented: cpu (PIL in "
+                                                          "the loader processes), device (in batch on the training "
+                                                          "device, nvJPEG on CUDA), auto (device on CUDA, else cpu)",
+                                                  "choices": DECODE_CHOICES})
     holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
     eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})

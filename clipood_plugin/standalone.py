@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_folders, split_holdout
-from .device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
+from .device_decoding import EncodedBatch, EncodedImageList, decoded_ahead, device_augmentation
 from .files import claim_output_dir, load_checkpoint, save_atomic, save_tensors, write_json
 from .learner import CLIPoodLearner
 from .scalars import ScalarLog
@@ -30,13 +30,14 @@ def evaluation_loader(items, transform, workers, **kwargs):
 
 
 def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1,
-                     decode="cpu", device="cpu", skipped=None):
+                     decode="auto", device="cpu", skipped=None):
     """(images, labels) of each step from ``start_step`` on: one batch of ``batch_size`` per training domain
     (this rank's share of it), concatenated. Each domain has its own loader processes and data order.
 
     ``decode="device"`` decodes and augments the JPEGs on ``device`` in one batch per step
     (clipood_plugin.device_decoding; the loader processes only read files and draw the crops), and the
-    images come back on ``device``; with "cpu" the loader processes do it all with PIL.
+    images come back on ``device``; with "cpu" the loader processes do it all with PIL; "auto" is "device" on
+    CUDA where the transform allows, else "cpu".
 
     With a list ``skipped``, an image that cannot be read is replaced by the next readable one of its
     domain (ImageList "replace": the batches stay a function of the seed and the step) and its
@@ -45,7 +46,7 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
     if decode not in DECODE_CHOICES:
         raise DataError(f"unknown decode {decode!r}; choose one of {DECODE_CHOICES}")
     device = torch.device(device)
-    on_device = DeviceAugmentation(transform) if decode == "device" else None
+    on_device = device_augmentation(decode, transform, device)
     unreadable = "raise" if skipped is None else "replace"
     streams = []
     for i, items in enumerate(items_per_domain):

@@ -18,7 +18,8 @@ def clipood_node():
     node.PREC = "auto"  # CLIPoodLearner's precision: auto (bf16 autocast on a GPU that has it, else fp16 / fp32),
     #                     amp-bf16, amp-fp16, fp32, authors-fp16 (the reference code's fp16 weights)
     node.COMPILE = "auto"  # torch.compile of the image encoder: auto (CUDA graphs on one GPU), on, reduce-overhead, off
-    node.DECODE = "cpu"  # training JPEGs decoded and augmented by the loader processes (cpu) or the device
+    node.DECODE = "auto"  # training JPEGs decoded and augmented by the loader processes (cpu), the device, or auto
+    # (the device on CUDA when INPUT.TRANSFORMS allows, else cpu)
     node.ITERS_PER_EPOCH = 500  # optimizer steps per epoch; <= 0: one pass over the training set
     node.TEMPLATES = []  # prompt templates ("a photo of a {}."); empty: the core's default
     node.OPEN_CLASSES = False  # train on the first half of classes, test on all (datasets that don't split)

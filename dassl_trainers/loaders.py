@@ -1,7 +1,7 @@
 """Rebuilding Dassl's training loader with another sampling or dataset, everything else kept."""
 from torch.utils.data import DataLoader
 
-from clipood_plugin.device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList, decoded_ahead
+from clipood_plugin.device_decoding import EncodedBatch, EncodedImageList, decoded_ahead, device_augmentation
 
 
 def loader_like(loader, **changes):
@@ -12,15 +12,18 @@ def loader_like(loader, **changes):
     return DataLoader(**{**settings, **changes})
 
 
-def leave_encoded(loader):
-    """Dassl's training loader with its images left as JPEG bytes plus the crop and flip its transform
-    draws (clipood_plugin.device_decoding), and the DeviceAugmentation that finishes them on a device."""
+def leave_encoded(loader, decode, device):
+    """Where TRAINER.CLIPOOD.DECODE has the training images decoded: (Dassl's loader, None) for the loader
+    processes, else (the loader with its images left as JPEG bytes plus the crop and flip its transform draws
+    (clipood_plugin.device_decoding), the DeviceAugmentation that finishes them on ``device``)."""
     wrapper = loader.dataset  # Dassl's DatasetWrapper: data_source (Datum items) and transform
     try:
-        augmentation = DeviceAugmentation(wrapper.transform)
+        augmentation = device_augmentation(decode, wrapper.transform, device)
     except ValueError as error:
         raise ValueError(f"TRAINER.CLIPOOD.DECODE device: {error} (INPUT.TRANSFORMS [random_resized_crop, random_flip, "
                          "normalize] is what it runs; set TRAINER.CLIPOOD.DECODE cpu for other transforms)") from None
+    if augmentation is None:
+        return loader, None
     items = [(datum.impath, datum.label) for datum in wrapper.data_source]
     encoded = loader_like(loader, dataset=EncodedImageList(items, augmentation), collate_fn=EncodedBatch.collate,
                           batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last)

@@ -106,9 +106,8 @@ class CLIPood(TrainerX):
             raise ValueError(f"{self.cfg.DATASET.NAME} is one of Dassl's datasets, which ignore "
                              "DATASET.SUBSAMPLE_CLASSES; for base/new classes on it set "
                              "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
-        on_device = None
-        if self.cfg.TRAINER.CLIPOOD.DECODE == "device":
-            self.train_loader_x, on_device = leave_encoded(self.train_loader_x)
+        self.train_loader_x, on_device = leave_encoded(self.train_loader_x, self.cfg.TRAINER.CLIPOOD.DECODE,
+                                                       self.device)
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:
             self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)

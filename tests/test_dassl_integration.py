@@ -249,7 +249,7 @@ def test_decoding_on_the_device_gives_the_batches_of_dassls_own_loader(tmp_path)
                                tfm=build_transform(cfg, is_train=True), is_train=True)
     torch.manual_seed(5)
     expected = [(batch["img"], batch["label"]) for batch in loader]
-    encoded, augmentation = leave_encoded(loader)
+    encoded, augmentation = leave_encoded(loader, "device", "cpu")
     torch.manual_seed(5)
     got = list(DecodedOnDevice(encoded, augmentation, torch.device("cpu")))
     assert len(got) == len(expected) == 2
