@@ -7,7 +7,7 @@ import sys
 import typing
 
 from . import __version__
-from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, flag, random_init_warning
+from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, check_settings, flag, random_init_warning
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
 # needs more steps and a far larger learning rate than the paper's fine-tuning.
@@ -150,9 +150,11 @@ def main(argv=None):
         from .figure5 import main as figure5_main
         return figure5_main([args.action, *args.args])
     if args.command == "evaluate":
-        for option, least in (("batch_size", 1), ("workers", 0)):
-            if getattr(args, option) < least:
-                return _fail("evaluate", f"{flag(option)} must be at least {least}, got {getattr(args, option)}")
+        try:  # the gate's eval_batch_size and workers, as evaluate spells them
+            check_settings({"eval_batch_size": args.batch_size, "workers": args.workers},
+                           spelled={"eval_batch_size": "--batch-size", "workers": "--workers"}.get)
+        except DataError as error:
+            return _fail("evaluate", error)
         from .evaluate import main as evaluate_main
         return evaluate_main(args)
     return _train_or_demo(args)

@@ -42,6 +42,17 @@ def make_learner():
     return make
 
 
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """clipood-tiny "pretrained" weights: a fixed random init saved as a state dict, as a user's file is (a
+    text tower to keep)."""
+    from pretrained_cache import random_weights
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    torch.save(random_weights("clipood-tiny", seed=11), path)
+    return path
+
+
 @pytest.fixture
 def batches():
     generator = torch.Generator().manual_seed(1)

@@ -10,7 +10,6 @@ from clipood_plugin import CLIPoodLearner
 from clipood_plugin.cli import main
 from clipood_plugin.data import ImageList, scan_domain_folders
 from clipood_plugin.synthetic import make_demo_dataset
-from pretrained_cache import random_weights
 from test_dassl_integration import data_root  # noqa: F401 (a fixture)
 
 CLASSES = ["circle", "square", "star", "triangle"]
@@ -23,14 +22,6 @@ def run(*argv):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("shapes"), images_per_class=6)
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    """clipood-tiny "pretrained" weights (a fixed random init saved as a state dict): a text tower to keep."""
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    torch.save(random_weights("clipood-tiny", seed=11), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +93,7 @@ def test_a_random_init_model_evaluates_on_its_own_classes_only(data_dir, tmp_pat
 
 @pytest.mark.parametrize("problem, message", [
     ("no model", "no model file at"), ("bad domain", "unknown domain(s) ['cartoon']"),
-    ("bad device", "--device gpu: not a device name"), ("bad batch", "--batch-size must be at least 1"),
+    ("bad device", "--device gpu: not a device name"), ("bad batch", "--batch-size must be a whole number >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, data_dir, tmp_path, capsys, problem, message):
     model, more = trained[0] / "model.pt", []

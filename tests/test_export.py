@@ -57,14 +57,6 @@ def export(checkpoint, out, *more, capsys=None):
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    """clipood-tiny "pretrained" weights: a fixed random init saved as a state dict, as a user's file is."""
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    torch.save(random_weights("clipood-tiny", seed=11), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def tiny_archive(tmp_path_factory):
     """clipood-tiny weights in OpenAI's TorchScript layout: they load as clipood-tiny-quickgelu."""
     model = open_clip.create_model(resolve_model_name("clipood-tiny-quickgelu"))  # resolving registers it
