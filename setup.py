@@ -58,6 +58,12 @@ setup(
         "domainbed": ["wilds", "parameterized", "gdown"],  # gdown: DomainBed's download script
         "dassl": ["gdown", "tabulate", "tensorboard", "scikit-learn", "wilds", "setuptools>=70.1", "numpy"],
     },
-    entry_points={"console_scripts": ["clipood=clipood_plugin.cli:main"]},
+    entry_points={
+        "console_scripts": ["clipood=clipood_plugin.cli:main"],
+        # `clipood summary KIND`: each adapter registers the summary of its runs, so the core names no adapter
+        "clipood.summaries": ["domainbed = domainbed_adapter.summary:main",
+                              "base2new = dassl_trainers.base2new_summary:main",
+                              "imagenet = dassl_trainers.imagenet_summary:main"],
+    },
     cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},
 )

@@ -14,10 +14,19 @@ from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, check_
 DEMO_TEST_DOMAIN = "painting"
 DEMO_REAL = dict(steps=300, batch_size=16, eval_every=50, checkpoint_every=100, eval_batch_size=256)
 DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=RANDOM_INIT_LR, steps=600, eval_every=100)
-# `clipood summary KIND ARGS...`: the module whose main(argv) tables the runs of each front end. Named here
-# (imported on use) so that `clipood --help` leads to them; the core modules stay free of the frameworks.
-SUMMARIES = {"domainbed": "domainbed_adapter.summary", "base2new": "dassl_trainers.base2new_summary",
-             "imagenet": "dassl_trainers.imagenet_summary"}
+SUMMARY_ENTRY_POINTS = "clipood.summaries"
+
+
+def _summaries():
+    """{KIND: entry point} of `clipood summary KIND ARGS...`: the main(argv) that tables the runs of a front end.
+    The adapters register theirs (setup.py's entry points): the core names none of them, and imports one only
+    when it is asked for."""
+    from importlib.metadata import entry_points
+
+    points = entry_points()
+    group = points.select(group=SUMMARY_ENTRY_POINTS) if hasattr(points, "select") else \
+        points.get(SUMMARY_ENTRY_POINTS, [])  # Python 3.9
+    return {point.name: point for point in group}
 
 
 def _add_config_flags(parser, defaults, skip=()):
@@ -80,7 +89,7 @@ def build_parser():
     _add_evaluate_parser(commands)
     summary = commands.add_parser("summary", help="table the runs of a DomainBed sweep (domainbed), of CoOp's "
                                   "base-to-new (base2new) or ImageNet variants (imagenet) against the paper")
-    summary.add_argument("kind", choices=SUMMARIES, help="whose runs; `clipood summary KIND --help` lists ARGS")
+    summary.add_argument("kind", choices=sorted(_summaries()), help="whose runs; `clipood summary KIND --help` lists ARGS")
     summary.add_argument("args", nargs=argparse.REMAINDER, help="the summary's own arguments")
     figure5 = commands.add_parser("figure5", help="the paper's Figure 5 analysis on your data: `clipood figure5 "
                                   "run ...` trains its settings, `clipood figure5 summary OUT` tables them")
@@ -143,9 +152,7 @@ def main(argv=None):
         from .export import main as export_main
         return export_main(args.checkpoint, args.out, args.pretrained, args.overwrite)
     if args.command == "summary":
-        import importlib
-
-        return importlib.import_module(SUMMARIES[args.kind]).main(args.args)
+        return _summaries()[args.kind].load()(args.args)
     if args.command == "figure5":
         from .figure5 import main as figure5_main
         return figure5_main([args.action, *args.args])
