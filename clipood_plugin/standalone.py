@@ -317,7 +317,7 @@ class _TrainingRun:
 
     def _eval_loader(self, items):
         return evaluation_loader(items[self.rank::self.world_size], self.learner.preprocess_val, self.config.workers,
-                       batch_size=self.config.eval_batch_size)
+                                 batch_size=self.config.eval_batch_size)
 
     def _resumed_state(self):
         checkpoint = self.files.load_checkpoint(self.config, self.dataset)

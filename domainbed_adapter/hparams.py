@@ -42,8 +42,8 @@ def _entries(algorithm, dataset):
         ("clip_model", clip_model, _fixed(clip_model)),
         ("clip_pretrained", clip_pretrained, _fixed(clip_pretrained)),
         ("prompt_template", "a photo of a {}.", _fixed("a photo of a {}.")),
-        # torch.compile of the training step: "auto" = with CUDA graphs on CUDA; off for the smoke tests (compiling costs more
-        # than their 3 steps)
+        # torch.compile of the training step: "auto" = with CUDA graphs on CUDA; off for the smoke tests
+        # (compiling costs more than their 3 steps)
         ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
         # the learner's precision; "authors-fp16" reproduces the numerics the paper's lrs were tuned under
         ("clip_precision", "auto", _fixed("auto")),
@@ -94,6 +94,8 @@ CORE_SETTINGS = {"lr": "lr", "weight_decay": "weight_decay", "mms_lambda": "marg
                  "prompt_template": "templates", "clip_precision": "precision", "clip_compile": "compile",
                  "class_names": "class_names", "steps": "total_steps", "batch_size": "batch_size",
                  "open_class_ratio": "open_class_ratio"}
+
+
 def core_values(hparams, keys):
     """{core setting: value} of those of ``keys`` that ``hparams`` holds (e.g. the learner's arguments)."""
     return {CORE_SETTINGS[key]: hparams[key] for key in keys if key in hparams}
@@ -119,7 +121,7 @@ def check_hparams(algorithm, hparams, dataset=None):
         near = difflib.get_close_matches(key, known, n=1)
         raise ValueError(f"unknown hparam {key!r} for {algorithm}" + (f"; did you mean {near[0]!r}?" if near else "")
                          + f" (its hparams: {', '.join(sorted(known))})")
-    core = {CORE_SETTINGS[key]: value for key, value in hparams.items()
-            if key in CORE_SETTINGS and not (value is None and key in NULL_MEANS_UNSET)}
+    core = core_values(hparams, [key for key, value in hparams.items()
+                                 if key in CORE_SETTINGS and not (value is None and key in NULL_MEANS_UNSET)])
     spelled = {setting: key for key, setting in CORE_SETTINGS.items()}
     check_settings(core, spelled=lambda setting: f"hparam {spelled[setting]}", training=algorithm != "CLIPZeroShot")
