@@ -50,7 +50,9 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=7", "tensorboard"],  # tensorboard: its scalars are tested
+        # tensorboard: its scalars are tested; transformers: the SigLIP families' tokenizers are tested
+        "test": ["pytest>=7", "tensorboard", "transformers"],
+        "hf": ["transformers"],  # open_clip's Hugging Face tokenizers and text towers (SigLIP, SigLIP2, ...)
         "tensorboard": ["tensorboard"],  # `clipood train` and the DomainBed algorithm write scalars with it
         # what the frameworks themselves import (they are not on the package index: clone them), and what
         # Dassl's setup.py needs to build without isolation (setuptools, numpy); Dassl's requirements.txt

@@ -9,16 +9,18 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "averaging": ("BetaMovingAverage", "ExponentialMovingAverage", "UniformAverage", "build_averager"),
-    "backbone": ("CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "InputAdapter",
-                 "WeightsUnavailableError", "load_clip"),
+    "averaging": ("BetaMovingAverage", "ExponentialMovingAverage", "SWAD", "UniformAverage", "build_averager"),
+    "backbone": ("InputAdapter", "MissingPackageError", "WeightsUnavailableError", "load_clip", "weights_image_input"),
     "heads": ("LinearHeadClassifier",),
+    "image_input": ("CLIP_MEAN", "CLIP_STD", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_NORMS", "ImageInput",
+                    "parse_image_norm"),
     "learner": ("CLIPoodLearner",),
     "loss": ("MarginMetricSoftmax", "margin_metric_softmax"),
     "open_classes": ("BaseNewAccuracy", "harmonic_mean", "num_base_classes"),
     "prompts": ("DEFAULT_TEMPLATES", "PromptEncoder"),
     "saved_model": ("load_learner",),
     "training_step": ("TrainingDivergedError",),
+    "wise_ft": ("pretrained_weights", "wise_ft_accuracy"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -1,18 +1,21 @@
-"""Weight averaging over a training trajectory: Beta Moving Average (Eq. 5-7) and its ablations (Figure 5d).
+"""Weight averaging over a training trajectory: Beta Moving Average (Eq. 5-7), its ablations (Figure 5d)
+and SWAD.
 
 Every averager keeps one frozen copy of the model, starting from the weights it is given (theta_0,
 the pretrained model), and folds each new set of weights in with one ``torch._foreach_lerp_`` over
 all floating-point parameters: ``avg += c_t * (theta_t - avg)``. Only ``c_t`` differs between them.
 BMA can instead fold as the authors' code does (``authors_fold``), which differs from the lerp only in
-how fp16 weights round.
+how fp16 weights round. SWAD also needs the validation loss of the current weights every few steps
+(``validation_due`` / ``record_validation_loss``) to find the window it averages.
 """
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .settings import AVERAGING_CHOICES
+from .settings import AVERAGING_CHOICES, SWAD_DEFAULTS
 
 
 def beta_pdf(x, beta):
@@ -155,10 +158,160 @@ class UniformAverage(_WeightAverage):
         return 1.0 / self.step
 
 
-def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999, authors_fold=False):
+@dataclass
+class _Segment:
+    """The dense average of the weights after the steps since the previous validation, and the validation
+    loss of the weights at its end."""
+    weights: list
+    steps: int
+    loss: float
+    end: int  # the step whose weights it ends with
+
+
+class SWAD(_WeightAverage):
+    """SWAD (Cha et al., NeurIPS 2021): the dense average of the weights after every step of the window
+    [t_s, t_e] in which the validation loss of the current weights stays low.
+
+    The validation loss L_k of the current weights is recorded every ``every`` steps and at the last step;
+    segment k is the dense average of the weights after the steps since the previous record (theta_0, the
+    pretrained weights, is in none). With N_s = ``n_converge``, N_e = ``n_tolerance`` and r =
+    ``tolerance_ratio``, as in the paper's Sec. 3.4:
+    - t_s: the first segment k whose loss is the least of L_k..L_{k+N_s-1} (the first minimum, as numpy's
+      argmin picks it in the authors' LossValley);
+    - threshold = (1 + r) * mean(L_{t_s}..L_{t_s+N_s-1});
+    - t_e: the last segment k >= t_s before the first one with min(L_k..L_{k+N_e-1}) > threshold (at the end
+      of the run the look-ahead holds the losses there are); after it the valley is "dead" and nothing more
+      is averaged.
+    ``module`` is the average of segments t_s..t_e weighted by their steps, i.e. of every step's weights in
+    the window, and is final once the last step's loss is recorded. Until the first segment of the window
+    is decided, and for a run that never converges (as LossValley's get_final_model), it is the latest
+    segment. Defaults: settings.SWAD_DEFAULTS, the SWAD authors'.
+    """
+
+    def __init__(self, model: nn.Module, total_steps: int, every=SWAD_DEFAULTS["swad_every"],
+                 n_converge=SWAD_DEFAULTS["swad_n_converge"], n_tolerance=SWAD_DEFAULTS["swad_n_tolerance"],
+                 tolerance_ratio=SWAD_DEFAULTS["swad_tolerance_ratio"]):
+        super().__init__(model)
+        self.total_steps, self.every = int(total_steps), int(every)
+        self.n_converge, self.n_tolerance = int(n_converge), int(n_tolerance)
+        self.tolerance_ratio = float(tolerance_ratio)
+        self._segment = [torch.zeros_like(t) for t in self._avg_floats]
+        self._segment_steps = 0
+        self._pending = []  # recorded segments not yet decided (candidates for t_s, then for the window)
+        self.losses = []  # (step, L_k) of every record
+        self.threshold = None  # set at convergence
+        self.window = None  # (first step, last step) of the averaged window
+        self.window_steps = 0
+        self.dead = False
+
+    @property
+    def converged(self):
+        return self.threshold is not None
+
+    @property
+    def validation_due(self):
+        """Whether the validation loss of the current weights must be recorded before the next update."""
+        recorded = self.losses[-1][0] if self.losses else 0
+        return self.step > recorded and (self.step % self.every == 0 or self.step == self.total_steps)
+
+    def _next_coefficient(self):
+        if self.validation_due:
+            raise RuntimeError(f"SWAD needs the validation loss of the weights after step {self.step} before the "
+                               "next update (the learner's validate())")
+        if self.step >= self.total_steps:
+            raise RuntimeError(f"SWAD was built for total_steps={self.total_steps} and has seen all of them")
+        self.step += 1
+        self._segment_steps += 1
+        return 1.0 / self._segment_steps
+
+    def _fold(self, current, coefficient):
+        if not self.dead:  # after the window nothing more is averaged (the authors' loop stops there)
+            torch._foreach_lerp_(self._segment, current, coefficient)
+
+    @torch.no_grad()
+    def record_validation_loss(self, loss):
+        """Close the segment at this step with the validation loss of the current weights."""
+        if not self.validation_due:
+            raise RuntimeError(f"no SWAD validation is due at step {self.step} (every {self.every} steps and the last)")
+        if not math.isfinite(loss):
+            raise ValueError(f"the validation loss at step {self.step} is {loss}, not finite")
+        self.losses.append((self.step, float(loss)))
+        if not self.dead:
+            segment = _Segment(self._segment, self._segment_steps, float(loss), self.step)
+            self._segment = [torch.zeros_like(t) for t in self._avg_floats]
+            self._pending.append(segment)
+            if not self.converged:
+                self._detect_convergence()
+            if self.converged:
+                self._decide(final=self.step == self.total_steps)
+            if not self.window_steps:  # no window yet: predict with the latest segment
+                torch._foreach_copy_(self._avg_floats, segment.weights)
+        self._segment_steps = 0
+
+    def describe(self):
+        """One line on what the SWAD model averages so far."""
+        if self.window:
+            return (f"SWAD averages the weights after steps {self.window[0]}-{self.window[1]}"
+                    + (" (the loss valley ended there)" if self.dead else ""))
+        if self.converged:
+            return f"SWAD converged (loss threshold {self.threshold:.4g}); its window is not decided yet"
+        return "SWAD has not converged: it predicts with the latest segment's average"
+
+    def _detect_convergence(self):
+        candidates = self._pending[-self.n_converge:]
+        if len(candidates) < self.n_converge:
+            return
+        losses = [segment.loss for segment in candidates]
+        if min(losses) == losses[0]:  # the first minimum is the oldest: t_s
+            self.threshold = (1.0 + self.tolerance_ratio) * sum(losses) / len(losses)
+            self._pending = candidates
+        else:  # the oldest can no longer be t_s
+            self._pending = candidates[1:]
+
+    def _decide(self, final):
+        """Fold in the oldest pending segments whose look-ahead of N_e losses is known (all when ``final``) and
+        stays under the threshold for some loss; the first that does not ends the window."""
+        while self._pending and (final or len(self._pending) >= self.n_tolerance):
+            ahead = [segment.loss for segment in self._pending[:self.n_tolerance]]
+            if min(ahead) > self.threshold:
+                self.dead, self._pending = True, []
+                return
+            segment = self._pending.pop(0)
+            self.window_steps += segment.steps
+            torch._foreach_lerp_(self._avg_floats, segment.weights, segment.steps / self.window_steps)
+            self.window = (self.window[0] if self.window else segment.end - segment.steps + 1, segment.end)
+
+    def _extra_state(self):
+        return {"every": self.every, "n_converge": self.n_converge, "n_tolerance": self.n_tolerance,
+                "tolerance_ratio": self.tolerance_ratio, "total_steps": self.total_steps,
+                "segment": self._segment, "segment_steps": self._segment_steps,
+                "pending": [(s.weights, s.steps, s.loss, s.end) for s in self._pending], "losses": self.losses,
+                "threshold": self.threshold, "window": self.window, "window_steps": self.window_steps,
+                "dead": self.dead}
+
+    def load_state_dict(self, state):
+        settings = ("every", "n_converge", "n_tolerance", "tolerance_ratio", "total_steps")
+        saved, mine = ({k: source(k) for k in settings} for source in (state.get, lambda k: getattr(self, k)))
+        if saved != mine:
+            raise ValueError(f"checkpoint was averaged with SWAD settings {saved}; this run has {mine}")
+        super().load_state_dict(state)
+        torch._foreach_copy_(self._segment, state["segment"])
+        self._segment_steps = state["segment_steps"]
+        device = self._segment[0].device
+        self._pending = [_Segment([t.to(device) for t in weights], steps, loss, end)
+                         for weights, steps, loss, end in state["pending"]]
+        self.losses = [tuple(entry) for entry in state["losses"]]
+        self.threshold, self.window_steps, self.dead = state["threshold"], state["window_steps"], state["dead"]
+        self.window = None if state["window"] is None else tuple(state["window"])
+
+
+def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999, authors_fold=False, swad=None):
     """The averager for one of AVERAGING_CHOICES, or None for "none" (predict with the last weights).
     The uniform average of theta_0..theta_T (the pretrained weights included) is "bma" with beta 1.
-    ``authors_fold`` is BMA's (the authors' code has no other averager); the ablations always lerp."""
+    ``authors_fold`` is BMA's (the authors' code has no other averager); the ablations always lerp.
+    ``swad``: SWAD's keyword arguments (every, n_converge, n_tolerance, tolerance_ratio)."""
+    if kind == "swad":
+        return SWAD(model, total_steps, **(swad or {}))
     if kind == "bma":
         return BetaMovingAverage(model, total_steps, beta, authors_fold)
     if kind == "uniform":

@@ -1,5 +1,6 @@
 """CLIP loading through open_clip, the offline ``clipood-tiny`` model, and exact input adaptation."""
 import difflib
+import importlib.util
 import json
 import os
 import socket
@@ -12,17 +13,13 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-from .settings import TINY_MODEL
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .image_input import AUTO, IMAGE_NORMS, ImageInput, parse_image_norm, tag_spelling
+from .settings import TINY_MODEL, SettingError, check_settings
 
 QUICK_GELU_SUFFIX = "-quickgelu"  # open_clip's name for a model's QuickGELU variant
 # the JSON `clipood export` writes beside its weights, and the keys that name the model they fit
 EXPORT_METADATA_SUFFIX = ".json"
-EXPORT_FORMAT_KEY, EXPORT_MODEL_KEY = "clipood_export", "open_clip_model"
+EXPORT_FORMAT_KEY, EXPORT_MODEL_KEY, EXPORT_IMAGE_INPUT_KEY = "clipood_export", "open_clip_model", "image_input"
 # CoOp / openai-CLIP style names -> open_clip names (resolve_architecture picks the QuickGELU variant)
 MODEL_ALIASES = {
     "ViT-B/16": "ViT-B-16", "ViT-B/32": "ViT-B-32", "ViT-L/14": "ViT-L-14",
@@ -53,6 +50,28 @@ class WeightsUnavailableError(RuntimeError):
         the file) and how to pick the random-init tiny model."""
         return type(self)(self.model_name, self.tag, pass_file.replace("{path}", f"/path/to/{self.model_name}.bin"),
                           random_init)
+
+
+class MissingPackageError(ImportError):
+    """The model needs a package that is not installed; the message names it (one line)."""
+
+
+def check_model_packages(model_name: str):
+    """Raise MissingPackageError unless the packages ``model_name``'s towers and tokenizer need are installed.
+
+    open_clip imports them only when it builds such a model: ``transformers`` for a Hugging Face text tower
+    (``hf_model_name``) or tokenizer (``hf_tokenizer_name``: SigLIP, SigLIP2, ...), ``timm`` for a timm image
+    tower (EVA02, SigLIP, ConvNeXt, MobileCLIP; open_clip installs it). Checked before the model is built.
+    """
+    config = open_clip.get_model_config(model_name) or {}
+    text, vision = config.get("text_cfg", {}), config.get("vision_cfg", {})
+    hugging_face = text.get("hf_model_name") or text.get("hf_tokenizer_name")
+    for package, part in (("transformers", hugging_face and f"its text side is Hugging Face's {hugging_face!r}"),
+                          ("timm", vision.get("timm_model_name") and
+                           f"its image tower is timm's {vision.get('timm_model_name')!r}")):
+        if part and importlib.util.find_spec(package) is None:
+            raise MissingPackageError(f"open_clip model {model_name!r} needs the package `{package}` ({part}), "
+                                      f"which is not installed: pip install {package}")
 
 
 def _register_model_configs():
@@ -95,8 +114,9 @@ def export_metadata_path(weights_path) -> Path:
     return Path(weights_path).with_suffix(EXPORT_METADATA_SUFFIX)
 
 
-def exported_model_name(weights_path):
-    """The open_clip model a `clipood export` file was written for (from the JSON beside it), else None."""
+def export_metadata(weights_path):
+    """What `clipood export` recorded beside a weights file (the JSON's content: model name, class names, the
+    run's settings, the pretrained weights it started from, the model's input), else None."""
     metadata = export_metadata_path(weights_path)
     if not metadata.is_file():
         return None
@@ -104,7 +124,12 @@ def exported_model_name(weights_path):
         recorded = json.loads(metadata.read_text())
     except (ValueError, UnicodeDecodeError):
         return None  # someone else's file of that name
-    return recorded.get(EXPORT_MODEL_KEY) if isinstance(recorded, dict) and EXPORT_FORMAT_KEY in recorded else None
+    return recorded if isinstance(recorded, dict) and EXPORT_FORMAT_KEY in recorded else None
+
+
+def exported_model_name(weights_path):
+    """The open_clip model a `clipood export` file was written for (from the JSON beside it), else None."""
+    return (export_metadata(weights_path) or {}).get(EXPORT_MODEL_KEY)
 
 
 def resolve_architecture(model_name: str, pretrained=None) -> str:
@@ -176,15 +201,95 @@ def pretrained_weights_available(model_name: str, tag: str) -> bool:
     return _weights_location(model_name, tag) is not None
 
 
-def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision="fp32"):
+def _tokenizer(name):
+    """open_clip's tokenizer for the model; a Hugging Face one (SigLIP's) that is neither in the hub's cache nor
+    downloadable is one line on how to get it."""
+    try:
+        return open_clip.get_tokenizer(name)
+    except OSError as error:  # transformers' words for "not cached, no network"
+        repo = open_clip.get_model_config(name)["text_cfg"].get("hf_tokenizer_name", "")
+        raise FileNotFoundError(f"the tokenizer of {name} ({repo!r} on the Hugging Face hub) is not in the local "
+                                "cache and cannot be downloaded (no network): run open_clip.get_tokenizer"
+                                f"({name!r}) once on a machine with network access and copy its Hugging Face "
+                                "cache (HF_HUB_CACHE) here") from error
+
+
+def tag_image_input(model_name: str, tag: str) -> ImageInput:
+    """The input open_clip gives the weights of an open_clip tag, without a size: the tag's pretrained config
+    over open_clip's defaults, merged as open_clip's factory merges them."""
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        raise SettingError(f"image_norm {model_name}/{tag}: open_clip has no tag {tag!r} of {model_name}; its tags "
+                           f"are {open_clip.list_pretrained_tags_by_model(model_name)}")
+    return ImageInput.of_cfg(merge_preprocess_dict(PreprocessCfg(), cfg)).at(None)
+
+
+def _own_image_input(name, pretrained):
+    """The input the weights ``pretrained`` describe themselves (a tag's config; the JSON `clipood export`
+    wrote beside its file), without a size; None for other files and a random init."""
+    if pretrained is None:
+        return None
+    if os.path.isfile(pretrained):
+        recorded = (export_metadata(pretrained) or {}).get(EXPORT_IMAGE_INPUT_KEY)
+        return ImageInput.of_cfg(recorded).at(None) if recorded else None
+    return tag_image_input(name, pretrained) if open_clip.pretrained.is_pretrained_cfg(name, pretrained) else None
+
+
+def weights_image_input(model_name: str, pretrained=None, image_norm=AUTO) -> ImageInput:
+    """The input of the model ``load_clip`` builds from these arguments, found without building it: the
+    weights' own description where they have one (a tag, an export), else the one ``image_norm`` names
+    ("auto": OpenAI's), at the image size of the model's config.
+
+    An ``image_norm`` other than the weights' own is refused: they were trained on their own input, and a
+    run that fine-tunes or evaluates them on another would silently be a different experiment."""
+    check_settings({"image_norm": image_norm})
+    name = resolve_architecture(model_name, pretrained)
+    pretrained = None if pretrained is None else str(pretrained)
+    spelled_tag = tag_spelling(image_norm)
+    chosen = tag_image_input(resolve_model_name(spelled_tag[0]), spelled_tag[1]) if spelled_tag \
+        else parse_image_norm(image_norm)
+    own = _own_image_input(name, pretrained)
+    if own is not None and chosen is not None and not own.same_norm(chosen):
+        raise SettingError(f"image_norm {image_norm!r} ({chosen.describe()}) is not the input the weights "
+                           f"{pretrained!r} were trained on and describe ({own.describe()}); drop image_norm (or "
+                           "give 'auto'): it chooses the input of weights that have no description (a local file, "
+                           "random init)")
+    return (own or chosen or IMAGE_NORMS["openai"]).at(open_clip.get_model_config(name)["vision_cfg"]["image_size"])
+
+
+def input_transforms(image_input: ImageInput):
+    """(training, evaluation) transforms of PIL images into a model's input: the paper's augmentation
+    (RandomResizedCrop scale 0.7-1 and a horizontal flip) at the input's size, interpolation and
+    normalization, and open_clip's own evaluation preprocessing of that input (resize by its resize_mode,
+    center crop, normalization), the transform open_clip.create_model_and_transforms returns for it."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    training = transforms.Compose([
+        transforms.RandomResizedCrop(image_input.size, scale=(0.7, 1.0),
+                                     interpolation=transforms.InterpolationMode(image_input.interpolation)),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(image_input.mean, image_input.std),
+    ])
+    evaluation = image_transform_v2(PreprocessCfg(**image_input.preprocess_cfg), is_train=False)
+    return training, evaluation
+
+
+def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision="fp32", image_norm=AUTO):
     """Build a CLIP model through open_clip; returns (model, preprocess_train, preprocess_val, tokenizer).
 
     ``pretrained`` is an open_clip tag ("openai", "laion2b_s34b_b88k", ...), a local checkpoint file
     (an open_clip state dict, or one of OpenAI's TorchScript archives), or None for random init. The
     architecture follows the weights (``resolve_architecture``: QuickGELU where they were trained with it).
     Weights that are neither cached nor reachable fail fast with a message on how to use a local file
-    instead. ``preprocess_train`` is the paper's augmentation (RandomResizedCrop scale 0.7-1 and horizontal
-    flip); ``preprocess_val`` is open_clip's resize + center crop.
+    instead.
+
+    The model's input (``ImageInput.of_model(model)``: size, mean, std, interpolation, resize mode) is the
+    weights' own where they describe it (a tag's preprocessing config, an export's JSON), else the one
+    ``image_norm`` names (``weights_image_input``; "auto": OpenAI's). ``preprocess_train`` is the paper's
+    augmentation and ``preprocess_val`` open_clip's preprocessing, both of that input (``input_transforms``).
 
     ``precision``: "fp32", or "fp16", the storage openai CLIP's build_model gives the model on a GPU (its
     model.py convert_weights: fp16 convolution, linear and attention weights and the projections) with its
@@ -193,6 +298,8 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
     name = resolve_architecture(model_name, pretrained)
+    check_model_packages(name)
+    image_input = weights_image_input(name, pretrained, image_norm)
     weights_file = archive = None
     if pretrained is not None:
         pretrained = str(pretrained)
@@ -213,9 +320,10 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
             if location == "hub-cache":  # load from the cache without the hub's network retries
                 import huggingface_hub
                 huggingface_hub.constants.HF_HUB_OFFLINE = True
+    tokenizer = _tokenizer(name)
     try:
-        model, _, preprocess_val = open_clip.create_model_and_transforms(name, pretrained=pretrained,
-                                                                         device=device or "cpu", precision=precision)
+        model = open_clip.create_model(name, pretrained=pretrained, device=device or "cpu", precision=precision,
+                                       force_preprocess_cfg=image_input.at(None).preprocess_cfg)
         if archive is not None:
             _load_torchscript_archive(model, archive)
     except (RuntimeError, AssertionError, KeyError) as error:  # how open_clip's loaders meet a misfit
@@ -226,14 +334,7 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
                          "name the model they were saved from") from error
     if precision == "fp32":
         model.float()
-    tokenizer = open_clip.get_tokenizer(name)
-    image_size = image_size_of(model.visual)
-    preprocess_train = transforms.Compose([
-        transforms.RandomResizedCrop(image_size, scale=(0.7, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(CLIP_MEAN, CLIP_STD),
-    ])
+    preprocess_train, preprocess_val = input_transforms(ImageInput.of_model(model))
     return model, preprocess_train, preprocess_val, tokenizer
 
 
@@ -243,22 +344,25 @@ def image_size_of(image_encoder) -> int:
 
 
 class InputAdapter(torch.nn.Module):
-    """Maps images normalized with (source_mean, source_std) at any resolution to CLIP's input exactly.
+    """Maps images normalized with (source_mean, source_std) at any resolution to a model's input
+    (``image_input``) exactly; the source statistics default to the model's own.
 
     One- and two-channel images get their missing planes first (gray repeated; an empty third plane).
 
-    x_clip = (x * source_std + source_mean - CLIP_MEAN) / CLIP_STD is one per-channel affine map,
-    then a bicubic resize to the encoder's resolution (a no-op when sizes already match).
+    x_model = (x * source_std + source_mean - mean) / std is one per-channel affine map, then a resize to the
+    input's size with its interpolation (a no-op when sizes already match). The images come framed by the
+    front end's own pipeline (e.g. DomainBed's 224 x 224 crops): they are resized as they are, not cropped.
     """
 
-    def __init__(self, image_size, source_mean=CLIP_MEAN, source_std=CLIP_STD):
+    def __init__(self, image_input: ImageInput, source_mean=None, source_std=None):
         super().__init__()
-        source_mean, source_std = torch.tensor(source_mean), torch.tensor(source_std)
-        clip_mean, clip_std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
-        self.image_size = int(image_size)
-        self.identity_norm = bool(torch.equal(source_mean, clip_mean) and torch.equal(source_std, clip_std))
-        self.register_buffer("scale", (source_std / clip_std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", ((source_mean - clip_mean) / clip_std).view(1, 3, 1, 1), persistent=False)
+        mean, std = torch.tensor(image_input.mean), torch.tensor(image_input.std)
+        source_mean = mean if source_mean is None else torch.tensor(source_mean, dtype=torch.float32)
+        source_std = std if source_std is None else torch.tensor(source_std, dtype=torch.float32)
+        self.size, self.mode = image_input.size, image_input.interpolation
+        self.identity_norm = bool(torch.equal(source_mean, mean) and torch.equal(source_std, std))
+        self.register_buffer("scale", (source_std / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((source_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images):
         if images.ndim != 4 or images.shape[1] not in (1, 2, 3):
@@ -269,7 +373,6 @@ class InputAdapter(torch.nn.Module):
             images = torch.cat([images, torch.zeros_like(images[:, :1])], dim=1)
         if not self.identity_norm:
             images = torch.addcmul(self.shift, images, self.scale)
-        if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic",
-                                   align_corners=False, antialias=True)
+        if images.shape[-2:] != self.size:
+            images = F.interpolate(images, size=self.size, mode=self.mode, align_corners=False, antialias=True)
         return images

@@ -7,7 +7,8 @@ import sys
 import typing
 
 from . import __version__
-from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, check_settings, flag, random_init_warning
+from .settings import (RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, alphas_of, check_settings, flag,
+                       random_init_warning)
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
 # needs more steps and a far larger learning rate than the paper's fine-tuning.
@@ -116,7 +117,10 @@ def _add_evaluate_parser(commands):
     evaluate.add_argument("--workers", type=int, default=defaults.workers,
                           help=f"data loading processes (default: {defaults.workers})")
     evaluate.add_argument("--pretrained", help="the weights the run started from, if not where it recorded them "
-                          "(its text tower encodes the class names)")
+                          "(its text tower encodes the class names; WiSE-FT's theta_0 is its image tower)")
+    evaluate.add_argument("--wise-ft", metavar="ALPHAS", help="e.g. 0,0.25,0.5,0.75,1: also evaluate WiSE-FT "
+                          "(Wortsman et al., CVPR 2022), the weights (1 - alpha) pretrained + alpha fine-tuned, for "
+                          "each alpha in [0, 1]")
 
 
 def _demo_config(chosen):
@@ -157,9 +161,12 @@ def main(argv=None):
         from .figure5 import main as figure5_main
         return figure5_main([args.action, *args.args])
     if args.command == "evaluate":
-        try:  # the gate's eval_batch_size and workers, as evaluate spells them
-            check_settings({"eval_batch_size": args.batch_size, "workers": args.workers},
-                           spelled={"eval_batch_size": "--batch-size", "workers": "--workers"}.get)
+        try:  # the gate's eval_batch_size, workers and WiSE-FT alphas, as evaluate spells them
+            args.wise_ft = None if args.wise_ft is None else alphas_of(args.wise_ft, "--wise-ft")
+            check_settings({"eval_batch_size": args.batch_size, "workers": args.workers,
+                            **({} if args.wise_ft is None else {"wise_ft_alphas": args.wise_ft})},
+                           spelled={"eval_batch_size": "--batch-size", "workers": "--workers",
+                                    "wise_ft_alphas": "--wise-ft"}.get)
         except DataError as error:
             return _fail("evaluate", error)
         from .evaluate import main as evaluate_main
@@ -176,7 +183,7 @@ def _train_or_demo(args):
     except DataError as error:
         return _fail(command, error)
 
-    from .backbone import WeightsUnavailableError
+    from .backbone import MissingPackageError, WeightsUnavailableError
     from .standalone import Interrupted, train
     from .synthetic import make_demo_dataset
     from .training_step import TrainingDivergedError
@@ -190,7 +197,7 @@ def _train_or_demo(args):
         train(config, prepare_data=make_demo_dataset if command == "demo" else None)
     except WeightsUnavailableError as error:
         return _fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none"))
-    except (DataError, FileNotFoundError, ValueError, TrainingDivergedError) as error:
+    except (DataError, FileNotFoundError, ValueError, MissingPackageError, TrainingDivergedError) as error:
         return _fail(command, error)
     except Interrupted as stop:
         print(f"\nclipood {command}: stopped by {stop}; {stop.kept}", file=sys.stderr)

@@ -1,17 +1,19 @@
 """`clipood evaluate`: the accuracy of a saved model (any that saved_model.load_learner reads) on a
 ROOT/<domain>/<class>/<image> folder dataset, per domain and on average, optionally predicting among other
-class names than it was trained on (open classes: each folder class is looked up by name in that list)."""
+class names than it was trained on (open classes: each folder class is looked up by name in that list), and
+optionally that of WiSE-FT's interpolations with the pretrained weights for a list of alphas (wise_ft.py)."""
 import sys
 from pathlib import Path
 
 import torch
 
-from .backbone import WeightsUnavailableError
+from .backbone import MissingPackageError, WeightsUnavailableError
 from .data import scan_domain_folders
 from .files import write_json
 from .saved_model import load_learner
-from .settings import DataError, check_device
+from .settings import DataError, check_device, check_settings
 from .standalone import evaluate, evaluation_loader
+from .wise_ft import saved_model_pretrained_weights, wise_ft_accuracy
 
 
 def class_names_from(listed=None, file=None):
@@ -34,16 +36,20 @@ def class_names_from(listed=None, file=None):
 
 
 def evaluate_saved_model(model_path, data_dir, domains=None, class_names=None, device=None, batch_size=128,
-                         workers=0, pretrained=None):
+                         workers=0, pretrained=None, wise_ft=None):
     """The results dict: accuracy (%) per domain, their mean, the class names predicted among, and the
-    images that could not be read."""
+    images that could not be read; with a list of alphas ``wise_ft``, also "wise_ft": [{"alpha", "accuracy"
+    (% per domain), "mean"}] of the weights (1 - alpha) pretrained + alpha saved, one entry per alpha."""
     check_device(device)
+    if wise_ft is not None:
+        check_settings({"wise_ft_alphas": wise_ft})
     dataset = scan_domain_folders(data_dir, allow_missing_classes=True)
     domains = list(domains or dataset.domains)
     unknown = sorted(set(domains) - set(dataset.domains))
     if unknown:
         raise DataError(f"unknown domain(s) {unknown}; the domains in {data_dir} are {dataset.domains}")
     learner = load_learner(model_path, device, pretrained)
+    theta_0 = None if wise_ft is None else saved_model_pretrained_weights(model_path, learner, pretrained)
     names = class_names or list(learner.class_names)
     absent = [name for name in dataset.class_names if name not in names]
     if absent:
@@ -64,11 +70,21 @@ def evaluate_saved_model(model_path, data_dir, domains=None, class_names=None, d
                for domain in domains}
     skipped = list(dataset.skipped)
     with torch.no_grad():
-        accuracy = evaluate(learner, loaders, averaged=True, skipped=skipped)
-    return {"model": str(model_path), "data_dir": str(data_dir), "class_names": names,
-            "images": {domain: len(dataset.samples[domain]) for domain in domains},
-            "accuracy": accuracy, "mean": sum(accuracy.values()) / len(accuracy),
-            "skipped_images": [{"path": path, "reason": reason} for path, reason in sorted(set(skipped))]}
+        curve = {} if wise_ft is None else wise_ft_accuracy(learner, theta_0, wise_ft, loaders, skipped)
+        # alpha 1 is the saved model, bit for bit (tests/test_wise_ft.py): not evaluated twice
+        accuracy = curve[1] if 1 in curve else evaluate(learner, loaders, averaged=True, skipped=skipped)
+    results = {"model": str(model_path), "data_dir": str(data_dir), "class_names": names,
+               "images": {domain: len(dataset.samples[domain]) for domain in domains},
+               "accuracy": accuracy, "mean": _mean(accuracy),
+               "skipped_images": [{"path": path, "reason": reason} for path, reason in sorted(set(skipped))]}
+    if wise_ft is not None:
+        results["wise_ft"] = [{"alpha": alpha, "accuracy": by_domain, "mean": _mean(by_domain)}
+                              for alpha, by_domain in curve.items()]
+    return results
+
+
+def _mean(accuracy):
+    return sum(accuracy.values()) / len(accuracy)
 
 
 def report(results):
@@ -78,6 +94,15 @@ def report(results):
     for domain, accuracy in results["accuracy"].items():
         lines.append(f"{domain:<{width}}  {results['images'][domain]:6d}  {accuracy:12.1f}")
     lines.append(f"{'mean':<{width}}  {'':6}  {results['mean']:12.1f}")
+    if "wise_ft" in results:
+        domains = list(results["accuracy"])
+        header = ["alpha", *domains, "mean"]
+        widths = [max(len(name), 5) for name in header]
+        lines += ["", "WiSE-FT, accuracy (%) of (1 - alpha) pretrained + alpha fine-tuned:",
+                  "  ".join(name.rjust(width) for name, width in zip(header, widths))]
+        for entry in results["wise_ft"]:
+            values = [f"{entry['alpha']:g}", *(f"{entry['accuracy'][d]:.1f}" for d in domains), f"{entry['mean']:.1f}"]
+            lines.append("  ".join(value.rjust(width) for value, width in zip(values, widths)))
     return "\n".join(lines)
 
 
@@ -86,10 +111,10 @@ def main(args):
     try:
         results = evaluate_saved_model(args.model, args.data_dir, args.domains,
                                        class_names_from(args.class_names, args.class_names_file), args.device,
-                                       args.batch_size, args.workers, args.pretrained)
+                                       args.batch_size, args.workers, args.pretrained, args.wise_ft)
         if args.output:
             write_json(results, args.output)
-    except (DataError, ValueError, WeightsUnavailableError, FileNotFoundError) as error:
+    except (DataError, ValueError, WeightsUnavailableError, MissingPackageError, FileNotFoundError) as error:
         print(f"clipood evaluate: error: {error}", file=sys.stderr)
         return 2
     print(report(results))

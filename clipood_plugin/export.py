@@ -4,7 +4,9 @@ CLIPood trains the image tower only, so every checkpoint format of this package 
 `clipood train`'s model.pt, DomainBed's model.pkl, Dassl's checkpoints) holds the averaged image tower
 and cached text features, not the text tower. The export pairs that image tower with the text tower
 and logit scale of the pretrained weights the run started from, into a complete open_clip CLIP state
-dict, with a JSON beside it naming the open_clip model it fits. Checkpoints are read as data
+dict, with a JSON beside it naming the open_clip model it fits and the input it takes (``image_input``: size,
+mean, std, interpolation, resize mode, which open_clip's own preprocessing for the file then needs to be
+told, and which this package's loaders read from the JSON). Checkpoints are read as data
 (torch.load(weights_only=True)); no framework is imported.
 """
 import math
@@ -14,11 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .backbone import (EXPORT_FORMAT_KEY, EXPORT_METADATA_SUFFIX, EXPORT_MODEL_KEY, WeightsUnavailableError,
-                       export_metadata_path, exported_model_name, load_clip, resolve_architecture,
-                       shipped_model_config)
+from .backbone import (EXPORT_FORMAT_KEY, EXPORT_IMAGE_INPUT_KEY, EXPORT_METADATA_SUFFIX, EXPORT_MODEL_KEY,
+                       MissingPackageError, WeightsUnavailableError, export_metadata_path, exported_model_name,
+                       load_clip, resolve_architecture, shipped_model_config)
 from .files import load_checkpoint, make_dirs, save_tensors, write_json
-from .learner import CHECKPOINT_FORMAT
+from .image_input import ImageInput
+from .learner import CHECKPOINT_FORMAT, UNRECORDED_IMAGE_NORM
 from .prompts import PromptEncoder
 from .settings import DataError
 
@@ -150,7 +153,8 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None, overwrite=False
                           f"{pretrained!r} are {architecture!r}: the run predates QuickGELU for such weights and "
                           "fine-tuned another activation than they were trained with; train it again")
     try:
-        clip_model, _, _, tokenizer = load_clip(architecture, pretrained)
+        clip_model, _, _, tokenizer = load_clip(architecture, pretrained,
+                                                image_norm=config.get("image_norm", UNRECORDED_IMAGE_NORM))
     except (WeightsUnavailableError, FileNotFoundError) as error:
         raise ExportError(f"{error} (export needs the weights the run started from: pass them with "
                           "--pretrained FILE)") from error
@@ -171,7 +175,7 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None, overwrite=False
     metadata = {EXPORT_FORMAT_KEY: EXPORT_FORMAT, EXPORT_MODEL_KEY: config["model_name"],
                 "source_checkpoint": str(checkpoint_path.resolve()), "source_format": source,
                 "pretrained": pretrained, "step": state["step"], "class_names": list(state["class_names"]),
-                "training": config}
+                EXPORT_IMAGE_INPUT_KEY: ImageInput.of_model(clip_model).preprocess_cfg, "training": config}
     make_dirs(out_path.parent)
     existed = out_path.exists()
     save_tensors(weights, out_path)
@@ -188,20 +192,24 @@ def main(checkpoint, out, pretrained=None, overwrite=False):
     """`clipood export`: prints the Python line that loads OUT with open_clip; 2 on bad input."""
     try:
         metadata = export_open_clip(checkpoint, out, pretrained, overwrite)
-    except (ValueError, DataError, WeightsUnavailableError, FileNotFoundError) as error:  # ExportError: a ValueError
+    except (ValueError, DataError, WeightsUnavailableError, MissingPackageError,
+            FileNotFoundError) as error:  # ExportError: a ValueError
         print(f"clipood export: error: {error}", file=sys.stderr)
         return 2
     model_name = metadata[EXPORT_MODEL_KEY]
     print(f"open_clip model: {model_name}\n"
-          f"load it with: {reload_line(model_name, out)}\n"
+          f"load it with: {reload_line(model_name, out, ImageInput.of_cfg(metadata[EXPORT_IMAGE_INPUT_KEY]))}\n"
           f"metadata (source, training settings, class names): {export_metadata_path(out)}")
     return 0
 
 
-def reload_line(model_name, weights_path):
-    """Python that loads the export with plain open_clip, run as it stands: a model open_clip does not ship
+def reload_line(model_name, weights_path, image_input):
+    """Python that loads the export with plain open_clip, run as it stands, with the preprocessing of the input
+    the model was trained on (a file tells open_clip nothing of it): a model open_clip does not ship
     (clipood-tiny) gets its config registered first, from the file this package ships."""
     config = shipped_model_config(model_name)
     register = f"open_clip.add_model_config({str(config)!r}); " if config is not None else ""
     return (f"import open_clip; {register}"
-            f"open_clip.create_model_and_transforms({model_name!r}, pretrained={str(Path(weights_path).resolve())!r})")
+            f"open_clip.create_model_and_transforms({model_name!r}, pretrained={str(Path(weights_path).resolve())!r}, "
+            f"image_mean={image_input.mean}, image_std={image_input.std}, "
+            f"image_interpolation={image_input.interpolation!r}, image_resize_mode={image_input.resize_mode!r})")

@@ -9,7 +9,8 @@ run is skipped, an interrupted one resumed (with other flags than it was trained
 OUT). Flags it does not know go to every `clipood train` (--data-dir, --test-domains, --model, --pretrained,
 --steps, --lr, ...); a row's own settings win over them. OUT/figure5.json names each row's run. ``summary`` prints each panel: the test accuracy of the model
 each run predicts with (the averaged weights; the last ones for averaging none) per test domain, their
-mean, and the mean of the last weights. A run whose results.json cannot be used (unreadable, truncated, an
+mean, and the mean of the last weights; a WiSE-FT row (settings with wise_ft) those of the interpolation
+whose alpha is best on the holdout, and its curve below the tables. A run whose results.json cannot be used (unreadable, truncated, an
 accuracy that is null or outside [0, 100]) is shown as "left out" and listed with the reason; ``summary``
 exits 1 when a row has no value (left out or not run), 0 when every row has one, 2 on bad input.
 """
@@ -43,11 +44,31 @@ def read_results(path):
         reason = getattr(error, "strerror", None) or (str(error) if isinstance(error, ValueError) else
                                                       "not what clipood train writes")
         raise UnusableRun(f"{path} unreadable ({reason})") from None
-    return {"config": config, "test_domains": domains,
-            "bma": {domain: checked_accuracy(bma.get(domain), f"{path}: the accuracy on {domain}")
-                    for domain in domains},
-            **{f"mean_{key}": checked_accuracy(mean.get(key), f"{path}: the mean accuracy ({key})")
-               for key in ("bma", "final")}}
+    checked = {"config": config, "test_domains": domains,
+               "bma": {domain: checked_accuracy(bma.get(domain), f"{path}: the accuracy on {domain}")
+                       for domain in domains},
+               **{f"mean_{key}": checked_accuracy(mean.get(key), f"{path}: the mean accuracy ({key})")
+                  for key in ("bma", "final")}}
+    if "wise_ft" in results:
+        checked["wise_ft"] = _checked_wise_ft(results["wise_ft"], domains, path)
+    return checked
+
+
+def _checked_wise_ft(wise_ft, domains, path):
+    """{"best_alpha", "best": {domain: accuracy}, "curve": [(alpha, holdout mean, test mean)]} of a run's
+    WiSE-FT results."""
+    from .results_table import UnusableRun, checked_accuracy
+
+    try:
+        curve = {entry["alpha"]: entry for entry in wise_ft["curve"]}
+        best = curve[wise_ft["best_alpha"]]
+    except (KeyError, TypeError):
+        raise UnusableRun(f"{path}: its wise_ft results are not what clipood train writes (or it had no holdout "
+                          "to choose alpha on)") from None
+    return {"best_alpha": wise_ft["best_alpha"],
+            "best": {domain: checked_accuracy(best["accuracy"].get(domain), f"{path}: WiSE-FT's accuracy on {domain}")
+                     for domain in domains},
+            "curve": [(alpha, entry["holdout_mean"], entry["test_mean"]) for alpha, entry in curve.items()]}
 
 
 def flags_of(settings):
@@ -59,13 +80,15 @@ def plan(panels, train_flags):
     """({run name: `clipood train` arguments}, {panel: {"title", "rows": [{"label", "run"}]}}).
 
     A run is named by its values of the fields the panels vary that differ from `clipood train`'s defaults
-    ("clipood": the method), after ``train_flags`` and the row's settings are parsed as `clipood train` does."""
+    ("clipood": the method), after ``train_flags`` and the row's settings are parsed as `clipood train` does;
+    fields that do not change the trained model (TrainConfig.RESUMABLE_CHANGES: wise_ft among them) name no run,
+    so a WiSE-FT row is an evaluation of the run its other settings name, which is trained with its --wise-ft."""
     from clipood_plugin.cli import build_parser
     from clipood_plugin.standalone import TrainConfig
 
     parser, defaults = build_parser(), vars(TrainConfig())
     set_by_rows = {key for panel in panels.values() for row in panel["rows"] for key in row["settings"]}
-    varied = [field for field in defaults if field in set_by_rows]  # in TrainConfig's order
+    varied = [field for field in defaults if field in set_by_rows and field not in TrainConfig.RESUMABLE_CHANGES]
     runs, manifest = {}, {}
     for key, panel in panels.items():
         rows = []
@@ -73,8 +96,13 @@ def plan(panels, train_flags):
             arguments = ["train", *train_flags, *flags_of(row["settings"])]
             config = vars(parser.parse_args(arguments))
             name = "_".join(f"{field}-{config[field]}" for field in varied if config[field] != defaults[field])
-            runs.setdefault(name or "clipood", arguments)
-            rows.append({"label": row["label"], "run": name or "clipood"})
+            name = name or "clipood"
+            if "wise_ft" in row["settings"]:
+                rows.append({"label": row["label"], "run": name, "wise_ft": True})
+                runs[name] = arguments  # the same run, evaluated with WiSE-FT at its end
+            else:
+                rows.append({"label": row["label"], "run": name})
+                runs.setdefault(name, arguments)
         manifest[key] = {"title": panel["title"], "rows": rows}
     return runs, manifest
 
@@ -154,19 +182,33 @@ def summarize(output_dir, markdown=False):
     done = [result for result in results.values() if isinstance(result, dict)]
     domains = done[0]["test_domains"] if done else []  # the same in every run: the runner gives them all
     header = ["setting", *domains, "mean", "last weights, mean"]
-    tables, complete = [], True
+    tables, curves, complete = [], [], True
     for panel in panels.values():
         rows = []
         for row in panel["rows"]:
             result = results[row["run"]]
+            if isinstance(result, dict) and row.get("wise_ft") and "wise_ft" not in result:
+                result = "left out"  # trained before its row asked for WiSE-FT
+                left_out.append(f"{row['run']}: trained without --wise-ft; remove runs/{row['run']} and run "
+                                "`clipood figure5 run` again")
             if not isinstance(result, dict):
                 complete = False
                 rows.append([row["label"], *["not run" if result is None else "left out"] * (len(header) - 1)])
+            elif row.get("wise_ft"):
+                best = result["wise_ft"]["best"]
+                rows.append([f"{row['label']}, alpha {result['wise_ft']['best_alpha']:g} (best on the holdout)",
+                             *(f"{best[d]:.1f}" for d in domains),
+                             f"{sum(best.values()) / len(best):.1f}", f"{result['mean_final']:.1f}"])
+                curves.append(f"WiSE-FT of run {row['run']} (%):\n" + format_table(
+                    ["alpha", "holdout mean", "test mean"],
+                    [[f"{alpha:g}", f"{holdout:.1f}", f"{test:.1f}"] for alpha, holdout, test in result["wise_ft"]["curve"]],
+                    markdown))
             else:
                 rows.append([row["label"], *(f"{result['bma'][d]:.1f}" for d in domains),
                              f"{result['mean_bma']:.1f}", f"{result['mean_final']:.1f}"])
         title = f"{panel['title']}: test accuracy (%)"
         tables.append(("### " if markdown else "") + title + "\n\n" + format_table(header, rows, markdown))
+    tables += curves
     if left_out:
         tables.append("Left out (their results cannot be used):\n" + "\n".join(f"  {line}" for line in left_out))
     return "\n\n".join(tables), complete

@@ -8,22 +8,30 @@ from torch import nn
 
 from . import distributed
 from .averaging import build_averager
-from .backbone import CLIP_MEAN, CLIP_STD, InputAdapter, image_size_of, load_clip, resolve_architecture
+from .backbone import InputAdapter, image_size_of, load_clip, resolve_architecture
 from .heads import LinearHeadClassifier
+from .image_input import AUTO, IMAGE_NORMS, ImageInput
 from .loss import margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
-from .settings import COMPILE_CHOICES, ChangedSettingsError, SettingError, changed_settings, check_settings
+from .settings import (COMPILE_CHOICES, SWAD_DEFAULTS, ChangedSettingsError, SettingError, changed_settings,
+                       check_settings)
 from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, clip_storage, input_dtype,
                             resolve_precision)
 CHECKPOINT_FORMAT = 2
-# settings a checkpoint must share with the learner that loads it (what the saved state is shaped by);
-# model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for OpenAI's weights)
-BUILD_KEYS = ("model_name", "pretrained", "averaging", "zero_shot", "total_steps", "head")
+# settings a checkpoint must share with the learner that loads it (what the saved state is shaped by, and the
+# input its weights take); model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for
+# OpenAI's weights), image_norm the resolved input (ImageInput.norm)
+BUILD_KEYS = ("model_name", "pretrained", "image_norm", "averaging", "zero_shot", "total_steps", "head")
+# the image_norm of checkpoints saved before it was recorded: every such run trained on OpenAI's input
+UNRECORDED_IMAGE_NORM = IMAGE_NORMS["openai"].norm
 # settings a checkpoint with training state must share unless load_state_dict(allow_hparam_change=True)
 TRAINING_HPARAMS = ("lr", "weight_decay")
 # the other settings that shape a run's trajectory: a checkpoint with training state must share them to resume
 # (an inference-only one is a predictor: its text features are recomputed with set_class_names when needed)
-TRAJECTORY_KEYS = ("margin", "margin_kind", "beta", "ema_decay", "templates", "logit_scale", "precision")
+TRAJECTORY_KEYS = ("margin", "margin_kind", "beta", "ema_decay", "templates", "logit_scale", "precision",
+                   *SWAD_DEFAULTS)
+# trajectory keys that checkpoints saved before they were recorded lack (they then had the only behaviour there was)
+LATER_TRAJECTORY_KEYS = ("precision", *SWAD_DEFAULTS)
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # what state_dict(include_training_state=False) holds: the predictor
 INFERENCE_KEYS = ("format", "config", "class_names", "text_features", "step", "inference_encoder")
@@ -56,8 +64,10 @@ class CLIPoodLearner:
     initialized from the class text features with plain cross-entropy (Eq. 1, standard fine-tuning)
     instead of the text head (Eq. 2); ``margin_kind`` is "adaptive" (MMS), "fixed" (``margin`` for
     every wrong class) or "none" (``margin=0`` is the same: plain vision-language fine-tuning);
-    ``averaging`` is "bma", "uniform" (theta_1..theta_T), "ema" or "none"; ``zero_shot=True`` builds a
-    learner that never trains.
+    ``averaging`` is "bma", "uniform" (theta_1..theta_T), "ema", "swad" or "none"; ``zero_shot=True``
+    builds a learner that never trains. SWAD (``swad_*``: its evaluation interval, N_s, N_e and r; see
+    averaging.SWAD) needs the validation loss of the current weights whenever ``validation_due``: call
+    ``validate`` with held-out training-domain batches then.
     ``compile`` runs the training forward and backward through torch.compile ("auto": on CUDA, with CUDA
     graphs on one device, as "reduce-overhead"; "on": the default mode, no CUDA graphs); if compiling fails,
     training goes on uncompiled with a warning.
@@ -67,8 +77,11 @@ class CLIPoodLearner:
     round trip around AdamW (training_step.py) and their BMA fold into an fp16 copy. A step whose loss or
     gradients are not finite is skipped and counted; ``max_consecutive_skips`` of them in a row raise
     TrainingDivergedError.
-    Images given to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``)
-    and resolution; they are mapped to CLIP's exactly.
+    The model's input (``image_input``: size, normalization, resize) is the weights' own where they describe it
+    (an open_clip tag, a `clipood export` file), else the one ``image_norm`` names ("auto": OpenAI's; see
+    clipood_plugin.image_input); ``preprocess_train``/``preprocess_val`` make it from PIL images. Images given
+    to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``; default: the
+    model's own) and resolution; they are mapped to the model's input exactly.
 
     Under torch.distributed (a process group of several ranks, e.g. from torchrun) ``update`` trains
     data-parallel: each rank passes its share of the global batch, DDP averages the gradients (weighted
@@ -79,12 +92,17 @@ class CLIPoodLearner:
 
     def __init__(self, *, model_name="ViT-B-16", pretrained="openai", class_names, total_steps=None,
                  lr=5e-6, weight_decay=0.1, margin=0.3, margin_kind="adaptive", head="text", beta=0.5,
-                 averaging="bma", ema_decay=0.999, templates=DEFAULT_TEMPLATES, logit_scale=None, precision="auto",
-                 input_mean=CLIP_MEAN, input_std=CLIP_STD, zero_shot=False, compile="auto",
+                 averaging="bma", ema_decay=0.999, swad_every=SWAD_DEFAULTS["swad_every"],
+                 swad_n_converge=SWAD_DEFAULTS["swad_n_converge"], swad_n_tolerance=SWAD_DEFAULTS["swad_n_tolerance"],
+                 swad_tolerance_ratio=SWAD_DEFAULTS["swad_tolerance_ratio"], templates=DEFAULT_TEMPLATES,
+                 logit_scale=None, precision="auto",
+                 image_norm=AUTO, input_mean=None, input_std=None, zero_shot=False, compile="auto",
                  max_consecutive_skips=DEFAULT_MAX_CONSECUTIVE_SKIPS, device=None):
+        swad = dict(swad_every=swad_every, swad_n_converge=swad_n_converge, swad_n_tolerance=swad_n_tolerance,
+                    swad_tolerance_ratio=swad_tolerance_ratio)
         check_settings(dict(lr=lr, weight_decay=weight_decay, margin=margin, margin_kind=margin_kind, head=head,
-                            beta=beta, averaging=averaging, ema_decay=ema_decay, templates=templates,
-                            logit_scale=logit_scale, precision=precision, compile=compile,
+                            beta=beta, averaging=averaging, ema_decay=ema_decay, **swad, templates=templates,
+                            logit_scale=logit_scale, precision=precision, compile=compile, image_norm=image_norm,
                             input_mean=input_mean, input_std=input_std, total_steps=total_steps,
                             max_consecutive_skips=max_consecutive_skips, zero_shot=zero_shot),
                        training=not zero_shot)
@@ -100,26 +118,30 @@ class CLIPoodLearner:
         self.config = dict(model_name=architecture, pretrained=None if pretrained is None else str(pretrained),
                            total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
                            margin=margin, margin_kind=margin_kind, head=head, beta=beta, averaging=averaging,
-                           ema_decay=ema_decay,
+                           ema_decay=ema_decay, **swad,
                            templates=tuple([templates] if isinstance(templates, str) else templates),
                            logit_scale=logit_scale, precision=precision, zero_shot=zero_shot, compile=compile)
 
         clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(
-            architecture, pretrained, precision=clip_storage(self.precision))
+            architecture, pretrained, precision=clip_storage(self.precision), image_norm=image_norm)
+        self.image_input = ImageInput.of_model(clip_model)
+        self.config["image_norm"] = self.image_input.norm  # reloads rebuild this input, whatever the weights' path
         clip_model.eval()
         self.image_encoder = clip_model.visual.to(self.device)
         clip_model.visual = nn.Identity()  # the text tower stays on the CPU; only its features are kept
         self.logit_scale = float(logit_scale if logit_scale is not None else clip_model.logit_scale.exp().item())
+        # SigLIP's models carry a learned logit bias (CLIP's none): predict() adds it, as open_clip's logits do;
+        # MMS is a softmax over classes, where one constant added to every logit cancels
+        bias = getattr(clip_model, "logit_bias", None)
+        self.logit_bias = 0.0 if bias is None else float(bias.item())
         self.image_size = image_size_of(self.image_encoder)
-        self.input_adapter = InputAdapter(self.image_size, input_mean, input_std).to(self.device)
+        self.input_adapter = InputAdapter(self.image_input, input_mean, input_std).to(self.device)
         self.prompt_encoder = PromptEncoder(clip_model, tokenizer, self.config["templates"], self._authors_arithmetic)
         self.class_names = []
         self.text_features = None
         self.set_class_names(class_names)
         self.step = 0
-        # the module that is trained and averaged: the image encoder, or the encoder with its linear head
-        self.model = self.image_encoder if head == "text" else LinearHeadClassifier(
-            self.image_encoder, self.text_features, self.logit_scale)
+        self.model = self.trained_module(self.image_encoder)
 
         self.averager = self.training_step = self.optimizer = self.scheduler = None
         self._train_encoder, self._ranks = self.model, 1  # what update() runs forward and backward
@@ -133,10 +155,18 @@ class CLIPoodLearner:
             self.optimizer = self.training_step.optimizer
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
             self.averager = build_averager(averaging, self.model, int(total_steps), beta, ema_decay,
-                                           authors_fold=self._authors_arithmetic)
+                                           authors_fold=self._authors_arithmetic,
+                                           swad={key.removeprefix("swad_"): value for key, value in swad.items()})
             compile_mode = _compile_mode(compile, self.device, self._ranks)
             if compile_mode is not None:
                 self._compiled_encoder = torch.compile(self._train_encoder, mode=compile_mode)
+
+    def trained_module(self, image_encoder):
+        """The module trained and averaged on ``image_encoder``: the encoder itself (text head), or the encoder
+        with a linear head initialized as the zero-shot classifier of the current class text features."""
+        if self.config["head"] == "text":
+            return image_encoder
+        return LinearHeadClassifier(image_encoder, self.text_features, self.logit_scale, self.logit_bias)
 
     # ----------------------------------------------------------------- classes
     def set_class_names(self, class_names):
@@ -237,15 +267,44 @@ class CLIPoodLearner:
                                      reduction, self.config["margin_kind"], self._authors_arithmetic)
 
     def _logits(self, outputs):
-        """Logits [B, C] from the trained module's outputs: image features (text head) or logits (linear head)."""
+        """Logits [B, C] from the trained module's outputs: image features (text head: ``s * cos + b``, open_clip's
+        logits, with ``b`` the model's logit bias, 0 for CLIP) or logits (linear head)."""
         if self.config["head"] == "linear":
             return outputs.float()
-        return self.logit_scale * F.normalize(outputs.float(), dim=-1) @ self.text_features.float().T
+        return self.logit_scale * F.normalize(outputs.float(), dim=-1) @ self.text_features.float().T + self.logit_bias
 
     @property
     def averaging_weight(self):
         """Unnormalized weight a_t of the latest weights in the average (1.0 without averaging)."""
         return getattr(self.averager, "weight", 1.0)
+
+    @property
+    def validation_due(self):
+        """Whether the averaging needs the validation loss of the current weights (``validate``) before the next
+        update: SWAD at its evaluation steps."""
+        return getattr(self.averager, "validation_due", False)
+
+    @torch.no_grad()
+    def validate(self, domains):
+        """Record SWAD's validation loss (its evaluator's ``tr_outloss``): the mean over training domains of the
+        current weights' mean cross-entropy on each one's held-out batches. ``domains``: one iterable of
+        (images, labels) per training domain. Distributed, each rank passes its share; the sums are global."""
+        if not self.validation_due:
+            raise RuntimeError(f"no validation loss is due at step {self.step} "
+                               f"(averaging {self.config['averaging']!r})")
+        sums = torch.zeros(len(domains), 2, dtype=torch.float64, device=self.device)
+        for i, batches in enumerate(domains):
+            for images, labels in batches:
+                logits = self.predict(images, averaged=False)
+                sums[i, 0] += F.cross_entropy(logits, labels.to(self.device), reduction="sum").double()
+                sums[i, 1] += len(labels)
+        sums = distributed.all_reduce_sum(sums)
+        held_out = sums[:, 1] > 0
+        if not held_out.any():
+            raise ValueError("SWAD's validation got no held-out image of any training domain")
+        loss = (sums[held_out, 0] / sums[held_out, 1]).mean().item()
+        self.averager.record_validation_loss(loss)
+        return loss
 
     @torch.no_grad()
     def _run(self, module, images):
@@ -268,7 +327,10 @@ class CLIPoodLearner:
 
     @torch.no_grad()
     def predict(self, images, averaged=True):
-        """Logits [B, C] against the current class names; from the averaged model unless averaged=False."""
+        """Logits [B, C] against the current class names; from the averaged model unless averaged=False.
+
+        They are open_clip's: ``logit_scale * cosine(image, class text) + logit_bias``, where the bias is that of
+        SigLIP's models (sigmoid(logits) are their per-class probabilities) and 0 for CLIP's (softmax(logits))."""
         return self._logits(self._run(self.inference_encoder if averaged else self.model, images))
 
     # ----------------------------------------------------------------- state
@@ -324,6 +386,7 @@ class CLIPoodLearner:
         mine, theirs = self.config, state["config"]
         if not isinstance(theirs, dict):
             raise ValueError("the checkpoint's config is not a dict of settings")
+        theirs = {"image_norm": UNRECORDED_IMAGE_NORM, **theirs}
         changed_build = changed_settings(theirs, mine, BUILD_KEYS)
         if changed_build:
             raise ChangedSettingsError(changed_build, "rebuild the learner with the checkpoint's config")
@@ -339,15 +402,14 @@ class CLIPoodLearner:
         step = state["step"]
         if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= (mine["total_steps"] or 0):
             raise ValueError(f"the checkpoint's step {step!r} is not in [0, total_steps={mine['total_steps']}]")
-        _check_tensors("inference_encoder", state["inference_encoder"], self.inference_encoder.state_dict(),
+        check_tensors("inference_encoder", state["inference_encoder"], self.inference_encoder.state_dict(),
                        finite=True)
         if "image_encoder" not in state:
             return []
         if len(names) != self.num_classes:
             raise ValueError(f"the checkpoint was trained on {len(names)} classes and this learner on "
                              f"{self.num_classes}; build it with the checkpoint's class names to resume")
-        # precision: checkpoints saved before it was recorded do not have it (their weights' dtype is checked)
-        trajectory = [key for key in TRAJECTORY_KEYS if key in theirs or key != "precision"]
+        trajectory = [key for key in TRAJECTORY_KEYS if key in theirs or key not in LATER_TRAJECTORY_KEYS]
         fixed = changed_settings(theirs, mine, trajectory) + changed_settings(
             {"class_names": names}, {"class_names": self.class_names}, ["class_names"])
         hparams = changed_settings(theirs, mine, TRAINING_HPARAMS)
@@ -358,7 +420,7 @@ class CLIPoodLearner:
                                                            "learner's"))
         changed = [name for name, _, _ in hparams]
         _require_keys(state, ("training_step", "scheduler") + (("averager",) if self.averager is not None else ()))
-        _check_tensors("image_encoder", state["image_encoder"], self.model.state_dict(), same_dtype=True, finite=True)
+        check_tensors("image_encoder", state["image_encoder"], self.model.state_dict(), same_dtype=True, finite=True)
         self.training_step.check_state(state["training_step"])
         scheduler = state["scheduler"]
         if not isinstance(scheduler, dict) or (scheduler.get("T_max"), scheduler.get("last_epoch")) != \
@@ -395,7 +457,7 @@ def _describe(value):
     return type(value).__name__
 
 
-def _check_tensors(name, theirs, mine, same_dtype=False, finite=False):
+def check_tensors(name, theirs, mine, same_dtype=False, finite=False):
     """Raise ValueError unless ``theirs`` has the keys of the state dict ``mine`` and tensors of its shapes
     (and dtypes: the precision the weights are stored in; and, with ``finite``, finite floating-point values)."""
     if not isinstance(theirs, dict) or set(theirs) != set(mine):
@@ -418,7 +480,7 @@ def _check_tensors(name, theirs, mine, same_dtype=False, finite=False):
 def _check_images(images):
     """Raise ValueError, saying what is expected, unless ``images`` is a non-empty float batch [B, C, H, W]."""
     expected = ("images must be a float tensor [batch, channels (1-3), height, width] normalized with the learner's "
-                "input_mean/input_std (e.g. torchvision's ToTensor then Normalize)")
+                "input_mean/input_std (e.g. by its preprocess_val)")
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"{expected}; got a {type(images).__name__}")
     if images.dtype not in IMAGE_DTYPES:

@@ -1,10 +1,19 @@
 """Class-prompt text features: templates x class names -> normalized, cached [C, D] features."""
 import torch
 from open_clip import build_zero_shot_classifier
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from .settings import check_settings
 
-DEFAULT_TEMPLATES = ("a photo of a {}.",)
+DEFAULT_TEMPLATES = ("a photo of a {}.",)  # the paper's
+# the named template sets (settings.TEMPLATE_PRESET_NAMES), as format strings; open_clip ships OpenAI's as callables
+TEMPLATE_PRESETS = {"openai_imagenet": tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)}
+
+
+def expand_templates(templates):
+    """The templates as format strings: a named set (e.g. "openai_imagenet") is its templates."""
+    templates = (templates,) if isinstance(templates, str) else tuple(templates)
+    return TEMPLATE_PRESETS[templates[0]] if len(templates) == 1 and templates[0] in TEMPLATE_PRESETS else templates
 
 
 def prompt_class_name(name: str) -> str:
@@ -38,7 +47,8 @@ def check_class_names(class_names, tokenizer):
 
 
 class PromptEncoder:
-    """Encodes class names with CLIP's frozen text tower; several templates are ensembled.
+    """Encodes class names with CLIP's frozen text tower; several templates (or a named set of them,
+    TEMPLATE_PRESETS) are ensembled.
 
     ``clip_model`` only needs ``encode_text``; its image tower is never used here.
 
@@ -51,10 +61,9 @@ class PromptEncoder:
 
     def __init__(self, clip_model, tokenizer, templates=DEFAULT_TEMPLATES, authors_arithmetic=False):
         check_settings({"templates": templates})
-        templates = (templates,) if isinstance(templates, str) else tuple(templates)
         self.clip_model = clip_model
         self.tokenizer = tokenizer
-        self.templates = templates
+        self.templates = expand_templates(templates)
         self.authors_arithmetic = bool(authors_arithmetic)
 
     @torch.no_grad()

@@ -1,10 +1,9 @@
 """Any model this package saved, back as a CLIPoodLearner that predicts as it did: `clipood train`'s
 model.pt and checkpoint.pt, DomainBed's model.pkl, a Dassl checkpoint, or a `clipood export` file (with
 the JSON beside it). Files are read as data (torch.load(weights_only=True))."""
-import json
 from pathlib import Path
 
-from .backbone import EXPORT_MODEL_KEY, export_metadata_path, exported_model_name
+from .backbone import EXPORT_MODEL_KEY, export_metadata, exported_model_name
 from .export import read_learner_state
 from .learner import CLIPoodLearner, inference_state
 from .settings import DataError
@@ -23,7 +22,7 @@ def load_learner(path, device=None, pretrained=None):
     if not path.is_file():
         raise DataError(f"no model file at {path}")
     if exported_model_name(path) is not None:
-        metadata = json.loads(export_metadata_path(path).read_text())
+        metadata = export_metadata(path)
         return CLIPoodLearner(model_name=metadata[EXPORT_MODEL_KEY], pretrained=str(path), zero_shot=True,
                               class_names=metadata["class_names"], templates=metadata["training"]["templates"],
                               device=device)

@@ -13,6 +13,8 @@ import os
 import string
 from dataclasses import dataclass, field
 
+from .image_input import AUTO, image_norm_problem
+
 TINY_MODEL = "clipood-tiny"  # the tiny random-init CLIP that runs offline
 # "authors-fp16": the numerics of the authors' code, under which the paper's learning rates were tuned (fp16
 # weights and BMA copy, an fp32 round trip around AdamW; see training_step.py)
@@ -20,7 +22,12 @@ PRECISION_CHOICES = ("auto", "fp32", "amp-bf16", "amp-fp16", "authors-fp16")
 # torch.compile of the training forward/backward: auto = reduce-overhead (CUDA graphs) on one CUDA device, "on"
 # under DDP, off elsewhere (measured: docs/benchmarks.md)
 COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
-AVERAGING_CHOICES = ("bma", "uniform", "ema", "none")
+AVERAGING_CHOICES = ("bma", "uniform", "ema", "swad", "none")
+# how reports name the model each averaging predicts with
+AVERAGED_MODEL_NAMES = {"bma": "BMA", "uniform": "uniform", "ema": "EMA", "swad": "SWAD", "none": "last"}
+# SWAD's evaluation interval, N_s, N_e and r: the SWAD authors' config.yaml and their CHECKPOINT_FREQ of PACS,
+# VLCS, OfficeHome and TerraIncognita (averaging.SWAD)
+SWAD_DEFAULTS = dict(swad_every=200, swad_n_converge=3, swad_n_tolerance=6, swad_tolerance_ratio=0.3)
 # the margin of each wrong class: lam * D(T_y, T_c) (MMS), lam for every one, or none (plain metric softmax)
 MARGIN_KINDS = ("adaptive", "fixed", "none")
 # the classifier: cosine similarity to the frozen class text features (Eq. 2), or a trained linear layer (Eq. 1)
@@ -130,8 +137,12 @@ def _flag(value):
     return None if isinstance(value, bool) else "must be true or false"
 
 
+# named template sets, given in place of the templates (prompts.TEMPLATE_PRESETS expands them): OpenAI's 80
+# ImageNet prompts, the ensemble of CLIP's zero-shot ImageNet results
+TEMPLATE_PRESET_NAMES = ("openai_imagenet",)
 ONE_FIELD = ("must each hold exactly one positional '{}' for the class name and no other field (no '{name}', "
-             "no '{0}'; a literal brace is written '{{' or '}}')")
+             "no '{0}'; a literal brace is written '{{' or '}}'), or be one named set: "
+             + ", ".join(TEMPLATE_PRESET_NAMES))
 
 
 def _has_one_positional_field(template):
@@ -146,21 +157,34 @@ def _has_one_positional_field(template):
 def _templates(value):
     templates = [value] if isinstance(value, str) else value
     if not isinstance(templates, (list, tuple)) or not templates:
-        return "must be one prompt template or a non-empty list of them"
+        return f"must be one prompt template, a non-empty list of them, or one of {TEMPLATE_PRESET_NAMES}"
+    if len(templates) == 1 and templates[0] in TEMPLATE_PRESET_NAMES:
+        return None
     if not all(isinstance(template, str) and _has_one_positional_field(template) for template in templates):
         return ONE_FIELD
     return None
 
 
 def _channel_values(positive):
-    wanted = f"3 finite numbers{' > 0' if positive else ''}, one per color channel (R, G, B)"
+    wanted = (f"3 finite numbers{' > 0' if positive else ''}, one per color channel (R, G, B) (or null/None: the "
+              "model's own)")
 
     def problem(value):
+        if value is None:
+            return None
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
                 _is_number(v) and math.isfinite(v) and (v > 0 or not positive) for v in value):
             return f"must be {wanted}"
         return None
     return problem
+
+
+def _alphas(value):
+    listed = isinstance(value, (list, tuple)) and value
+    if listed and all(_is_number(alpha) and math.isfinite(alpha) and 0 <= alpha <= 1 for alpha in value) \
+            and len(set(value)) == len(value):
+        return None
+    return "must be a non-empty list of distinct finite numbers in [0, 1]"
 
 
 def _class_names(value):
@@ -180,12 +204,21 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("beta", "the Beta(beta, beta) weighting of the moving average", _number(0, low_open=True), trains=True),
     Setting("averaging", "the weight averaging used for prediction", _choice(AVERAGING_CHOICES), trains=True),
     Setting("ema_decay", "the decay of the EMA averaging", _number(0, 1, high_open=True), trains=True),
+    Setting("swad_every", "the steps between SWAD's validation losses", _count(1), trains=True),
+    Setting("swad_n_converge", "SWAD's N_s: the validation losses in which the first must be the least to start "
+            "the window", _count(1), trains=True),
+    Setting("swad_n_tolerance", "SWAD's N_e: the validation losses of which one must stay under the threshold "
+            "to go on averaging", _count(1), trains=True),
+    Setting("swad_tolerance_ratio", "SWAD's r: the threshold is (1 + r) x the mean loss at the window's start",
+            _number(0), trains=True),
     Setting("templates", "the prompt template(s)", _templates),
     Setting("class_names", "the class names, in label order", _class_names),
     Setting("logit_scale", "the temperature of the logits, None for the model's",
             _number(0, low_open=True, optional=True)),
     Setting("precision", "the training numerics", _choice(PRECISION_CHOICES)),
     Setting("compile", "torch.compile of the training step", _choice(COMPILE_CHOICES), trains=True),
+    Setting("image_norm", "the input (normalization, resize) of weights that do not describe theirs (a local file, "
+            "random init)", image_norm_problem),
     Setting("input_mean", "the per-channel mean the input images are normalized with", _channel_values(False)),
     Setting("input_std", "the per-channel std the input images are normalized with", _channel_values(True)),
     Setting("total_steps", "the number of optimizer steps, the cosine and averaging horizon", _count(1), trains=True),
@@ -202,6 +235,8 @@ SETTINGS = {setting.name: setting for setting in [
     Setting("workers", "the data loading processes per domain", _count(0)),
     Setting("holdout_fraction", "the share of each training domain kept for validation", _number(0, 1, high_open=True)),
     Setting("decode", "where training images are decoded", _choice(DECODE_CHOICES)),
+    # an evaluation of a finished model (clipood_plugin.wise_ft)
+    Setting("wise_ft_alphas", "WiSE-FT's weights alpha of (1 - alpha) pretrained + alpha fine-tuned", _alphas),
 ]}
 
 
@@ -225,7 +260,12 @@ class TrainConfig:
     output_dir: str = field(default="./clipood_output", metadata={"help": "results.json, results.png, model.pt, checkpoint.pt"})
     model: str = field(default="ViT-B-16", metadata={"help": "open_clip model name, CoOp-style name, or clipood-tiny"})
     pretrained: str = field(default="openai", metadata={"help": "open_clip tag, local checkpoint file, or 'none' (random init)"})
-    templates: list = field(default_factory=lambda: ["a photo of a {}."], metadata={"help": "prompt template(s); several are ensembled"})
+    image_norm: str = field(default=AUTO, metadata={"help": "the input of weights that do not describe theirs (a "
+                                                            "local file, random init): openai, siglip, imagenet, "
+                                                            "M,M,M:S,S,S (mean:std) or MODEL/TAG (a tag's); auto: "
+                                                            "a tag's or export's own, else openai"})
+    templates: list = field(default_factory=lambda: ["a photo of a {}."], metadata={
+        "help": "prompt template(s); several are ensembled; openai_imagenet: OpenAI's 80 ImageNet templates"})
     steps: int = field(default=5000, metadata={"help": "optimizer steps (= BMA and cosine horizon)"})
     batch_size: int = field(default=12, metadata={"help": "images per training domain per step"})
     lr: float = field(default=5e-6, metadata={"help": "AdamW learning rate"})
@@ -239,9 +279,18 @@ class TrainConfig:
                                                 "choices": HEAD_CHOICES})
     bma_beta: float = field(default=0.5, metadata={"help": "Beta(beta, beta) of the moving average"})
     averaging: str = field(default="bma", metadata={"help": "weight averaging used for prediction (uniform: the mean "
-                                                            "of the weights after steps 1..T)",
+                                                            "of the weights after steps 1..T; swad: dense averaging "
+                                                            "over the window of low holdout loss)",
                                                     "choices": AVERAGING_CHOICES})
     ema_decay: float = field(default=0.999, metadata={"help": "decay of --averaging ema"})
+    swad_every: int = field(default=SWAD_DEFAULTS["swad_every"], metadata={
+        "help": "--averaging swad: steps between validation losses on the holdout (SWAD's evaluation interval)"})
+    swad_n_converge: int = field(default=SWAD_DEFAULTS["swad_n_converge"], metadata={
+        "help": "--averaging swad: N_s, the losses in which the first must be the least to start the window"})
+    swad_n_tolerance: int = field(default=SWAD_DEFAULTS["swad_n_tolerance"], metadata={
+        "help": "--averaging swad: N_e, the losses of which one must stay under the threshold to go on averaging"})
+    swad_tolerance_ratio: float = field(default=SWAD_DEFAULTS["swad_tolerance_ratio"], metadata={
+        "help": "--averaging swad: r, the threshold is (1 + r) x the mean loss at the window's start"})
     precision: str = field(default="auto", metadata={"help": "auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere; "
                                                              "authors-fp16: the reference code's fp16 weights and BMA",
                                                      "choices": PRECISION_CHOICES})
@@ -253,6 +302,9 @@ class TrainConfig:
                                                           "device, nvJPEG on CUDA), auto (device on CUDA, else cpu)",
                                                   "choices": DECODE_CHOICES})
     holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
+    wise_ft: str = field(default=None, metadata={"help": "ALPHAS, e.g. 0,0.25,0.5,0.75,1: at the end also evaluate WiSE-FT "
+                                                         "(1 - alpha) x the starting weights + alpha x the model's, "
+                                                         "and pick the alpha best on the holdout"})
     eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
     stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps of this "
@@ -272,7 +324,7 @@ class TrainConfig:
     CORE_NAMES = {"mms_lambda": "margin", "bma_beta": "beta", "steps": "total_steps"}
     # fields that may change between an interrupted run and its resumption
     RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "overwrite", "workers", "eval_batch_size", "device",
-                         "compile", "decode")
+                         "compile", "decode", "wise_ft")
 
     def check(self):
         """Raise DataError naming the flag of the first setting out of its range."""
@@ -283,6 +335,11 @@ class TrainConfig:
         fields = {f: getattr(self, f) for f in self.__dataclass_fields__}
         check_settings({self.CORE_NAMES.get(f, f): value for f, value in fields.items()
                         if self.CORE_NAMES.get(f, f) in SETTINGS}, spelled=self.flag_of)
+        if self.wise_ft is not None:
+            check_settings({"wise_ft_alphas": alphas_of(self.wise_ft, "--wise-ft")}, spelled=lambda _: "--wise-ft")
+        if self.averaging == "swad" and not self.holdout_fraction:
+            raise SettingError("--averaging swad finds its window from the loss on held-out images of the training "
+                               "domains: give --holdout-fraction > 0 (e.g. 0.2)")
         if self.resume and self.overwrite:
             raise DataError("--resume continues the run in --output-dir and --overwrite starts it over: give one")
 
@@ -326,6 +383,14 @@ def random_init_warning(pretrained, lr, random_init_setting, lr_setting):
         return None
     return (f"warning: {random_init_setting} trains from random weights, which a learning rate of {lr:g} (a "
             f"fine-tuning rate) barely moves; give a far larger one, e.g. {lr_setting.format(f'{RANDOM_INIT_LR:g}')}")
+
+
+def alphas_of(listed, option):
+    """The numbers of a comma-separated list such as WiSE-FT's alphas (check_settings checks their range)."""
+    try:
+        return [float(part) for part in listed.split(",")]
+    except ValueError:
+        raise DataError(f"{option} takes comma-separated numbers, e.g. 0,0.25,0.5,0.75,1; got {listed!r}") from None
 
 
 def flag(name):

@@ -18,7 +18,8 @@ from .device_decoding import EncodedBatch, EncodedImageList, decoded_ahead, devi
 from .files import claim_output_dir, load_checkpoint, save_atomic, save_tensors, write_json
 from .learner import CLIPoodLearner
 from .scalars import ScalarLog
-from .settings import DECODE_CHOICES, ChangedSettingsError, DataError, TrainConfig, changed_settings, check_device, flag
+from .settings import (AVERAGED_MODEL_NAMES, DECODE_CHOICES, ChangedSettingsError, DataError, TrainConfig, alphas_of,
+                       changed_settings, check_device, flag)
 
 RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
 
@@ -292,9 +293,11 @@ class _TrainingRun:
         torch.manual_seed(config.seed)  # random-init models (clipood-tiny, pretrained none) start the same
         self.learner = CLIPoodLearner(
             model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
-            class_names=dataset.class_names, total_steps=config.steps, lr=config.lr,
+            image_norm=config.image_norm, class_names=dataset.class_names, total_steps=config.steps, lr=config.lr,
             weight_decay=config.weight_decay, margin=config.mms_lambda, margin_kind=config.margin_kind,
             head=config.head, beta=config.bma_beta, averaging=config.averaging, ema_decay=config.ema_decay,
+            swad_every=config.swad_every, swad_n_converge=config.swad_n_converge,
+            swad_n_tolerance=config.swad_n_tolerance, swad_tolerance_ratio=config.swad_tolerance_ratio,
             templates=config.templates, precision=config.precision, compile=config.compile, device=config.device)
         self.train_items, self.eval_loaders = {}, {}
         for i, domain in enumerate(train_domains):
@@ -304,6 +307,9 @@ class _TrainingRun:
                 self.eval_loaders[f"{domain} (holdout)"] = self._eval_loader(holdout)
         for domain in config.test_domains:
             self.eval_loaders[domain] = self._eval_loader(dataset.samples[domain])
+        # WiSE-FT's theta_0: the weights as built (a resumed run is built the same, seed included, then loaded)
+        self.theta_0 = None if config.wise_ft is None else {
+            name: tensor.detach().clone() for name, tensor in self.learner.inference_encoder.state_dict().items()}
         self.state = self._resumed_state() if config.resume else self._fresh_state()
         for path, reason in dataset.skipped:
             self.state["skipped_images"].setdefault(path, reason)
@@ -363,6 +369,34 @@ class _TrainingRun:
     def evaluate(self, averaged):
         return evaluate(self.learner, self.eval_loaders, averaged, self.found, self.signals.between)
 
+    @property
+    def holdout_splits(self):
+        """The names of the evaluation splits held out of the training domains."""
+        return [name for name in self.eval_loaders if name not in self.config.test_domains]
+
+    def validate(self):
+        """The learner's validation loss (SWAD) on the training domains' holdout."""
+        def readable(loader):
+            for images, labels, unreadable in self.signals.between(loader):
+                self.found.extend(unreadable)
+                if images is not None:
+                    yield images, labels
+        return self.learner.validate([readable(self.eval_loaders[name]) for name in self.holdout_splits])
+
+    def wise_ft_curve(self, alphas):
+        """WiSE-FT of the model the run predicts with: per alpha, the accuracy on each split and the means over
+        the holdout and the test domains; the alpha whose holdout mean is highest (the first such; None without
+        a holdout)."""
+        from .wise_ft import wise_ft_accuracy
+
+        curve = wise_ft_accuracy(self.learner, self.theta_0, alphas, self.eval_loaders, self.found)
+        holdout = self.holdout_splits
+        entries = [{"alpha": alpha, "accuracy": accuracy,
+                    "holdout_mean": _mean(accuracy, holdout) if holdout else None,
+                    "test_mean": _mean(accuracy, self.config.test_domains)} for alpha, accuracy in curve.items()]
+        best = max(entries, key=lambda entry: entry["holdout_mean"]) if holdout else None
+        return {"curve": entries, "best_alpha": best and best["alpha"]}
+
     def _eval_due(self, step):
         return (step % self.config.eval_every == 0 or step == self.config.steps) \
             and self.state["history"][-1]["step"] != step
@@ -415,13 +449,15 @@ class _TrainingRun:
             say = bar.write if self.main else _quiet
             while True:
                 step = learner.step
+                if learner.validation_due:
+                    say(f"step {step}: holdout loss {self.validate()!r}; {learner.averager.describe()}")
                 if self._eval_due(step):
                     _require_finite(learner, state, config)
                     entry = {"step": step, "final": self.evaluate(averaged=False), "bma": self.evaluate(averaged=True)}
                     with signals.deferred():
                         state["history"].append(entry)
                         self.record_found(say)
-                    say(f"step {step}: " + _summary(entry, config.test_domains))
+                    say(f"step {step}: " + _summary(entry, config))
                     self.log_evaluation(entry)
                 if self._checkpoint_due(step):
                     self.save_checkpoint()
@@ -454,6 +490,11 @@ class _TrainingRun:
             "skipped_images": [{"path": p, "reason": r} for p, r in sorted(state["skipped_images"].items())],
             "model_file": str(files.model),
         }
+        if config.averaging == "swad":  # the steps it averaged (None: it never converged) and its losses
+            swad = learner.averager
+            results["swad"] = {"window": swad.window, "valley_ended": swad.dead, "holdout_losses": swad.losses}
+        if config.wise_ft is not None:
+            results["wise_ft"] = self.wise_ft_curve(alphas_of(config.wise_ft, "--wise-ft"))
         if not self.main:
             return results
         with contextlib.suppress(Interrupted), self.signals.deferred():  # a stop signal now finds the run finished
@@ -492,20 +533,27 @@ def _mean(accuracy, domains):
     return sum(accuracy[d] for d in domains) / len(domains)
 
 
-def _summary(entry, test_domains):
-    return (f"test acc final {_mean(entry['final'], test_domains):.1f}  "
-            f"BMA {_mean(entry['bma'], test_domains):.1f}")
+def _summary(entry, config):
+    return (f"test acc final {_mean(entry['final'], config.test_domains):.1f}  "
+            f"{AVERAGED_MODEL_NAMES[config.averaging]} {_mean(entry['bma'], config.test_domains):.1f}")
 
 
 def _report(results):
     acc = results["accuracy"]
     names = list(acc["zero_shot"])
     width = max(len(n) for n in names + ["test mean"])
-    lines = [f"{'accuracy (%)':<{width}}  zero-shot   final     BMA"]
+    lines = [f"{'accuracy (%)':<{width}}  zero-shot   final {AVERAGED_MODEL_NAMES[results['config']['averaging']]:>7}"]
     for name in names:
         lines.append(f"{name:<{width}}  {acc['zero_shot'][name]:9.1f} {acc['final'][name]:7.1f} {acc['bma'][name]:7.1f}")
     mean = results["test_mean"]
     lines.append(f"{'test mean':<{width}}  {mean['zero_shot']:9.1f} {mean['final']:7.1f} {mean['bma']:7.1f}")
+    if "wise_ft" in results:
+        wise_ft = results["wise_ft"]
+        lines.append("WiSE-FT alpha  holdout mean  test mean")
+        for entry in wise_ft["curve"]:
+            holdout = "-" if entry["holdout_mean"] is None else f"{entry['holdout_mean']:.1f}"
+            best = "  <- best on the holdout" if entry["alpha"] == wise_ft["best_alpha"] else ""
+            lines.append(f"{entry['alpha']:>13g}  {holdout:>12}  {entry['test_mean']:9.1f}{best}")
     return "\n".join(lines)
 
 
@@ -518,7 +566,7 @@ def plot_results(results, path):
 
 
 def results_figure(results):
-    """Left: test accuracy over steps (final vs BMA) against zero-shot; middle: the training loss of each
+    """Left: test accuracy over steps (final vs the averaged model) against zero-shot; middle: the training loss of each
     step; right: the BMA weight a_t of each step (t=0: pretrained)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -527,7 +575,7 @@ def results_figure(results):
     test_domains = results["test_domains"]
     steps = [h["step"] for h in results["history"]]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
-    for key, label in (("final", "current weights"), ("bma", "BMA")):
+    for key, label in (("final", "current weights"), ("bma", AVERAGED_MODEL_NAMES[results["config"]["averaging"]])):
         left.plot(steps, [_mean(h[key], test_domains) for h in results["history"]], marker="o", label=label)
     random_init = results["config"]["pretrained"] in (None, "none")
     left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--",

@@ -3,7 +3,11 @@
 Defaults here only make config files mergeable (yacs rejects unknown keys); the paper's settings
 live in configs/dassl/trainers/CLIPood/*.yaml.
 """
+from clipood_plugin.settings import SWAD_DEFAULTS
 from yacs.config import CfgNode as CN
+
+# the config key of each SWAD setting (TRAINER.CLIPOOD.SWAD_EVERY, ...)
+SWAD_KEYS = {name: "TRAINER.CLIPOOD." + name.upper() for name in SWAD_DEFAULTS}
 
 def clipood_node():
     node = CN()
@@ -12,9 +16,15 @@ def clipood_node():
     # the paper's analysis (Figure 5): the method's settings by default
     node.HEAD = "text"  # text (Eq. 2) or linear (Eq. 1: trained classifier, needs MARGIN_KIND none)
     node.MARGIN_KIND = "adaptive"  # adaptive (MMS), fixed (MMS_LAMBDA for every wrong class), none
-    node.AVERAGING = "bma"  # bma, uniform (mean of the weights after steps 1..T), ema, none
+    node.AVERAGING = "bma"  # bma, uniform (mean of the weights after steps 1..T), ema, swad, none
     node.EMA_DECAY = 0.999  # decay of AVERAGING ema
+    # AVERAGING swad (needs the dataset's validation split): its validation interval in steps, N_s, N_e and r
+    for name, default in SWAD_DEFAULTS.items():
+        setattr(node, name.upper(), default)
     node.PRETRAINED = "openai"  # open_clip tag or local file; "" = random init (for clipood-tiny)
+    # the input (normalization, resize) of weights that do not describe theirs (a local file, random init):
+    # auto (a tag's own, else OpenAI's), openai, siglip, imagenet, "M,M,M:S,S,S", "MODEL/TAG" (a tag's)
+    node.IMAGE_NORM = "auto"
     node.PREC = "auto"  # CLIPoodLearner's precision: auto (bf16 autocast on a GPU that has it, else fp16 / fp32),
     #                     amp-bf16, amp-fp16, fp32, authors-fp16 (the reference code's fp16 weights)
     node.COMPILE = "auto"  # torch.compile of the image encoder: auto (CUDA graphs on one GPU), on, reduce-overhead, off
@@ -37,9 +47,9 @@ CONFIG_KEYS = {"lr": "OPTIM.LR", "weight_decay": "OPTIM.WEIGHT_DECAY", "margin":
                "precision": "TRAINER.CLIPOOD.PREC", "compile": "TRAINER.CLIPOOD.COMPILE",
                "decode": "TRAINER.CLIPOOD.DECODE", "input_mean": "INPUT.PIXEL_MEAN", "input_std": "INPUT.PIXEL_STD",
                "batch_size": "DATALOADER.TRAIN_X.BATCH_SIZE", "model_name": "MODEL.BACKBONE.NAME",
-               "pretrained": "TRAINER.CLIPOOD.PRETRAINED",
+               "pretrained": "TRAINER.CLIPOOD.PRETRAINED", "image_norm": "TRAINER.CLIPOOD.IMAGE_NORM",
                "total_steps": "OPTIM.MAX_EPOCH x TRAINER.CLIPOOD.ITERS_PER_EPOCH",
-               "class_names": "the dataset's class names"}
+               "class_names": "the dataset's class names", **SWAD_KEYS}
 
 
 def config_key(setting):
@@ -55,8 +65,8 @@ def core_settings(cfg):
     """{core setting: value} as the config sets them: what the core's gate checks, and (but RUN_SETTINGS) the
     learner's arguments."""
     values = {setting: _lookup(cfg, CONFIG_KEYS[setting]) for setting in (
-        "lr", "weight_decay", "margin", "margin_kind", "head", "beta", "averaging", "ema_decay", "precision",
-        "compile", *RUN_SETTINGS)}
+        "lr", "weight_decay", "margin", "margin_kind", "head", "beta", "averaging", "ema_decay", *SWAD_KEYS,
+        "precision", "compile", "image_norm", *RUN_SETTINGS)}
     if cfg.TRAINER.CLIPOOD.TEMPLATES:  # empty: the core's default
         values["templates"] = tuple(cfg.TRAINER.CLIPOOD.TEMPLATES)
     normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]

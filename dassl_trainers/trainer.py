@@ -108,6 +108,10 @@ class CLIPood(TrainerX):
                              "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
         self.train_loader_x, on_device = leave_encoded(self.train_loader_x, self.cfg.TRAINER.CLIPOOD.DECODE,
                                                        self.device)
+        if self.cfg.TRAINER.CLIPOOD.AVERAGING == "swad" and self.val_loader is None:
+            raise ValueError(f"TRAINER.CLIPOOD.AVERAGING swad finds its window from the loss on the validation split, "
+                             f"and {self.cfg.DATASET.NAME} has none here: choose a dataset with a val split, or "
+                             "another AVERAGING")
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:
             self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)
@@ -160,8 +164,14 @@ class CLIPood(TrainerX):
         except WeightsUnavailableError as error:
             raise error.worded_for("TRAINER.CLIPOOD.PRETRAINED {path}",
                                    f'MODEL.BACKBONE.NAME {TINY_MODEL} TRAINER.CLIPOOD.PRETRAINED ""') from None
+        image_input = self.learner.image_input
         print(f"CLIPood: {self.learner.config['model_name']} ({self.learner.config['pretrained'] or 'random init'}), "
-              f"{total_steps} steps, precision {self.learner.precision}, templates {self.learner.config['templates']}")
+              f"{total_steps} steps, precision {self.learner.precision}, templates {self.learner.config['templates']}, "
+              f"input {image_input.describe()}")
+        if tuple(self.cfg.INPUT.SIZE) != image_input.size:  # the learner maps Dassl's images onto the model's size
+            print(f"CLIPood: Dassl's images of INPUT.SIZE {tuple(self.cfg.INPUT.SIZE)} are resized to the model's "
+                  f"{image_input.size} ({image_input.interpolation}); set INPUT.SIZE {image_input.size} to crop "
+                  "them at the model's resolution")
         self.register_model(MODEL_NAME, ResumableLearner(self.learner))
 
     def _use_class_names(self, names):
@@ -174,6 +184,9 @@ class CLIPood(TrainerX):
 
     def forward_backward(self, batch):
         stats = self.learner.update(batch["img"], batch["label"])  # the learner moves them to its device
+        if self.learner.validation_due:  # SWAD: the loss on the validation split (held-out training-domain images)
+            loss = self.learner.validate([((held["img"], held["label"]) for held in self.val_loader)])
+            print(f"CLIPood: step {self.learner.step} validation loss {loss!r}; {self.learner.averager.describe()}")
         return {"loss": stats["loss"], "acc": 100.0 * stats["acc"]}
 
     def get_current_lr(self, names=None):

@@ -19,7 +19,7 @@ from clipood_plugin.settings import TINY_MODEL, random_init_warning
 from .class_names import resolve_class_names
 from .data import check_prepared, data_settings
 from .hparams import ABLATION_HPARAMS, ALGORITHM_NAMES, check_hparams, core_values
-from .run_context import current_train_run, environment_being_evaluated
+from .run_context import current_train_run, environment_being_evaluated, training_holdout_loaders
 
 # How each algorithm configures the learner (Table 1 rows from one harness). CLIPood's Figure 5 switches
 # missing from hparams (saved before they existed) take the learner's defaults, the method's.
@@ -40,17 +40,17 @@ DESCRIPTIONS = {
     "CLIPZeroShot": "Zero-shot CLIP: never trains (run it with --steps 1).",
 }
 # DomainBed's MNIST variants (1 or 2 channels) are ToTensor images in [0, 1]; every other dataset is
-# ImageNet-normalized, or CLIP-normalized with clip_transforms "clipood". The learner maps each exactly
-# onto CLIP's normalization and resolution.
+# ImageNet-normalized, or normalized as the model's input with clip_transforms "clipood" or "model" (None: the
+# model's own). The learner maps each exactly onto the model's normalization and resolution.
 UNIT_RANGE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
 def input_normalization(input_shape, clip_transforms="domainbed"):
     """(mean, std) of the images DomainBed feeds for a dataset of this input shape and transforms."""
-    from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    from clipood_plugin import IMAGENET_MEAN, IMAGENET_STD
     if input_shape[0] < 3:
         return UNIT_RANGE
-    return (CLIP_MEAN, CLIP_STD) if clip_transforms == "clipood" else (IMAGENET_MEAN, IMAGENET_STD)
+    return (IMAGENET_MEAN, IMAGENET_STD) if clip_transforms == "domainbed" else (None, None)
 
 
 def _fallback_steps():
@@ -147,13 +147,21 @@ class CLIPAlgorithm:
                              "classes; set hparams head to 'text' or open_class_ratio to 0")
         self.eval_class_names = class_names
         self.train_class_names = class_names[:self.num_base_classes]
+        self.holdout_loaders = None
+        if name == "CLIPood" and hparams.get("averaging") == "swad":
+            self.holdout_loaders = training_holdout_loaders()
+            if not self.holdout_loaders:
+                raise ValueError("hparam averaging 'swad' finds its window from the loss on the out-splits that "
+                                 "DomainBed's train.py holds out of the training environments, which only a run "
+                                 "of domainbed.scripts.train has: train it there")
         self._skipped_total = 0  # steps skipped so far (non-finite loss or gradients)
         mean, std = input_normalization(input_shape, clip_transforms)
         try:
             self.learner = CLIPoodLearner(
                 model_name=hparams["clip_model"], pretrained=hparams["clip_pretrained"],
                 class_names=self.train_class_names, total_steps=self.total_steps, input_mean=mean, input_std=std,
-                **core_values(hparams, ("lr", "weight_decay", "prompt_template", "clip_compile", "clip_precision")),
+                **core_values(hparams, ("lr", "weight_decay", "prompt_template", "clip_compile", "clip_precision",
+                                        "clip_image_norm")),
                 **LEARNER_SETTINGS[name](hparams))
         except WeightsUnavailableError as error:
             raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
@@ -195,6 +203,10 @@ class CLIPAlgorithm:
                              "domainbed.datasets builds them once the CLIPood plugin is registered")
         self._use_class_names(self.train_class_names)
         stats = {key: float(value) for key, value in self.learner.update(images, labels).items()}
+        if self.learner.validation_due:  # SWAD: the loss on the training environments' out-splits
+            loss = self.learner.validate(self.holdout_loaders)
+            print(f"{self.algorithm_name}: step {self.learner.step} holdout loss {loss!r}; "
+                  f"{self.learner.averager.describe()}")
         self.scalars.add_step(stats, self.learner.step)
         # train.py averages each returned value over its checkpoint window: a 0/1 per step averages to the share
         # of the window's steps that were skipped (the learner's running total would average to nothing)

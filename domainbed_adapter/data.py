@@ -8,8 +8,12 @@ exists, so registration wraps the constructor of every class in ``domainbed.data
 
 - ``clip_transforms``: ``"domainbed"`` keeps DomainBed's transforms; ``"clipood"`` gives every
   environment the authors' pipeline (training environments with ``data_augmentation``:
-  RandomResizedCrop(224, scale 0.7-1) + horizontal flip; others: Resize(224) + CenterCrop(224); CLIP's
-  mean/std), as their edit of DomainBed's datasets.py did.
+  RandomResizedCrop(scale 0.7-1) + horizontal flip; others: Resize + CenterCrop; bilinear), as their edit of
+  DomainBed's datasets.py did, at the model's size and normalization (theirs: 224 and OpenAI's, the input of
+  their ViT-B/16); ``"model"`` gives the model's own input: the paper's augmentation at its size,
+  interpolation and normalization for training, open_clip's preprocessing of the weights for the others
+  (``clipood_plugin.backbone.input_transforms``). The model's input is found from the hparams (clip_model,
+  clip_pretrained, clip_image_norm) without building the model.
 - ``open_class_ratio`` > 0 (in the wild): each training environment keeps its base-class images only
   (label < ``num_base_classes``), so DomainBed's split and loaders, built afterwards, hold base classes
   only and every batch has ``batch_size`` of them. Test environments keep every class.
@@ -27,7 +31,7 @@ from clipood_plugin.open_classes import num_base_classes
 from .hparams import ALGORITHM_NAMES, check_hparams
 from .run_context import current_train_run
 
-CLIP_TRANSFORMS_CHOICES = ("domainbed", "clipood")
+CLIP_TRANSFORMS_CHOICES = ("domainbed", "clipood", "model")
 PREPARED_ATTRIBUTE = "clipood_data_settings"
 
 
@@ -42,14 +46,29 @@ def data_settings(hparams):
 DEFAULT_SETTINGS = data_settings({})
 
 
-def clipood_transform(image_size, train):
-    """The authors' pipeline (torchvision's default bilinear interpolation, CLIP's mean/std)."""
+def authors_transforms(image_input):
+    """(training, evaluation) transforms of the authors' pipeline at the size and normalization of the model's
+    input: the paper's augmentation (backbone.input_transforms) with torchvision's default bilinear
+    interpolation, and Resize + CenterCrop."""
+    import dataclasses
+
     from torchvision import transforms
 
-    from clipood_plugin import CLIP_MEAN, CLIP_STD
-    geometry = ([transforms.RandomResizedCrop(image_size, scale=(0.7, 1.0)), transforms.RandomHorizontalFlip()]
-                if train else [transforms.Resize(image_size), transforms.CenterCrop(image_size)])
-    return transforms.Compose(geometry + [transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+    from clipood_plugin.backbone import input_transforms
+
+    training, _ = input_transforms(dataclasses.replace(image_input, interpolation="bilinear"))
+    evaluation = transforms.Compose([transforms.Resize(image_input.size[0]), transforms.CenterCrop(image_input.size),
+                                     transforms.ToTensor(), transforms.Normalize(image_input.mean, image_input.std)])
+    return training, evaluation
+
+
+def model_input(hparams):
+    """The ImageInput of the model the CLIP algorithm will build from ``hparams``."""
+    from clipood_plugin.backbone import weights_image_input
+    from clipood_plugin.image_input import AUTO
+
+    return weights_image_input(hparams["clip_model"], hparams["clip_pretrained"],
+                               hparams.get("clip_image_norm", AUTO))
 
 
 class BaseClassSubset(torch.utils.data.Subset):
@@ -93,15 +112,18 @@ def prepare_dataset(dataset, test_envs, hparams):
         check_hparams(run.algorithm, hparams, run.dataset_name)
     choice, ratio = data_settings(hparams)
     train_envs = [i for i in range(len(dataset.datasets)) if i not in test_envs]
-    if choice == "clipood":
+    if choice != "domainbed":
         lacking = [i for i, env in enumerate(dataset.datasets) if not hasattr(env, "transform")]
         if lacking:
-            raise ValueError(f"clip_transforms 'clipood' replaces the image transforms of each environment, but the "
+            raise ValueError(f"clip_transforms {choice!r} replaces the image transforms of each environment, but the "
                              f"environments {lacking} of {type(dataset).__name__} have none (tensors or nested "
                              "datasets): use clip_transforms 'domainbed' for this dataset")
+        from clipood_plugin.backbone import input_transforms
+
+        training, evaluation = (authors_transforms if choice == "clipood" else input_transforms)(model_input(hparams))
         augment = hparams["data_augmentation"]
         for i, environment in enumerate(dataset.datasets):
-            environment.transform = clipood_transform(dataset.input_shape[-1], train=augment and i in train_envs)
+            environment.transform = training if augment and i in train_envs else evaluation
     if ratio:
         num_base = num_base_classes(dataset.num_classes, ratio)
         for i in train_envs:

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 
-from clipood_plugin.settings import check_settings
+from clipood_plugin.settings import SWAD_DEFAULTS, check_settings
 
 from .class_names import known_class_names
 
@@ -26,7 +26,7 @@ SMOKE_TEST_DATASETS = ("Debug28", "Debug224")
 SMOKE_TEST_BATCH_SIZE = 8
 SMOKE_TEST_MODEL = ("clipood-tiny", None)
 # CLIPood's switches of the paper's analysis (Figure 5), each the CLIPoodLearner argument of the same name
-ABLATION_HPARAMS = ("head", "margin_kind", "averaging", "ema_decay")
+ABLATION_HPARAMS = ("head", "margin_kind", "averaging", "ema_decay", *SWAD_DEFAULTS)
 
 
 def _fixed(value):
@@ -47,6 +47,9 @@ def _entries(algorithm, dataset):
         ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
         # the learner's precision; "authors-fp16" reproduces the numerics the paper's lrs were tuned under
         ("clip_precision", "auto", _fixed("auto")),
+        # the input (normalization, resize) of weights that do not describe theirs (a local file, random init):
+        # "auto" = a tag's own, else OpenAI's; "siglip", "M,M,M:S,S,S", "MODEL/TAG", ... (clipood_plugin.image_input)
+        ("clip_image_norm", "auto", _fixed("auto")),
         # the dataset's names where they are known, so hparams built for a dataset stand on their own
         ("class_names", known_class_names(dataset), lambda r: known_class_names(dataset)),
         # "clipood": the authors' image transforms instead of DomainBed's (domainbed_adapter/data.py)
@@ -65,8 +68,10 @@ def _entries(algorithm, dataset):
             # Figure 5 switches: the method by default, not searched
             ("head", "text", _fixed("text")),  # "linear": Eq. 1 (with margin_kind "none")
             ("margin_kind", "adaptive", _fixed("adaptive")),  # "fixed", "none"
-            ("averaging", "bma", _fixed("bma")),  # "uniform", "ema", "none"
+            ("averaging", "bma", _fixed("bma")),  # "uniform", "ema", "swad", "none"
             ("ema_decay", 0.999, _fixed(0.999)),
+            # averaging "swad": its validation interval, N_s, N_e and r (the SWAD authors' defaults)
+            *((name, default, _fixed(default)) for name, default in SWAD_DEFAULTS.items()),
         ]
     return entries
 
@@ -91,7 +96,9 @@ def default_clipood_hparams(algorithm, dataset):
 # the core setting behind each CLIP hparam (clipood_plugin.settings.SETTINGS), so that the core's gate checks it
 CORE_SETTINGS = {"lr": "lr", "weight_decay": "weight_decay", "mms_lambda": "margin", "bma_beta": "beta",
                  "head": "head", "margin_kind": "margin_kind", "averaging": "averaging", "ema_decay": "ema_decay",
+                 **{name: name for name in SWAD_DEFAULTS},
                  "prompt_template": "templates", "clip_precision": "precision", "clip_compile": "compile",
+                 "clip_image_norm": "image_norm",
                  "class_names": "class_names", "steps": "total_steps", "batch_size": "batch_size",
                  "open_class_ratio": "open_class_ratio"}
 

@@ -62,6 +62,22 @@ def current_train_run():
                     output_dir=getattr(args, "output_dir", None))
 
 
+def training_holdout_loaders():
+    """train.py's evaluation loaders of the training environments' out-splits (the share of each that it holds
+    out of training, by which DomainBed selects models on training-domain validation), those that hold images;
+    None outside train.py. train.py builds them (``eval_loaders``, named in ``eval_loader_names``) before the
+    algorithm."""
+    main = sys.modules.get("__main__")
+    if main is None or not _is_train_script(main):
+        return None
+    names, loaders, args = (getattr(main, key, None) for key in ("eval_loader_names", "eval_loaders", "args"))
+    if names is None or loaders is None:
+        return None
+    test_envs = set(getattr(args, "test_envs", None) or ())
+    return [loader for name, loader in zip(names, loaders)
+            if (match := re.fullmatch(r"env(\d+)_out", name)) and int(match.group(1)) not in test_envs and len(loader)]
+
+
 def environment_being_evaluated():
     """The index i of the environment whose split train.py's evaluation loop is scoring (its loop variable
     ``name``, "env{i}_in", "env{i}_out" or "env{i}_uda"), or None outside train.py. Only its evaluation

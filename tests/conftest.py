@@ -8,7 +8,7 @@ never with its own ``skipif`` / ``importorskip``::
     require("dassl")    # from conftest import require; in a test or fixture, when only it knows
 
 Names (``REQUIREMENTS`` below): domainbed, wilds, parameterized, dassl, dassl_checkout (Dassl installed
-from a clone, with its tools/ and configs/), coop (COOP_ROOT). When one is missing the test is skipped
+from a clone, with its tools/ and configs/), coop (COOP_ROOT), transformers (SigLIP's tokenizer). When one is missing the test is skipped
 with the reason, which says how to get it (as on a user's machine). With ``CLIPOOD_REQUIRE_FRAMEWORKS=1``, which
 ``.ci/run`` sets when the pinned frameworks are present, a missing one is an error instead: CI cannot
 pass by skipping the integration tests. Other skips (e.g. a CUDA-only test on a CPU machine) are plain
@@ -84,8 +84,8 @@ def coop_root():
     return Path(root) if root and (Path(root) / "train.py").is_file() else None
 
 
-def _module(name, why):
-    return lambda: None if importlib.util.find_spec(name) else f"`{name}` is not installed ({why}): {INSTALL_EXTRAS}"
+def _module(name, why, install=INSTALL_EXTRAS):
+    return lambda: None if importlib.util.find_spec(name) else f"`{name}` is not installed ({why}): {install}"
 
 
 def _domainbed():
@@ -121,6 +121,10 @@ REQUIREMENTS = {
     "dassl": _dassl,
     "dassl_checkout": _dassl_checkout,  # tools/train.py, configs/
     "coop": _coop,
+    # open_clip's Hugging Face tokenizers (SigLIP's) and text towers; not one of the frameworks, but a package
+    # without which those families' tests would pass by skipping
+    "transformers": _module("transformers", "open_clip's Hugging Face tokenizers, e.g. SigLIP's, need it",
+                            'pip install ".[test]"'),
 }
 
 
@@ -154,29 +158,60 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(scope="session")
-def synthetic_openai_weights(tmp_path_factory):
+def hub_cache_dir(tmp_path_factory):
+    """The session's synthetic Hugging Face hub cache: one folder for every entry, as a user's cache is (a
+    library may read the folder once, at its import)."""
+    return tmp_path_factory.mktemp("hf_hub_cache")
+
+
+@pytest.fixture(scope="session")
+def synthetic_openai_weights(hub_cache_dir):
     """ViT-B-32 (the smallest model with an OpenAI tag) "openai" as a hub-cache entry of random weights,
     written once per session (fp16 to halve the file; they load into fp32 models)."""
     from types import SimpleNamespace
 
     from pretrained_cache import random_weights, write_hub_cache_entry
-    cache_dir = tmp_path_factory.mktemp("hf_hub_cache")
+    cache_dir = hub_cache_dir
     weights = {key: value.half() for key, value in random_weights("ViT-B-32-quickgelu").items()}
     path = write_hub_cache_entry(cache_dir, "ViT-B-32", "openai", weights)
     return SimpleNamespace(cache_dir=cache_dir, weights=path, model="ViT-B-32", tag="openai",
                            architecture="ViT-B-32-quickgelu")
 
 
+def use_hub_cache(monkeypatch, cache_dir):
+    """HF_HUB_CACHE points at ``cache_dir``: the environment variable, and huggingface_hub's constant read from
+    it at import. The hub's offline switch, which load_clip sets, is restored when ``monkeypatch`` undoes."""
+    import huggingface_hub
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache_dir))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache_dir))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", huggingface_hub.constants.HF_HUB_OFFLINE)
+
+
 @pytest.fixture
 def openai_hub_cache(synthetic_openai_weights, monkeypatch):
-    """HF_HUB_CACHE points at the synthetic entry: the environment variable, and huggingface_hub's constant
-    read from it at import. The hub's offline switch, which load_clip sets, is restored after the test."""
-    import huggingface_hub
-    cache_dir = str(synthetic_openai_weights.cache_dir)
-    monkeypatch.setenv("HF_HUB_CACHE", cache_dir)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", cache_dir)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", huggingface_hub.constants.HF_HUB_OFFLINE)
+    """The hub cache holding the synthetic OpenAI entry, for the test (use_hub_cache)."""
+    use_hub_cache(monkeypatch, synthetic_openai_weights.cache_dir)
     return synthetic_openai_weights
+
+
+@pytest.fixture(scope="session")
+def synthetic_pe_core_weights(hub_cache_dir):
+    """PE-Core-T-16-384 "meta", the smallest tag whose input is not OpenAI's (mean = std = 0.5, bilinear resize,
+    squash, 384 x 384), as a hub-cache entry of random weights (fp16), written once per session."""
+    from types import SimpleNamespace
+
+    from pretrained_cache import random_weights, write_hub_cache_entry
+    weights = {key: value.half() for key, value in random_weights("PE-Core-T-16-384").items()}
+    path = write_hub_cache_entry(hub_cache_dir, "PE-Core-T-16-384", "meta", weights)
+    return SimpleNamespace(cache_dir=hub_cache_dir, weights=path, model="PE-Core-T-16-384", tag="meta",
+                           architecture="PE-Core-T-16-384")
+
+
+@pytest.fixture
+def pe_core_hub_cache(synthetic_pe_core_weights, monkeypatch):
+    """The hub cache holding the synthetic PE-Core entry, for the test (use_hub_cache)."""
+    use_hub_cache(monkeypatch, synthetic_pe_core_weights.cache_dir)
+    return synthetic_pe_core_weights
 
 
 @pytest.fixture(autouse=True)

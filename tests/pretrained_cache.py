@@ -25,8 +25,10 @@ def random_weights(model_name, seed=0):
     return open_clip.create_model(resolve_model_name(model_name)).state_dict()
 
 
-def write_hub_cache_entry(cache_dir, model_name, tag, state_dict):
-    """The file ``tag`` of ``model_name`` resolves to under ``cache_dir``, holding ``state_dict``."""
+def write_hub_cache_entry(cache_dir, model_name, tag, state_dict, files=None, absent=()):
+    """The file ``tag`` of ``model_name`` resolves to under ``cache_dir``, holding ``state_dict``; ``files``
+    (name -> text) beside it in the repo, e.g. a tokenizer's, and ``absent`` the names a download found missing
+    on the hub (the cache records them in .no_exist/)."""
     repo_id, filename = os.path.split(open_clip.get_pretrained_cfg(model_name, tag)["hf_hub"])
     repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
@@ -34,6 +36,11 @@ def write_hub_cache_entry(cache_dir, model_name, tag, state_dict):
     path = repo / "snapshots" / REVISION / (filename or HF_WEIGHTS_NAME)
     path.parent.mkdir(parents=True)
     torch.save(state_dict, path)
+    for name, text in (files or {}).items():
+        (path.parent / name).write_text(text)
+    for name in absent:
+        (repo / ".no_exist" / REVISION).mkdir(parents=True, exist_ok=True)
+        (repo / ".no_exist" / REVISION / name).write_text("")
     return path
 
 

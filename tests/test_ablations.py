@@ -172,7 +172,7 @@ def test_the_runner_is_reached_from_clipood_and_from_its_old_path(tmp_path):
                                  "--data-dir", "D", "--test-domains", "t"], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
-    assert outputs[0] == outputs[1] and outputs[0].count("clipood train") == 18
+    assert outputs[0] == outputs[1] and outputs[0].count("clipood train") == 19
 
 
 def test_dry_run_plans_each_distinct_setting_of_the_papers_panels_once(tmp_path, capsys):
@@ -181,7 +181,7 @@ def test_dry_run_plans_each_distinct_setting_of_the_papers_panels_once(tmp_path,
                         "--steps", "9"]) == 0
     commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("clipood train")]
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
-    assert len(commands) == 18
+    assert len(commands) == 19  # WiSE-FT's row evaluates the run of averaging none
     # the method itself is a row of (a), (c), (d) and the beta sweep: one run
     assert sum(command.endswith(f"--output-dir {tmp_path}/runs/clipood") for command in commands) == 1
     assert all(" --data-dir D --test-domains t --steps 9 " in command for command in commands)
@@ -253,3 +253,30 @@ def test_runner_trains_the_panels_and_the_summary_tables_their_results(data_dir,
     assert runner.main(["summary", str(out)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "is not the manifest `clipood figure5 run` writes" in error
+
+
+def test_panel_d_prints_all_six_averaging_rows_on_one_data_set(data_dir, tmp_path, capsys):
+    """Figure 5 (d) as the package's panels give it: none, uniform, EMA, BMA, SWAD and WiSE-FT; the WiSE-FT
+    row is the run of averaging none at the alpha best on its holdout, not a run of its own."""
+    runner = load_runner()
+    out = tmp_path / "out"
+    assert runner.main(["run", "--output-dir", str(out), "--panels", "d", "--data-dir", str(data_dir),
+                        "--test-domains", "sketch", "--steps", "2", *TINY]) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "averaging-ema", "averaging-none", "averaging-swad", "averaging-uniform", "clipood"]
+    capsys.readouterr()
+    assert runner.main(["summary", str(out)]) == 1  # panels a-c and the beta sweep are not run
+    table = capsys.readouterr().out.split("Figure 5(d)")[1].split("\n\n")[1]
+    rows = table.splitlines()[1:]
+    assert [row.split("  ")[0] for row in rows] == [
+        "none (last weights)", "uniform, theta_1..theta_T", "EMA, decay 0.999", "BMA, beta 0.5",
+        "SWAD (Cha et al., 2021)", rows[5].split("  ")[0]]
+    assert all("not run" not in row and "left out" not in row for row in rows)
+    results = json.loads((out / "runs" / "averaging-none" / "results.json").read_text())
+    wise_ft = results["wise_ft"]
+    best = next(entry for entry in wise_ft["curve"] if entry["alpha"] == wise_ft["best_alpha"])
+    assert rows[5].startswith(f"WiSE-FT of the last weights (Wortsman et al., 2022), alpha {wise_ft['best_alpha']:g} "
+                              "(best on the holdout) ")
+    assert rows[5].split()[-2] == f"{best['accuracy']['sketch']:.1f}"
+    swad = json.loads((out / "runs" / "averaging-swad" / "results.json").read_text())
+    assert swad["config"]["averaging"] == "swad" and rows[4].split()[-2] == f"{swad['test_mean']['bma']:.1f}"

@@ -23,16 +23,18 @@ def load_config(name):
 def test_defaults_are_the_papers_table1_settings(dataset, lr):
     hparams = default_clipood_hparams("CLIPood", dataset)
     assert hparams == {"clip_model": "ViT-B-16", "clip_pretrained": "openai", "prompt_template": "a photo of a {}.",
-                       "clip_compile": "auto", "clip_precision": "auto",
+                       "clip_compile": "auto", "clip_precision": "auto", "clip_image_norm": "auto",
                        "class_names": FOLDER_CLASS_NAMES[dataset], "clip_transforms": "domainbed",
                        "open_class_ratio": 0.0, "steps": None, "lr": lr, "weight_decay": 0.1,
                        "batch_size": 12, "mms_lambda": 0.3, "bma_beta": 0.5,
-                       "head": "text", "margin_kind": "adaptive", "averaging": "bma", "ema_decay": 0.999}
+                       "head": "text", "margin_kind": "adaptive", "averaging": "bma", "ema_decay": 0.999,
+                       # SWAD's (averaging "swad"): the SWAD authors' config.yaml and PACS CHECKPOINT_FREQ
+                       "swad_every": 200, "swad_n_converge": 3, "swad_n_tolerance": 6, "swad_tolerance_ratio": 0.3}
 
 
 def test_only_clipood_has_margin_and_averaging_hparams():
     for name in ("CLIPERM", "CLIPZeroShot"):
-        assert not {"mms_lambda", "bma_beta", "head", "margin_kind", "averaging", "ema_decay"} & set(
+        assert not {"mms_lambda", "bma_beta", "head", "margin_kind", "averaging", "ema_decay", "swad_every"} & set(
             default_clipood_hparams(name, "PACS"))
 
 

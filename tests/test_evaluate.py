@@ -58,10 +58,29 @@ def test_model_pt_and_a_checkpoint_measure_what_the_run_measured(trained, data_d
 
 
 def test_an_export_measures_what_its_model_pt_measures(trained, data_dir, tmp_path):
+    """WiSE-FT too: the export's theta_0 comes from the pretrained weights its JSON records."""
     out, _, _ = trained
     assert run("export", out / "model.pt", tmp_path / "exported.pt") == 0
-    assert evaluated(tmp_path / "exported.pt", data_dir, tmp_path)["accuracy"] == \
-        evaluated(out / "model.pt", data_dir, tmp_path)["accuracy"]
+    exported = evaluated(tmp_path / "exported.pt", data_dir, tmp_path, "--wise-ft", "0,0.5")
+    saved = evaluated(out / "model.pt", data_dir, tmp_path, "--wise-ft", "0,0.5")
+    assert (exported["accuracy"], exported["wise_ft"]) == (saved["accuracy"], saved["wise_ft"])
+
+
+def test_wise_ft_runs_from_the_zero_shot_model_to_the_saved_one(trained, data_dir, tmp_path, capsys):
+    """alpha 0 measures what the run measured zero-shot, alpha 1 what it measured for its BMA model
+    (tests/test_wise_ft.py holds the interpolation itself to the equation)."""
+    out, _, results = trained
+    evaluation = evaluated(out / "model.pt", data_dir, tmp_path, "--wise-ft", "0,0.25,1")
+    curve = {entry["alpha"]: entry for entry in evaluation["wise_ft"]}
+    assert list(curve) == [0, 0.25, 1]
+    for alpha, measured in ((0, "zero_shot"), (1, "bma")):
+        assert curve[alpha]["accuracy"]["sketch"] == pytest.approx(results["accuracy"][measured]["sketch"])
+    assert evaluation["accuracy"] == curve[1]["accuracy"] and evaluation["mean"] == curve[1]["mean"]
+    assert all(entry["mean"] == pytest.approx(sum(entry["accuracy"].values()) / 3) for entry in curve.values())
+    printed = capsys.readouterr().out.splitlines()
+    table = printed[printed.index(next(line for line in printed if line.startswith("WiSE-FT"))) + 1:]
+    assert table[0].split() == ["alpha", "painting", "photo", "sketch", "mean"]
+    assert [line.split()[0] for line in table[1:4]] == ["0", "0.25", "1"]
 
 
 def test_other_class_names_are_matched_to_the_folders_by_name(trained, data_dir, tmp_path, capsys):
@@ -89,11 +108,16 @@ def test_a_random_init_model_evaluates_on_its_own_classes_only(data_dir, tmp_pat
         pytest.approx(accuracy)
     assert run("evaluate", out / "model.pt", "--data-dir", data_dir, "--class-names", "a,circle,square,star,triangle") == 2
     assert "random init" in capsys.readouterr().err
+    assert run("evaluate", out / "model.pt", "--data-dir", data_dir, "--wise-ft", "0,1") == 2  # no theta_0 saved
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "random init" in err and "WiSE-FT" in err
 
 
 @pytest.mark.parametrize("problem, message", [
     ("no model", "no model file at"), ("bad domain", "unknown domain(s) ['cartoon']"),
     ("bad device", "--device gpu: not a device name"), ("bad batch", "--batch-size must be a whole number >= 1"),
+    ("bad alpha", "--wise-ft must be a non-empty list of distinct finite numbers in [0, 1], got [0.0, 1.5]"),
+    ("no alphas", "--wise-ft takes comma-separated numbers, e.g. 0,0.25,0.5,0.75,1; got '0,,1'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, data_dir, tmp_path, capsys, problem, message):
     model, more = trained[0] / "model.pt", []
@@ -101,7 +125,8 @@ def test_bad_input_is_one_line_and_exit_2(trained, data_dir, tmp_path, capsys, p
         model = tmp_path / "missing.pt"
     else:
         more = {"bad domain": ["--domains", "cartoon"], "bad device": ["--device", "gpu"],
-                "bad batch": ["--batch-size", 0]}[problem]
+                "bad batch": ["--batch-size", 0], "bad alpha": ["--wise-ft", "0,1.5"],
+                "no alphas": ["--wise-ft", "0,,1"]}[problem]
     assert run("evaluate", model, "--data-dir", data_dir, *more) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err

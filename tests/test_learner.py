@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, InputAdapter
+from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGE_NORMS, IMAGENET_MEAN, IMAGENET_STD, ImageInput, InputAdapter
 from clipood_plugin.averaging import beta_pdf
 
 from conftest import CLASSES
@@ -119,6 +119,25 @@ def test_template_ensemble_is_mean_of_normalized_then_renormalized(make_learner)
     assert not learner.text_features.requires_grad
 
 
+def test_the_openai_imagenet_template_set_is_open_clips_ensemble_of_openais_80_prompts(make_learner):
+    """templates "openai_imagenet" (and ["openai_imagenet"], as the command line gives it): the text features of
+    open_clip's own zero-shot classifier over its OPENAI_IMAGENET_TEMPLATES (callables, 80 of them)."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    from clipood_plugin.settings import SettingError
+
+    for templates in ("openai_imagenet", ["openai_imagenet"]):
+        learner = make_learner(templates=templates, zero_shot=True)
+        with torch.no_grad():
+            expected = open_clip.build_zero_shot_classifier(
+                learner.prompt_encoder.clip_model, open_clip.get_tokenizer("clipood-tiny"),
+                [c.replace("_", " ") for c in CLASSES], OPENAI_IMAGENET_TEMPLATES).T
+        assert len(OPENAI_IMAGENET_TEMPLATES) == 80 and len(learner.prompt_encoder.templates) == 80
+        assert torch.allclose(learner.text_features, expected, atol=1e-6)
+    with pytest.raises(SettingError, match="openai_imagenet"):
+        make_learner(templates="openai_imagenet_80", zero_shot=True)
+
+
 def test_no_averaging_and_no_margin_is_plain_finetuning(make_learner, batches):
     learner = make_learner(margin=0.0, averaging="none")
     for images, labels in batches[:2]:
@@ -127,17 +146,22 @@ def test_no_averaging_and_no_margin_is_plain_finetuning(make_learner, batches):
     assert torch.equal(learner.predict(images), learner.predict(images, averaged=False))
 
 
-def test_input_adapter_is_exact():
+def test_input_adapter_maps_to_the_models_input_exactly():
     raw = torch.rand(2, 3, 32, 32, dtype=torch.float64)
     imagenet = (raw - torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
     clip = (raw - torch.tensor(CLIP_MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD, dtype=torch.float64).view(1, 3, 1, 1)
-    adapter = InputAdapter(32, IMAGENET_MEAN, IMAGENET_STD).double()
+    openai = IMAGE_NORMS["openai"]
+    adapter = InputAdapter(openai.at(32), IMAGENET_MEAN, IMAGENET_STD).double()
     assert torch.allclose(adapter(imagenet), clip, atol=1e-6)
-    resized = InputAdapter(16, IMAGENET_MEAN, IMAGENET_STD).double()(imagenet)
+    resized = InputAdapter(openai.at(16), IMAGENET_MEAN, IMAGENET_STD).double()(imagenet)
     assert resized.shape[-2:] == (16, 16)
     assert torch.allclose(resized, F.interpolate(clip, size=(16, 16), mode="bicubic", antialias=True), atol=1e-6)
+    # another model's input: mean = std = 0.5 (x * 2 - 1), bilinear, a size that is not square
+    other = ImageInput((12, 20), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", "squash")
+    mapped = InputAdapter(other, IMAGENET_MEAN, IMAGENET_STD).double()(imagenet)
+    assert torch.allclose(mapped, F.interpolate(raw * 2 - 1, size=(12, 20), mode="bilinear", antialias=True), atol=1e-6)
     gray = torch.rand(2, 1, 8, 8)
-    assert torch.equal(InputAdapter(8)(gray), gray.expand(-1, 3, -1, -1))
+    assert torch.equal(InputAdapter(openai.at(8))(gray), gray.expand(-1, 3, -1, -1))
 
 
 def test_learner_adapts_imagenet_inputs(make_learner):
