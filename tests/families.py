@@ -24,8 +24,8 @@ TINY_TIMM_SIZES = {
     "convnext_base": dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)),
 }
 # the synthetic Hugging Face tokenizer's words (SigLIP's tokenizer is Hugging Face's): the tests' prompts and
-# the class names of clipood_plugin.synthetic's shapes
-TOKENIZER_WORDS = "a photo of dog cat golden retriever circle square triangle star".split()
+# the class names of clipood_plugin.synthetic's shapes and of test_dassl_integration's PACS
+TOKENIZER_WORDS = "a photo of dog cat golden retriever circle square triangle star elephant giraffe guitar".split()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """open_clip's model families, one tag each, offline: each loads the architecture open_clip builds for that tag,
 predicts open_clip's own logits (SigLIP's with their logit bias), trains a step, and exports to a file that
-plain open_clip reloads to the same predictions.
+plain open_clip reloads to the same predictions. The SigLIP stand-in also trains from each front end:
+`clipood train`, DomainBed's algorithm and Dassl's trainer (these two in this process, where it is registered).
 
 Every row is a tiny stand-in of the real model (families.py: the real config shrunk in width and depth, the
 real tag's pretrained config) loaded from a synthetic hub-cache entry of random weights: the real towers are
@@ -12,6 +13,7 @@ The stand-ins keep the real tag's input (size, normalization, resize), which the
 own preprocess for the tag.
 """
 import json
+import re
 import sys
 from types import SimpleNamespace
 
@@ -22,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms
 
-from clipood_plugin import CLIPoodLearner, InputAdapter, MissingPackageError, load_clip
+from clipood_plugin import CLIPoodLearner, ImageInput, InputAdapter, MissingPackageError, load_clip
 from clipood_plugin.cli import main
 from clipood_plugin.synthetic import make_demo_dataset
 from conftest import use_hub_cache
 from families import FAMILIES, hugging_face_tokenizer_files, register_standins
 from pretrained_cache import write_hub_cache_entry
+from test_dassl_integration import data_root  # noqa: F401 (a fixture)
 from test_image_input import IMAGENET_MEAN, IMAGENET_STD, full_image, normalized, photo
 
 CLASS_NAMES = ["dog", "cat", "golden_retriever"]
@@ -206,3 +209,57 @@ def test_a_hugging_face_tokenizer_neither_cached_nor_downloadable_is_one_line(st
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network
     with pytest.raises(FileNotFoundError, match="tokenizer of clipood-test-ViT-B-16-SigLIP .* not in the local cache"):
         load_clip(SIGLIP.standin, str(weights))
+
+
+@pytest.mark.needs("domainbed", *SIGLIP.needs)
+def test_domainbed_fine_tunes_siglip_from_its_imagenet_normalized_batches(family_weights, family_hub_cache):
+    """DomainBed's own algorithm registry builds CLIPood on a SigLIP tag: its 224 ImageNet-normalized batches
+    reach the model as SigLIP's input, the zero-shot predictions are open_clip's (logit bias included), and
+    an update trains."""
+    from domainbed import algorithms
+    from domainbed.hparams_registry import default_hparams
+    from domainbed_adapter import register
+
+    family_weights(SIGLIP)
+    register()
+    hparams = {**default_hparams("CLIPood", "PACS"), "clip_model": SIGLIP.standin, "clip_pretrained": SIGLIP.tag,
+               "class_names": CLASS_NAMES, "steps": 1, "lr": 1e-3, "clip_compile": "off"}
+    algorithm = algorithms.get_algorithm_class("CLIPood")((3, 224, 224), len(CLASS_NAMES), 3, hparams)
+    reference = reference_model(SIGLIP)
+    cfg = reference.visual.preprocess_cfg
+    pixels = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    batch = normalized(pixels, IMAGENET_MEAN, IMAGENET_STD)
+    siglip_input = normalized(pixels, cfg["mean"], cfg["std"])  # 224 already: no resize
+    expected = open_clips_logits(reference, open_clip_name(SIGLIP), siglip_input)
+    torch.testing.assert_close(algorithm.predict(batch), expected, rtol=0, atol=1e-4)
+    stats = algorithm.update([(batch, torch.tensor([0, 1, 2]))])
+    assert torch.isfinite(torch.tensor(stats["loss"]))
+    assert (algorithm.predict(batch) - expected).abs().max() > 1e-4  # it trained
+
+
+@pytest.mark.needs("dassl", "dassl_checkout", "wilds", *SIGLIP.needs)
+def test_dassl_fine_tunes_and_evaluates_siglip(family_weights, family_hub_cache, data_root, tmp_path, capsys):
+    """Dassl's trainer builder and training loop (in this process, where the stand-in is registered) on a SigLIP
+    tag: Dassl's OpenAI-normalized batches become SigLIP's input, an epoch trains, and Dassl evaluates."""
+    from dassl.engine import build_trainer
+
+    from dassl_trainers import register
+    from dassl_trainers.train import build_cfg, parse_args
+    from test_dassl_integration import DASSL_ROOT, TRAINER_CONFIGS, tiny_opts
+
+    family_weights(SIGLIP)
+    register()
+    opts = tiny_opts(data_root, "MODEL.BACKBONE.NAME", SIGLIP.standin, "TRAINER.CLIPOOD.PRETRAINED", SIGLIP.tag,
+                     "INPUT.SIZE", "(224, 224)", "DATALOADER.TRAIN_X.BATCH_SIZE", "6", "OPTIM.MAX_EPOCH", "1",
+                     "OPTIM.LR", "1e-3", "TRAINER.CLIPOOD.ITERS_PER_EPOCH", "2", "TRAINER.CLIPOOD.COMPILE", "off")
+    cfg = build_cfg(parse_args([
+        "--root", str(data_root), "--seed", "1", "--source-domains", "art_painting", "cartoon", "photo",
+        "--target-domains", "sketch", "--dataset-config-file", str(DASSL_ROOT / "configs/datasets/dg/pacs.yaml"),
+        "--config-file", str(TRAINER_CONFIGS / "vit_b16_dg.yaml"), "--output-dir", str(tmp_path / "run"), *opts]))
+    trainer = build_trainer(cfg)
+    learner = trainer.learner
+    assert learner.image_input == ImageInput.of_model(reference_model(SIGLIP)) and learner.logit_bias == LOGIT_BIAS
+    initial = {name: p.detach().clone() for name, p in learner.image_encoder.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(p, initial[name]) for name, p in learner.image_encoder.named_parameters())
+    assert re.search(r"\* accuracy: [\d.]+%", capsys.readouterr().out)
