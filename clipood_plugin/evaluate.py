@@ -12,7 +12,7 @@ from .data import scan_domain_folders
 from .files import write_json
 from .saved_model import load_learner
 from .settings import DataError, check_device, check_settings
-from .standalone import evaluate, evaluation_loader
+from .standalone import evaluate, evaluation_loader, mean_accuracy
 from .wise_ft import saved_model_pretrained_weights, wise_ft_accuracy
 
 
@@ -75,16 +75,12 @@ def evaluate_saved_model(model_path, data_dir, domains=None, class_names=None, d
         accuracy = curve[1] if 1 in curve else evaluate(learner, loaders, averaged=True, skipped=skipped)
     results = {"model": str(model_path), "data_dir": str(data_dir), "class_names": names,
                "images": {domain: len(dataset.samples[domain]) for domain in domains},
-               "accuracy": accuracy, "mean": _mean(accuracy),
+               "accuracy": accuracy, "mean": mean_accuracy(accuracy),
                "skipped_images": [{"path": path, "reason": reason} for path, reason in sorted(set(skipped))]}
     if wise_ft is not None:
-        results["wise_ft"] = [{"alpha": alpha, "accuracy": by_domain, "mean": _mean(by_domain)}
+        results["wise_ft"] = [{"alpha": alpha, "accuracy": by_domain, "mean": mean_accuracy(by_domain)}
                               for alpha, by_domain in curve.items()]
     return results
-
-
-def _mean(accuracy):
-    return sum(accuracy.values()) / len(accuracy)
 
 
 def report(results):

@@ -363,7 +363,7 @@ class _TrainingRun:
         """An entry of the history as scalars: each split's accuracy and the test mean, of the current
         weights (final) and of the averaged ones (bma)."""
         for key in ("final", "bma"):
-            accuracy = {**entry[key], "test mean": _mean(entry[key], self.config.test_domains)}
+            accuracy = {**entry[key], "test mean": mean_accuracy(entry[key], self.config.test_domains)}
             self.scalars.add_accuracy(accuracy, entry["step"], prefix=f"accuracy_{key}")
 
     def evaluate(self, averaged):
@@ -392,8 +392,9 @@ class _TrainingRun:
         curve = wise_ft_accuracy(self.learner, self.theta_0, alphas, self.eval_loaders, self.found)
         holdout = self.holdout_splits
         entries = [{"alpha": alpha, "accuracy": accuracy,
-                    "holdout_mean": _mean(accuracy, holdout) if holdout else None,
-                    "test_mean": _mean(accuracy, self.config.test_domains)} for alpha, accuracy in curve.items()]
+                    "holdout_mean": mean_accuracy(accuracy, holdout) if holdout else None,
+                    "test_mean": mean_accuracy(accuracy, self.config.test_domains)}
+                   for alpha, accuracy in curve.items()]
         best = max(entries, key=lambda entry: entry["holdout_mean"]) if holdout else None
         return {"curve": entries, "best_alpha": best and best["alpha"]}
 
@@ -484,7 +485,7 @@ class _TrainingRun:
             "config": dataclasses.asdict(config), "class_names": self.dataset.class_names,
             "train_domains": self.train_domains, "test_domains": config.test_domains,
             "accuracy": {"zero_shot": state["zero_shot"], "final": final["final"], "bma": final["bma"]},
-            "test_mean": {k: _mean(v, config.test_domains) for k, v in
+            "test_mean": {k: mean_accuracy(v, config.test_domains) for k, v in
                           (("zero_shot", state["zero_shot"]), ("final", final["final"]), ("bma", final["bma"]))},
             "history": state["history"], "bma_weights": state["bma_weights"], "losses": state["losses"],
             "skipped_images": [{"path": p, "reason": r} for p, r in sorted(state["skipped_images"].items())],
@@ -529,13 +530,15 @@ def _require_finite(learner, state, config):
                     f"{config.lr:g}) and --overwrite")
 
 
-def _mean(accuracy, domains):
+def mean_accuracy(accuracy, domains=None):
+    """The mean of {domain: accuracy} over ``domains`` (all of them by default)."""
+    domains = list(accuracy) if domains is None else domains
     return sum(accuracy[d] for d in domains) / len(domains)
 
 
 def _summary(entry, config):
-    return (f"test acc final {_mean(entry['final'], config.test_domains):.1f}  "
-            f"{AVERAGED_MODEL_NAMES[config.averaging]} {_mean(entry['bma'], config.test_domains):.1f}")
+    return (f"test acc final {mean_accuracy(entry['final'], config.test_domains):.1f}  "
+            f"{AVERAGED_MODEL_NAMES[config.averaging]} {mean_accuracy(entry['bma'], config.test_domains):.1f}")
 
 
 def _report(results):
@@ -576,7 +579,7 @@ def results_figure(results):
     steps = [h["step"] for h in results["history"]]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     for key, label in (("final", "current weights"), ("bma", AVERAGED_MODEL_NAMES[results["config"]["averaging"]])):
-        left.plot(steps, [_mean(h[key], test_domains) for h in results["history"]], marker="o", label=label)
+        left.plot(steps, [mean_accuracy(h[key], test_domains) for h in results["history"]], marker="o", label=label)
     random_init = results["config"]["pretrained"] in (None, "none")
     left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--",
                  label="zero-shot (random init: chance level)" if random_init else "zero-shot")
