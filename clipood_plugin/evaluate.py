@@ -10,6 +10,7 @@ import torch
 from .backbone import MissingPackageError, WeightsUnavailableError
 from .data import scan_domain_folders
 from .files import write_json
+from .results_table import format_table
 from .saved_model import load_learner
 from .settings import DataError, check_device, check_settings
 from .standalone import evaluate, evaluation_loader, mean_accuracy
@@ -92,13 +93,10 @@ def report(results):
     lines.append(f"{'mean':<{width}}  {'':6}  {results['mean']:12.1f}")
     if "wise_ft" in results:
         domains = list(results["accuracy"])
-        header = ["alpha", *domains, "mean"]
-        widths = [max(len(name), 5) for name in header]
+        rows = [[f"{entry['alpha']:g}", *(f"{entry['accuracy'][d]:.1f}" for d in domains), f"{entry['mean']:.1f}"]
+                for entry in results["wise_ft"]]
         lines += ["", "WiSE-FT, accuracy (%) of (1 - alpha) pretrained + alpha fine-tuned:",
-                  "  ".join(name.rjust(width) for name, width in zip(header, widths))]
-        for entry in results["wise_ft"]:
-            values = [f"{entry['alpha']:g}", *(f"{entry['accuracy'][d]:.1f}" for d in domains), f"{entry['mean']:.1f}"]
-            lines.append("  ".join(value.rjust(width) for value, width in zip(values, widths)))
+                  format_table(["alpha", *domains, "mean"], rows)]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .results_table import format_table
 from .settings import DataError, flag
 
 PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
@@ -139,15 +140,6 @@ def run(runs, output_dir, dry_run=False, log=print):
             if code:
                 return code
     return 0
-
-
-def format_table(header, rows, markdown=False):
-    if markdown:
-        return "\n".join(["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
-                         + ["| " + " | ".join(row) + " |" for row in rows])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                               for i, (cell, width) in enumerate(zip(row, widths))) for row in [header, *rows])
 
 
 def read_manifest(output_dir):

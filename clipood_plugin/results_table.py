@@ -90,6 +90,16 @@ def complete_means(columns):
     return {run: statistics.fmean(column[run] for column in columns) for run in sorted(runs)}
 
 
+def format_table(header, rows, markdown=False):
+    """A plain table of text cells (the first column left-aligned, the others right-aligned), or Markdown."""
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+                         + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(row, widths))) for row in [header, *rows])
+
+
 def _aligned(header, parts):
     """The cells of one column as text: means right-aligned, then "± std" and "(k/n)" left-aligned, each
     in its own sub-column, the whole right-aligned under ``header``."""
