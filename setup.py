@@ -66,6 +66,9 @@ setup(
         "clipood.summaries": ["domainbed = domainbed_adapter.summary:main",
                               "base2new = dassl_trainers.base2new_summary:main",
                               "imagenet = dassl_trainers.imagenet_summary:main"],
+        # where each adapter's framework keeps the learner state in its checkpoints (checkpoint_format.py)
+        "clipood.learner_states": ["domainbed = domainbed_adapter.checkpoint:LEARNER_STATE",
+                                   "dassl = dassl_trainers.checkpoint:LEARNER_STATE"],
     },
     cmdclass={"build_py": BuildPyWithHook, "editable_wheel": EditableWheelWithHook},
 )

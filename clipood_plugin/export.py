@@ -14,79 +14,23 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .backbone import (EXPORT_FORMAT_KEY, EXPORT_IMAGE_INPUT_KEY, EXPORT_METADATA_SUFFIX, EXPORT_MODEL_KEY,
                        MissingPackageError, WeightsUnavailableError, export_metadata_path, exported_model_name,
                        load_clip, resolve_architecture, shipped_model_config)
-from .files import load_checkpoint, make_dirs, save_tensors, write_json
+from .checkpoint_format import UNRECORDED_IMAGE_NORM, not_of_this_package, read_learner_state
+from .files import make_dirs, save_tensors, write_json
 from .image_input import ImageInput
-from .learner import CHECKPOINT_FORMAT, UNRECORDED_IMAGE_NORM
+from .pretrained_check import check_run_weights
 from .prompts import PromptEncoder
 from .settings import DataError
+from .write_guard import check_writes
 
 EXPORT_FORMAT = 1
-# where each front end keeps the learner's state inside its checkpoint
-LEARNER_STATE_LOCATIONS = (
-    ("clipood train model.pt", ()),
-    ("clipood train checkpoint.pt", ("learner",)),
-    ("DomainBed model.pkl", ("model_dict", "clipood_learner")),
-    ("Dassl checkpoint", ("state_dict", "learner")),
-)
-# text features of this many classes, recomputed from the pretrained text tower, must match the saved ones
-CHECKED_CLASSES = 8
-MIN_TEXT_COSINE = 0.99  # far above what other weights give, below fp32 drift between devices
-EXPORTABLE = ("export takes a `clipood train` model.pt, a DomainBed model.pkl of CLIPood/CLIPERM, or a checkpoint "
-              "of Dassl's CLIPood trainer")
-# what export reads of a learner state, and the type each must have
-STATE_FIELDS = {"config": dict, "class_names": (list, tuple), "text_features": torch.Tensor, "step": int}
-CONFIG_FIELDS = {"model_name": str, "zero_shot": bool, "templates": (list, tuple)}
 
 
 class ExportError(ValueError):
     """The checkpoint cannot be exported (one line naming why and the fix)."""
-
-
-def read_learner_state(checkpoint_path):
-    """(learner state, name of the format) from any of the checkpoint formats, read as data."""
-    checkpoint = load_checkpoint(checkpoint_path, numpy_scalars=True,  # DomainBed's random hparams: numpy floats
-                                 fix=EXPORTABLE)
-    for source, keys in LEARNER_STATE_LOCATIONS:
-        state = checkpoint
-        for key in keys:
-            state = state.get(key) if isinstance(state, dict) else None
-        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT and "config" in state:
-            _check_learner_state(state, checkpoint_path)
-            return state, source
-    raise ExportError(f"{checkpoint_path} holds no CLIPood learner: {EXPORTABLE}")
-
-
-def _not_of_this_package(checkpoint_path, what):
-    return ExportError(f"{checkpoint_path} is not a checkpoint of this package ({what}); {EXPORTABLE}")
-
-
-def _of_kind(value, kind):
-    """isinstance, where a bool is not taken for an int (True is no step count)."""
-    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-
-
-def _check_learner_state(state, checkpoint_path):
-    """A learner state as this package writes it: every field export reads, of its type."""
-    for fields, holder, prefix in ((STATE_FIELDS, state, ""), (CONFIG_FIELDS, state.get("config"), "config.")):
-        for field, kind in fields.items():
-            if not isinstance(holder, dict) or field not in holder:
-                raise _not_of_this_package(checkpoint_path, f"it has no {prefix}{field}")
-            if not _of_kind(holder[field], kind):
-                raise _not_of_this_package(checkpoint_path, f"its {prefix}{field} is a {type(holder[field]).__name__}")
-    for field in ("pretrained", "logit_scale"):
-        if field not in state["config"]:
-            raise _not_of_this_package(checkpoint_path, f"it has no config.{field}")
-    # a zero-shot learner (DomainBed's CLIPZeroShot) saves no encoder: it is the pretrained one
-    if not state["config"]["zero_shot"] and not isinstance(state.get("inference_encoder"), dict):
-        raise _not_of_this_package(checkpoint_path, "it has no inference_encoder")
-    if state["text_features"].ndim != 2 or len(state["text_features"]) != len(state["class_names"]):
-        raise _not_of_this_package(checkpoint_path, f"text_features of shape {tuple(state['text_features'].shape)} "
-                                                    f"for {len(state['class_names'])} class names")
 
 
 def _check_exportable(state, checkpoint_path):
@@ -103,36 +47,6 @@ def _check_exportable(state, checkpoint_path):
                           "a pretrained tag or file")
 
 
-def _check_text_tower(clip_model, tokenizer, state, pretrained):
-    """The rebuilt text tower must reproduce the run's text features: else the weights are not the run's."""
-    names = state["class_names"][:CHECKED_CLASSES]
-    features = PromptEncoder(clip_model, tokenizer, state["config"]["templates"]).encode(names)
-    cosine = F.cosine_similarity(features, state["text_features"][:len(names)].float(), dim=-1).min().item()
-    if not cosine >= MIN_TEXT_COSINE:
-        raise ExportError(f"the text tower of {pretrained!r} does not give the run's text features (cosine "
-                          f"{cosine:.3f}): these are not the weights the run started from; pass those with "
-                          "--pretrained FILE")
-
-
-def _check_outputs(out_path, inputs, overwrite):
-    """OUT and the JSON beside it are never an input; an existing file is replaced only if an earlier export
-    wrote it (its JSON carries EXPORT_FORMAT_KEY) or ``overwrite`` says so."""
-    metadata_path = export_metadata_path(out_path)
-    inputs = {path.resolve() for path in inputs}
-    for path, what in ((out_path, "OUT"), (metadata_path, "the metadata JSON of OUT")):
-        if path.resolve() in inputs:
-            raise ExportError(f"{what}, {path}, is an input of the export (the checkpoint or the pretrained "
-                              "weights): name OUT elsewhere")
-        if path.is_dir():
-            raise ExportError(f"{what}, {path}, is a folder: name OUT as a file, e.g. {path / 'model.pt'}")
-    if overwrite or exported_model_name(out_path) is not None:
-        return
-    existing = [str(path) for path in (out_path, metadata_path) if path.exists()]
-    if existing:
-        raise ExportError(f"{' and '.join(existing)} exist and were not written by clipood export: name OUT "
-                          "elsewhere, or pass --overwrite to replace them")
-
-
 def export_open_clip(checkpoint_path, out_path, pretrained=None, overwrite=False):
     """Write ``out_path`` (an open_clip state dict) and its JSON; returns the JSON's content.
 
@@ -146,7 +60,10 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None, overwrite=False
     _check_exportable(state, checkpoint_path)
     config = state["config"]
     pretrained = config["pretrained"] if pretrained is None else str(pretrained)
-    _check_outputs(out_path, inputs=(checkpoint_path, Path(pretrained)), overwrite=overwrite)
+    check_writes({out_path: "OUT", export_metadata_path(out_path): "the metadata JSON of OUT"}, "clipood export",
+                 "OUT", reads=(checkpoint_path, pretrained),
+                 task="the export (the checkpoint or the pretrained weights)", overwrite=overwrite,
+                 written_here=lambda path: exported_model_name(out_path) is not None)
     architecture = resolve_architecture(config["model_name"], pretrained)
     if architecture != config["model_name"]:
         raise ExportError(f"{checkpoint_path} was trained as {config['model_name']!r}, but its weights "
@@ -158,12 +75,13 @@ def export_open_clip(checkpoint_path, out_path, pretrained=None, overwrite=False
     except (WeightsUnavailableError, FileNotFoundError) as error:
         raise ExportError(f"{error} (export needs the weights the run started from: pass them with "
                           "--pretrained FILE)") from error
-    _check_text_tower(clip_model, tokenizer, state, pretrained)
+    check_run_weights(PromptEncoder(clip_model, tokenizer, config["templates"]), state["class_names"],
+                      state["text_features"], pretrained)
     try:
         clip_model.visual.load_state_dict(state["inference_encoder"])
     except RuntimeError as error:  # missing, foreign or reshaped weights
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise _not_of_this_package(checkpoint_path, f"its image tower does not fit {architecture!r}: "
+        raise not_of_this_package(checkpoint_path, f"its image tower does not fit {architecture!r}: "
                                                     f"{first.rstrip('.')}") from None
     if config["logit_scale"] is not None:  # the scale the learner predicted with
         clip_model.logit_scale.data.fill_(math.log(config["logit_scale"]))

@@ -9,37 +9,18 @@ from torch import nn
 from . import distributed
 from .averaging import build_averager
 from .backbone import InputAdapter, image_size_of, load_clip, resolve_architecture
+# the format's names are also importable from here, where they were defined before checkpoint_format.py
+from .checkpoint_format import (BUILD_KEYS, CHECKPOINT_FORMAT, INFERENCE_KEYS, LATER_TRAJECTORY_KEYS,  # noqa: F401
+                                TRAINING_HPARAMS, TRAJECTORY_KEYS, UNRECORDED_IMAGE_NORM, check_loadable, check_tensors,
+                                describe, inference_state)
 from .heads import LinearHeadClassifier
-from .image_input import AUTO, IMAGE_NORMS, ImageInput
+from .image_input import AUTO, ImageInput
 from .loss import margin_metric_softmax
 from .prompts import DEFAULT_TEMPLATES, PromptEncoder
-from .settings import (COMPILE_CHOICES, SWAD_DEFAULTS, ChangedSettingsError, SettingError, changed_settings,
-                       check_settings)
+from .settings import COMPILE_CHOICES, SWAD_DEFAULTS, SettingError, check_settings
 from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, clip_storage, input_dtype,
                             resolve_precision)
-CHECKPOINT_FORMAT = 2
-# settings a checkpoint must share with the learner that loads it (what the saved state is shaped by, and the
-# input its weights take); model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for
-# OpenAI's weights), image_norm the resolved input (ImageInput.norm)
-BUILD_KEYS = ("model_name", "pretrained", "image_norm", "averaging", "zero_shot", "total_steps", "head")
-# the image_norm of checkpoints saved before it was recorded: every such run trained on OpenAI's input
-UNRECORDED_IMAGE_NORM = IMAGE_NORMS["openai"].norm
-# settings a checkpoint with training state must share unless load_state_dict(allow_hparam_change=True)
-TRAINING_HPARAMS = ("lr", "weight_decay")
-# the other settings that shape a run's trajectory: a checkpoint with training state must share them to resume
-# (an inference-only one is a predictor: its text features are recomputed with set_class_names when needed)
-TRAJECTORY_KEYS = ("margin", "margin_kind", "beta", "ema_decay", "templates", "logit_scale", "precision",
-                   *SWAD_DEFAULTS)
-# trajectory keys that checkpoints saved before they were recorded lack (they then had the only behaviour there was)
-LATER_TRAJECTORY_KEYS = ("precision", *SWAD_DEFAULTS)
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# what state_dict(include_training_state=False) holds: the predictor
-INFERENCE_KEYS = ("format", "config", "class_names", "text_features", "step", "inference_encoder")
-
-
-def inference_state(state):
-    """The predictor part of a checkpoint (what an inference-only state_dict holds)."""
-    return {key: state[key] for key in INFERENCE_KEYS if key in state}
 
 
 def _compile_mode(choice, device, ranks):
@@ -359,7 +340,7 @@ class CLIPoodLearner:
         learner's values, the learning rate from its cosine schedule at the checkpoint's step, and a warning
         says so). An inference-only checkpoint is a predictor for the class names it carries; call
         ``set_class_names`` after loading to evaluate it on others."""
-        changed = self._check_loadable(state, allow_hparam_change)
+        changed = check_loadable(self, state, allow_hparam_change)
         if "image_encoder" in state:
             if self.averager is not None:  # first: it checks its own settings (beta, horizon) before it changes
                 self.averager.load_state_dict({**state["averager"], "module": state["inference_encoder"]})
@@ -376,62 +357,6 @@ class CLIPoodLearner:
         self.text_features = state["text_features"].to(self.device)
         self.step = state["step"]
 
-    def _check_loadable(self, state, allow_hparam_change):
-        """Raise ValueError unless ``load_state_dict`` can load all of ``state``; returns the TRAINING_HPARAMS
-        on which a checkpoint with training state differs from this learner (allowed ones only)."""
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            found = state.get("format") if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"not a CLIPoodLearner checkpoint of format {CHECKPOINT_FORMAT} (found {found!r})")
-        _require_keys(state, ("config", "class_names", "text_features", "step", "inference_encoder"))
-        mine, theirs = self.config, state["config"]
-        if not isinstance(theirs, dict):
-            raise ValueError("the checkpoint's config is not a dict of settings")
-        theirs = {"image_norm": UNRECORDED_IMAGE_NORM, **theirs}
-        changed_build = changed_settings(theirs, mine, BUILD_KEYS)
-        if changed_build:
-            raise ChangedSettingsError(changed_build, "rebuild the learner with the checkpoint's config")
-        names, features = state["class_names"], state["text_features"]
-        if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
-            raise ValueError("the checkpoint's class_names is not a non-empty list of strings")
-        if not isinstance(features, torch.Tensor) or features.shape != (len(names), self.text_features.shape[1]):
-            raise ValueError(f"the checkpoint's text_features are not [{len(names)} classes, "
-                             f"{self.text_features.shape[1]}] as this model's text tower makes them")
-        if not torch.isfinite(features).all():
-            raise ValueError("the checkpoint's text_features are not all finite: it is damaged or from a diverged "
-                             "run, not a predictor")
-        step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= (mine["total_steps"] or 0):
-            raise ValueError(f"the checkpoint's step {step!r} is not in [0, total_steps={mine['total_steps']}]")
-        check_tensors("inference_encoder", state["inference_encoder"], self.inference_encoder.state_dict(),
-                       finite=True)
-        if "image_encoder" not in state:
-            return []
-        if len(names) != self.num_classes:
-            raise ValueError(f"the checkpoint was trained on {len(names)} classes and this learner on "
-                             f"{self.num_classes}; build it with the checkpoint's class names to resume")
-        trajectory = [key for key in TRAJECTORY_KEYS if key in theirs or key not in LATER_TRAJECTORY_KEYS]
-        fixed = changed_settings(theirs, mine, trajectory) + changed_settings(
-            {"class_names": names}, {"class_names": self.class_names}, ["class_names"])
-        hparams = changed_settings(theirs, mine, TRAINING_HPARAMS)
-        refused = fixed + ([] if allow_hparam_change else hparams)
-        if refused:
-            raise ChangedSettingsError(refused, "build the learner with the checkpoint's settings to resume its run"
-                                       + ("" if fixed else ", or pass allow_hparam_change=True to go on with this "
-                                                           "learner's"))
-        changed = [name for name, _, _ in hparams]
-        _require_keys(state, ("training_step", "scheduler") + (("averager",) if self.averager is not None else ()))
-        check_tensors("image_encoder", state["image_encoder"], self.model.state_dict(), same_dtype=True, finite=True)
-        self.training_step.check_state(state["training_step"])
-        scheduler = state["scheduler"]
-        if not isinstance(scheduler, dict) or (scheduler.get("T_max"), scheduler.get("last_epoch")) != \
-                (mine["total_steps"], step):
-            raise ValueError(f"the checkpoint's learning-rate schedule is not a cosine over {mine['total_steps']} "
-                             f"steps at step {step}")
-        if self.averager is not None and (not isinstance(state["averager"], dict)
-                                          or state["averager"].get("step") != step):
-            raise ValueError(f"the checkpoint's averager state is not that of step {step}")
-        return changed
-
     def _continue_with_own_hparams(self, trained_with, changed):
         """After loading a checkpoint trained with other TRAINING_HPARAMS: this learner's lr and weight decay,
         the learning rate where this learner's cosine schedule is at the checkpoint's step."""
@@ -443,38 +368,6 @@ class CLIPoodLearner:
         warnings.warn("resuming with " + ", ".join(f"{k}={self.config[k]!r} (the checkpoint was trained with "
                                                    f"{trained_with.get(k)!r})" for k in changed)
                       + " as allow_hparam_change=True asks", stacklevel=3)
-
-
-def _require_keys(state, keys):
-    missing = [key for key in keys if key not in state]
-    if missing:
-        raise ValueError(f"the checkpoint lacks {', '.join(missing)}")
-
-
-def _describe(value):
-    if isinstance(value, torch.Tensor):
-        return f"{str(value.dtype).removeprefix('torch.')} {list(value.shape)}"
-    return type(value).__name__
-
-
-def check_tensors(name, theirs, mine, same_dtype=False, finite=False):
-    """Raise ValueError unless ``theirs`` has the keys of the state dict ``mine`` and tensors of its shapes
-    (and dtypes: the precision the weights are stored in; and, with ``finite``, finite floating-point values)."""
-    if not isinstance(theirs, dict) or set(theirs) != set(mine):
-        keys = set(theirs) if isinstance(theirs, dict) else set()
-        missing, unexpected = sorted(set(mine) - keys)[:3], sorted(keys - set(mine))[:3]
-        raise ValueError(f"the checkpoint's {name} is not this model's: missing {missing}, unexpected {unexpected}; "
-                         "was it saved from another model_name?")
-    for key, value in mine.items():
-        other = theirs[key]
-        if not isinstance(other, torch.Tensor) or other.shape != value.shape or (same_dtype and other.dtype != value.dtype):
-            raise ValueError(f"the checkpoint's {name}[{key!r}] is {_describe(other)} where this learner's is "
-                             f"{_describe(value)}" + ("; build it with the precision the checkpoint was trained with "
-                                                      "(authors-fp16 stores fp16 weights)"
-                                                      if other.shape == value.shape else ""))
-        if finite and other.is_floating_point() and not torch.isfinite(other).all():
-            raise ValueError(f"the checkpoint's {name}[{key!r}] holds non-finite values: it is damaged or from a "
-                             "diverged run")
 
 
 def _check_images(images):
@@ -498,7 +391,7 @@ def _check_labels(labels, num_images, num_classes):
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() \
             or labels.dtype == torch.bool or labels.shape != (num_images,):
         raise ValueError(f"labels must be an integer tensor [{num_images}] of class indices, one per image; got "
-                         f"{_describe(labels)}")
+                         f"{describe(labels)}")
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(f"labels must be in [0, {num_classes}) for the {num_classes} class names; "
                          f"got range [{int(labels.min())}, {int(labels.max())}]")

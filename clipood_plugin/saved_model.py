@@ -4,8 +4,9 @@ the JSON beside it). Files are read as data (torch.load(weights_only=True))."""
 from pathlib import Path
 
 from .backbone import EXPORT_MODEL_KEY, export_metadata, exported_model_name
-from .export import read_learner_state
-from .learner import CLIPoodLearner, inference_state
+from .checkpoint_format import inference_state, read_learner_state
+from .learner import CLIPoodLearner
+from .pretrained_check import check_run_weights
 from .settings import DataError
 
 
@@ -13,7 +14,8 @@ def load_learner(path, device=None, pretrained=None):
     """The predictor saved in ``path``, on ``device`` (default: cuda when there, else cpu); its
     ``class_names`` are the ones it was trained on, and ``set_class_names`` changes them (the text tower
     comes from the pretrained weights the run started from: ``pretrained`` names them if they are not
-    where the run recorded them, e.g. a local file of its tag).
+    where the run recorded them, e.g. a local file of its tag; DataError if they do not give the run's text
+    features, pretrained_check.check_run_weights).
 
     >>> learner = load_learner("clipood_output/model.pt")
     >>> logits = learner.predict(images)  # images: [B, 3, H, W], CLIP-normalized
@@ -31,6 +33,8 @@ def load_learner(path, device=None, pretrained=None):
     if pretrained is not None:
         config["pretrained"] = str(pretrained)
     learner = CLIPoodLearner(**config, class_names=state["class_names"], device=device)
+    if pretrained is not None:
+        check_run_weights(learner.prompt_encoder, state["class_names"], state["text_features"], pretrained)
     state = {**inference_state(state), "config": config}
     if "inference_encoder" not in state:  # DomainBed's zero-shot model.pkl: the pretrained encoder, not saved again
         state["inference_encoder"] = learner.inference_encoder.state_dict()

@@ -17,7 +17,9 @@ import contextlib
 import torch
 
 from .backbone import export_metadata, exported_model_name, load_clip
-from .learner import check_tensors
+from .checkpoint_format import check_tensors
+from .pretrained_check import check_run_weights
+from .prompts import PromptEncoder
 from .settings import DataError, check_settings
 from .standalone import evaluate
 from .training_step import clip_storage
@@ -28,6 +30,8 @@ def pretrained_weights(learner, pretrained=None):
     That is the image encoder of the pretrained weights (``pretrained``, a tag or file; default the ones the
     learner was built from), loaded as the learner loads them, and with a linear head also the head's
     initialization, the zero-shot classifier of the learner's class text features (learner.trained_module).
+    Weights other than the learner's own must give its text features (else DataError: they are not the ones
+    its run started from).
 
     A model trained from a random init has no theta_0 but its init, which is not saved: DataError."""
     source = learner.config["pretrained"] if pretrained is None else str(pretrained)
@@ -35,7 +39,11 @@ def pretrained_weights(learner, pretrained=None):
         raise DataError("the model was trained from a random init (pretrained none), whose initial weights are not "
                         "saved: WiSE-FT interpolates towards the weights fine-tuning started from, so it needs a "
                         "model fine-tuned from pretrained weights")
-    clip_model, *_ = load_clip(learner.config["model_name"], source, precision=clip_storage(learner.precision))
+    clip_model, _, _, tokenizer = load_clip(learner.config["model_name"], source,
+                                            precision=clip_storage(learner.precision))
+    if source != learner.config["pretrained"]:  # weights named apart from those the learner was built from
+        check_run_weights(PromptEncoder(clip_model, tokenizer, learner.config["templates"]), learner.class_names,
+                          learner.text_features, source)
     return learner.trained_module(clip_model.visual.to(learner.device)).state_dict()
 
 

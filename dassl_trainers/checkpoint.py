@@ -7,6 +7,10 @@ from torch import nn
 
 from .distributed import decorrelate_rng
 
+# where a Dassl checkpoint keeps the learner state, ResumableLearner's "learner" inside Dassl's "state_dict"
+# (entry point clipood.learner_states: the core reads it so)
+LEARNER_STATE = ("Dassl checkpoint", ("state_dict", "learner"))
+
 
 def capture_rng_state():
     """The random streams that drive data order and augmentation, in types torch.load(weights_only=True) accepts."""

@@ -5,6 +5,9 @@ from clipood_plugin.settings import DataError
 from .hparams import ALGORITHM_NAMES
 from .registration import register
 
+# where DomainBed's model.pkl keeps the learner state (entry point clipood.learner_states: the core reads it so)
+LEARNER_STATE = ("DomainBed model.pkl", ("model_dict", "clipood_learner"))
+
 
 def read_model_pkl(model_pkl):
     """The dict DomainBed's train.py saved in a model.pkl, read as data (tensors, plain values and the numpy
