@@ -3,6 +3,7 @@ import difflib
 import importlib.util
 import json
 import os
+import pickle
 import socket
 import urllib.parse
 import zipfile
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torchvision import transforms
 
 from .image_input import AUTO, IMAGE_NORMS, ImageInput, parse_image_norm, tag_spelling
+from .files import unreadable_checkpoint
 from .settings import TINY_MODEL, SettingError, check_settings
 
 QUICK_GELU_SUFFIX = "-quickgelu"  # open_clip's name for a model's QuickGELU variant
@@ -326,6 +328,11 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
                                        force_preprocess_cfg=image_input.at(None).preprocess_cfg)
         if archive is not None:
             _load_torchscript_archive(model, archive)
+    except (EOFError, pickle.UnpicklingError) as error:  # torch.load of an empty or foreign file
+        if weights_file is None:
+            raise
+        raise unreadable_checkpoint(weights_file, "give the CLIP weights file (an open_clip state dict or an OpenAI "
+                                                  "archive)") from error
     except (RuntimeError, AssertionError, KeyError) as error:  # how open_clip's loaders meet a misfit
         if weights_file is None:
             raise

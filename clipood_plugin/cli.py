@@ -111,6 +111,8 @@ def _add_evaluate_parser(commands):
                        "must be one of them; default: the model's training classes)")
     names.add_argument("--class-names-file", help="the same, one name per line")
     evaluate.add_argument("--output", help="write the results to this JSON file")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an --output file that no `clipood "
+                          "evaluate` wrote (never a file it reads, nor a file of a `clipood train` run)")
     evaluate.add_argument("--device", help=TrainConfig.__dataclass_fields__["device"].metadata["help"])
     evaluate.add_argument("--batch-size", type=int, default=defaults.eval_batch_size,
                           help=f"images per batch (default: {defaults.eval_batch_size})")

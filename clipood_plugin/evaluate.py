@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .backbone import MissingPackageError, WeightsUnavailableError
+from .backbone import MissingPackageError, WeightsUnavailableError, export_metadata_path
 from .data import scan_domain_folders
 from .files import write_json
 from .results_table import format_table
@@ -15,13 +15,17 @@ from .saved_model import load_learner
 from .settings import DataError, check_device, check_settings
 from .standalone import evaluate, evaluation_loader, mean_accuracy
 from .wise_ft import saved_model_pretrained_weights, wise_ft_accuracy
+from .write_guard import check_writes, json_written_by, with_writer
+
+COMMAND = "clipood evaluate"
 
 
 def class_names_from(listed=None, file=None):
     """The class names of --class-names a,b,c or --class-names-file FILE (one per line), else None."""
     if file is not None:
         try:
-            names = [line.strip() for line in Path(file).read_text().splitlines() if line.strip()]
+            # utf-8-sig: a byte-order mark (Windows editors) is no part of the first name
+            names = [line.strip() for line in Path(file).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as error:
             raise DataError(f"--class-names-file {file}: cannot read it ({error.__class__.__name__})") from None
     elif listed is not None:
@@ -54,8 +58,9 @@ def evaluate_saved_model(model_path, data_dir, domains=None, class_names=None, d
     names = class_names or list(learner.class_names)
     absent = [name for name in dataset.class_names if name not in names]
     if absent:
+        given = f"(--class-names: {names[:8]!r}{' ...' if len(names) > 8 else ''})"  # repr: a stray mark shows
         raise DataError(f"the class folder(s) {absent} of {data_dir} are not among the class names predicted "
-                        + ("(--class-names)" if class_names else f"(those {model_path} was trained on)")
+                        + (given if class_names else f"(those {model_path} was trained on)")
                         + "; pass --class-names with every folder class name")
     if names != learner.class_names:
         if learner.config["head"] != "text":
@@ -100,14 +105,25 @@ def report(results):
     return "\n".join(lines)
 
 
+def check_output(args):
+    """The write guard for --output: never a file evaluate reads (the model, an export's JSON, the pretrained
+    weights, the class-names file) nor a run's file; another file only with --overwrite or if evaluate wrote it."""
+    reads = [args.model, export_metadata_path(args.model), args.pretrained, args.class_names_file]
+    check_writes({args.output: "--output"}, COMMAND, "--output", reads=reads,
+                 task="the evaluation (the model, its export JSON, the pretrained weights or the class names)",
+                 overwrite=args.overwrite, written_here=lambda path: json_written_by(path, COMMAND))
+
+
 def main(args):
     """`clipood evaluate` with its parsed arguments; 2 on bad input."""
     try:
+        if args.output:
+            check_output(args)
         results = evaluate_saved_model(args.model, args.data_dir, args.domains,
                                        class_names_from(args.class_names, args.class_names_file), args.device,
                                        args.batch_size, args.workers, args.pretrained, args.wise_ft)
         if args.output:
-            write_json(results, args.output)
+            write_json(with_writer(results, COMMAND), args.output)
     except (DataError, ValueError, WeightsUnavailableError, MissingPackageError, FileNotFoundError) as error:
         print(f"clipood evaluate: error: {error}", file=sys.stderr)
         return 2

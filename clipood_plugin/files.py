@@ -58,8 +58,12 @@ def load_checkpoint(path, numpy_scalars=False, fix=REPLACE_FILE):
             raise DataError(f"{path} is not a checkpoint of tensors and plain values: it asks to load the Python "
                             f"object {refused.group(1)}, so it was not loaded (loading it could run code); "
                             f"{fix}") from None
-        raise DataError(f"{path} is not a readable checkpoint: it is truncated, empty or not a file torch wrote; "
-                        f"{fix}") from None
+        raise unreadable_checkpoint(path, fix) from None
+
+
+def unreadable_checkpoint(path, fix):
+    """The DataError for a file torch cannot read (truncated, empty, not a torch file), naming ``fix``."""
+    return DataError(f"{path} is not a readable checkpoint: it is truncated, empty or not a file torch wrote; {fix}")
 
 
 def _numpy_scalar_types():
