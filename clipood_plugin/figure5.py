@@ -20,8 +20,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from .files import make_dirs, write_json
 from .results_table import format_table
 from .settings import DataError, flag
+from .write_guard import check_writes
 
 PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
 MANIFEST = "figure5.json"
@@ -158,6 +160,23 @@ def read_manifest(output_dir):
     return panels
 
 
+def write_manifest(manifest, output_dir):
+    """OUT/figure5.json, replacing only a manifest (the write guard: not a file figure5 did not write)."""
+    path = output_dir / MANIFEST
+    check_writes({path: "the manifest"}, "clipood figure5 run", "--output-dir", overwrite=None,
+                 written_here=lambda _: _is_manifest(output_dir))
+    make_dirs(output_dir)
+    write_json(manifest, path)
+
+
+def _is_manifest(output_dir):
+    try:
+        read_manifest(output_dir)
+    except DataError:
+        return False
+    return True
+
+
 def summarize(output_dir, markdown=False):
     """(every panel of OUT/figure5.json as a table of its runs' test accuracies (%), lines naming the runs
     left out and why, whether every row has its values)."""
@@ -237,8 +256,11 @@ def main(argv=None, prog="clipood figure5"):
     selected = {row["run"] for key in args.panels or panels for row in manifest[key]["rows"]}
     runs = {name: arguments for name, arguments in runs.items() if name in selected}
     if not args.dry_run:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        (args.output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        try:
+            write_manifest(manifest, args.output_dir)
+        except DataError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
     print(f"{len(runs)} runs for panels {', '.join(args.panels or panels)} in {args.output_dir / 'runs'}")
     return run(runs, args.output_dir, args.dry_run)
 

@@ -23,6 +23,7 @@ from typing import Optional
 
 from .files import make_dirs, save_atomic
 from .settings import DataError
+from .write_guard import check_writes, text_holds, text_starts_with
 
 LEGEND = ("mean ± standard deviation (n-1) over runs; (k/n): the mean of the k of n runs that have a value, "
           "the others are listed under 'Missing or unfinished runs'; '-': none has")
@@ -205,19 +206,35 @@ def output_prefix(out, default_dir, name):
 
 
 def add_output_arguments(parser, default_prefix):
-    """``--paper`` and ``--out``, the options of every summary command."""
+    """``--paper``, ``--out`` and ``--overwrite``, the options of every summary command."""
     parser.add_argument("--paper", action="store_true", help="add the published rows beside ours")
     parser.add_argument("--out", help="path prefix of the .md and .csv, or a folder for them "
                                       f"(default: {default_prefix})")
+    parser.add_argument("--overwrite", action="store_true", help="replace a .md or .csv that no summary wrote "
+                                                                 "(never a file of a `clipood train` run)")
 
 
-def print_and_write(report, out, default_dir, name):
+def written_by_a_summary(path):
+    """Whether ``path`` is a .md or .csv that Report.write wrote (recognized by its legend, its CSV header)."""
+    if str(path).endswith(".csv"):
+        return text_starts_with(path, ",".join(CSV_FIELDS))
+    return text_holds(path, LEGEND)
+
+
+def print_and_write(report, out, default_dir, name, overwrite=False):
     """The terminal table, then its Markdown and CSV where ``output_prefix`` says; returns the exit code:
     EXIT_INCOMPLETE when the report lists runs it lacks, else EXIT_COMPLETE; 2 (one line) when the files
-    cannot be written."""
+    cannot be written, or are files no summary wrote (unless ``overwrite``: write_guard.check_writes)."""
+    prefix = output_prefix(out, default_dir, name)
+    try:
+        check_writes({prefix + ".md": "the Markdown table", prefix + ".csv": "the CSV table"}, "clipood summary",
+                     "--out", overwrite=overwrite, written_here=written_by_a_summary)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(report.text())
     try:
-        print("written: " + ", ".join(report.write(output_prefix(out, default_dir, name))))
+        print("written: " + ", ".join(report.write(prefix)))
     except DataError as error:
         print(f"error: {error}; pass --out with a writable place", file=sys.stderr)
         return 2

@@ -123,7 +123,7 @@ def main(argv=None):
             for run, (base, new) in dataset_runs.items():
                 print(f"{dataset}/{run}: base {base}, new {new}")
     return print_and_write(summarize(runs, args.paper, args.train_dir, args.test_dir), args.out, args.out_root,
-                           "base2new_summary")
+                           "base2new_summary", args.overwrite)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ def main(argv=None):
                                f"{', '.join(TABLE2_DATASETS)}: give the output folder of the Table 2 runs")
     except ResultsError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    return print_and_write(summarize(runs, args.paper, args.label), args.out, args.out_root, "imagenet_summary")
+    return print_and_write(summarize(runs, args.paper, args.label), args.out, args.out_root, "imagenet_summary",
+                           args.overwrite)
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ def main(argv=None):
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     name = f"summary_{args.selection}" + (f"_{args.split or DEFAULT_SPLIT['final']}"
                                           if args.selection == "final" else "")
-    return print_and_write(report, args.out, args.input_dir, name)
+    return print_and_write(report, args.out, args.input_dir, name, args.overwrite)
 
 
 if __name__ == "__main__":
