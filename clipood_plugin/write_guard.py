@@ -24,14 +24,9 @@ def check_writes(outputs, command, name, reads=(), task=None, overwrite=False, w
     - an existing one is replaced if ``written_here(path)`` recognizes it as this command's output;
     - else none is a file of a `clipood train` run (``is_run_file``), and an existing one is replaced only with
       ``overwrite`` (None: the command has no --overwrite)."""
-    inputs = {Path(path).resolve() for path in reads if path is not None}
+    _check_targets(outputs, name, reads, task or command)
     existing = []
-    for path, label in outputs.items():
-        path = Path(path)
-        if path.resolve() in inputs:
-            raise DataError(f"{label}, {path}, is an input of {task or command}: name {name} elsewhere")
-        if path.is_dir():
-            raise DataError(f"{label}, {path}, is a folder: name {name} as a file")
+    for path in map(Path, outputs):
         if written_here is not None and path.is_file() and written_here(path):
             continue
         if is_run_file(path):  # refused even with overwrite: the run's results are not replaced by another's
@@ -46,6 +41,17 @@ def check_writes(outputs, command, name, reads=(), task=None, overwrite=False, w
                         + (", or move them away" if overwrite is None else ", or pass --overwrite to replace them"))
 
 
+def _check_targets(outputs, name, reads, task):
+    """None of ``outputs`` ({path: what it is}) is one of the files ``task`` reads, nor a folder."""
+    inputs = {Path(path).resolve() for path in reads if path is not None}
+    for path, label in outputs.items():
+        path = Path(path)
+        if path.resolve() in inputs:
+            raise DataError(f"{label}, {path}, is an input of {task}: name {name} elsewhere")
+        if path.is_dir():
+            raise DataError(f"{label}, {path}, is a folder: name {name} as a file")
+
+
 def is_run_file(path):
     """Whether ``path`` is one of a `clipood train` run's files: a RUN_FILES name in a folder that holds a run (one
     of those files, or the lock of a run that is starting)."""
@@ -56,9 +62,8 @@ def is_run_file(path):
 def check_run_outputs(output_dir, pretrained):
     """`clipood train`'s guard, before a run writes or clears its files in ``output_dir``: none of them is the
     pretrained weights it reads (its --resume / --overwrite decide over the run's own files)."""
-    outputs = {Path(output_dir) / file: "the run file" for file in RUN_FILES}
-    check_writes(outputs, "clipood train", "--output-dir", reads=[pretrained] if pretrained else (),
-                 task="the run (its --pretrained weights)", written_here=lambda path: True)
+    _check_targets({Path(output_dir) / file: "the run file" for file in RUN_FILES}, "--output-dir",
+                   reads=[pretrained], task="the run (its --pretrained weights)")
 
 
 def with_writer(obj, command):

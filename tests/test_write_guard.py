@@ -236,3 +236,16 @@ def test_the_adapters_register_where_their_framework_keeps_the_learner_state():
 
     assert set(learner_state_locations()) >= {("DomainBed model.pkl", ("model_dict", "clipood_learner")),
                                               ("Dassl checkpoint", ("state_dict", "learner"))}
+
+
+def test_train_never_clears_the_pretrained_weights_it_reads(tmp_path):
+    """write_guard.check_run_outputs, the guard `clipood train` calls before it writes or clears its run files."""
+    from clipood_plugin.write_guard import check_run_outputs
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.pt").write_bytes(b"an earlier run's model, now the weights of this one")
+    with pytest.raises(DataError, match="is an input of the run .*: name --output-dir elsewhere"):
+        check_run_outputs(run_dir, str(run_dir / "model.pt"))
+    check_run_outputs(run_dir, str(tmp_path / "tiny.pt"))  # its own files are the run's to keep or replace
+    check_run_outputs(run_dir, "openai")
