@@ -9,6 +9,7 @@ import torch
 from .backbone import export_metadata_path
 from .files import load_checkpoint
 from .image_input import IMAGE_NORMS
+from .registry import registered
 from .settings import SWAD_DEFAULTS, ChangedSettingsError, DataError, changed_settings
 
 CHECKPOINT_FORMAT = 2
@@ -143,12 +144,8 @@ def check_tensors(name, theirs, mine, same_dtype=False, finite=False):
 def learner_state_locations():
     """((what the file is, the keys that lead to the learner state in it), ...): `clipood train`'s, then those the
     adapters register (entry points ``clipood.learner_states``: a (name, keys) pair each)."""
-    from importlib.metadata import entry_points
-
-    points = entry_points()
-    group = points.select(group=LEARNER_STATE_ENTRY_POINTS) if hasattr(points, "select") else \
-        points.get(LEARNER_STATE_ENTRY_POINTS, [])  # Python 3.9
-    return TRAIN_LEARNER_STATES + tuple(point.load() for point in sorted(group, key=lambda point: point.name))
+    points = registered(LEARNER_STATE_ENTRY_POINTS)
+    return TRAIN_LEARNER_STATES + tuple(points[name].load() for name in sorted(points))
 
 
 def read_learner_state(checkpoint_path):

@@ -22,12 +22,9 @@ def _summaries():
     """{KIND: entry point} of `clipood summary KIND ARGS...`: the main(argv) that tables the runs of a front end.
     The adapters register theirs (setup.py's entry points): the core names none of them, and imports one only
     when it is asked for."""
-    from importlib.metadata import entry_points
+    from .registry import registered
 
-    points = entry_points()
-    group = points.select(group=SUMMARY_ENTRY_POINTS) if hasattr(points, "select") else \
-        points.get(SUMMARY_ENTRY_POINTS, [])  # Python 3.9
-    return {point.name: point for point in group}
+    return registered(SUMMARY_ENTRY_POINTS)
 
 
 def _add_config_flags(parser, defaults, skip=()):
