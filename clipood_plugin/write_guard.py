@@ -3,6 +3,7 @@ it never replaces a file it reads, a file of a `clipood train` run, or a file it
 (``--overwrite``). Whether a command wrote a file is told by the file's content (a JSON key naming its
 writer, an export's JSON, a summary's legend). Imports no torch: the summaries and figure5 run without it."""
 import json
+import os
 from pathlib import Path
 
 from .files import LOCK_FILE
@@ -43,13 +44,23 @@ def check_writes(outputs, command, name, reads=(), task=None, overwrite=False, w
 
 def _check_targets(outputs, name, reads, task):
     """None of ``outputs`` ({path: what it is}) is one of the files ``task`` reads, nor a folder."""
-    inputs = {Path(path).resolve() for path in reads if path is not None}
+    inputs = [Path(path) for path in reads if path is not None]
     for path, label in outputs.items():
         path = Path(path)
-        if path.resolve() in inputs:
+        if any(_same_file(path, read) for read in inputs):
             raise DataError(f"{label}, {path}, is an input of {task}: name {name} elsewhere")
         if path.is_dir():
             raise DataError(f"{label}, {path}, is a folder: name {name} as a file")
+
+
+def _same_file(path, other):
+    """One file under two names: the same path resolved (links followed), or the same inode (a hard link)."""
+    if path.resolve() == other.resolve():
+        return True
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them is not there
+        return False
 
 
 def is_run_file(path):

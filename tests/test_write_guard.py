@@ -5,6 +5,7 @@ that are not the run's are refused wherever a text tower or theta_0 is rebuilt f
 the adapters' checkpoints without naming them (they register where their framework keeps the learner state)."""
 import ast
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,10 @@ def test_the_guard_refuses_inputs_folders_run_files_and_files_of_others(tmp_path
     read.write_bytes(b"weights")
     with pytest.raises(DataError, match="is an input of clipood thing: name OUT elsewhere"):
         check(tmp_path / "sub" / ".." / "input.pt", reads=[read], overwrite=True)  # another spelling of the input
+    link = tmp_path / "hard_link.pt"
+    os.link(read, link)
+    with pytest.raises(DataError, match="is an input of clipood thing"):
+        check(link, reads=[read], overwrite=True)  # the same file under another name
     with pytest.raises(DataError, match="is a folder"):
         check(tmp_path)
     run = tmp_path / "run"
