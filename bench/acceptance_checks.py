@@ -342,7 +342,7 @@ def check_nvjpeg(tiny, root):
 def check_pinned_transfer(tiny, root):
     """The batches of `clipood train`'s loop (decode cpu) come in pinned memory, so that their copy to the GPU
     (non_blocking) overlaps the step; and the copy is exact."""
-    from clipood_plugin.standalone import training_batches
+    from clipood_plugin.batch_stream import training_batches
 
     items = _jpeg_items(root, 8)
     batches = training_batches([items, items], _paper_transform(32), 4, seed=0, workers=1, device=tiny.device)
@@ -351,7 +351,7 @@ def check_pinned_transfer(tiny, root):
     copied = images.to(tiny.device, non_blocking=True)
     synchronize(tiny.device)
     _require(torch.equal(copied.cpu(), images), "the non_blocking copy to the device differs from the batch")
-    _require(images.is_pinned(), "the training batches (clipood_plugin.standalone.training_batches, decode cpu) are "
+    _require(images.is_pinned(), "the training batches (clipood_plugin.batch_stream.training_batches, decode cpu) are "
                                  "in pageable memory, so their copy to the GPU cannot overlap the step (the loaders "
                                  "pin each domain's batch; concatenating them makes a new, unpinned tensor)")
     return {"pinned": True, "batch": list(images.shape)}

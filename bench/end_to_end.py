@@ -6,7 +6,7 @@
 Generates JPEG files in the DomainBed layout ROOT/<domain>/<class>/<image>.jpg (or reads --data-dir),
 then with one learner:
 1. step_only: ``learner.update`` on one batch preloaded on the device (the pure step rate);
-2. end_to_end: the training loop of ``clipood train`` (clipood_plugin.standalone.training_batches): per
+2. end_to_end: the training loop of ``clipood train`` (clipood_plugin.batch_stream.training_batches): per
    training domain a DataLoader with ``--workers`` processes decoding and augmenting the files, batches of
    ``batch / domains`` per domain concatenated, then ``learner.update``. ``data_wait_share`` is the share of the loop's time
    spent waiting for the next batch; ``update`` ends with a host sync (``loss.item()``), so on a GPU that
@@ -28,7 +28,7 @@ from bench_utils import emit, log, resolve_device, synchronize, timed
 from clipood_plugin import CLIPoodLearner, IMAGENET_MEAN, IMAGENET_STD
 from clipood_plugin.data import scan_domain_folders
 from clipood_plugin.settings import DECODE_CHOICES
-from clipood_plugin.standalone import training_batches
+from clipood_plugin.batch_stream import training_batches
 
 
 def make_jpeg_dataset(root, domains, classes, images_per_class, size, seed=0):

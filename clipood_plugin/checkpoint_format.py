@@ -1,5 +1,6 @@
-"""The learner's checkpoint format: what a CLIPoodLearner state holds (format 2), the settings a checkpoint must
-share with the learner that loads it, its validation, and its reader from any file a front end saved it in.
+"""The checkpoint formats: what a CLIPoodLearner state holds (format 2), the settings a checkpoint must share
+with the learner that loads it, its validation, and its reader from any file a front end saved it in; and the
+run checkpoint of `clipood train` (format 1) that wraps a learner state.
 
 Where a front end keeps the learner state inside its own checkpoint, the front end says: `clipood train`'s two
 are listed here, and each adapter registers its own under the ``clipood.learner_states`` entry points (setup.py),
@@ -202,3 +203,22 @@ def _check_learner_state(state, checkpoint_path):
         raise not_of_this_package(checkpoint_path, f"text_features of shape {tuple(state['text_features'].shape)} "
                                                     f"for {len(state['class_names'])} class names")
 
+
+# ----------------------------------------------------------------------------- the run checkpoint of `clipood train`
+RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
+
+
+def run_checkpoint(config, learner, state, data):
+    """What OUTPUT_DIR/checkpoint.pt holds: ``config`` (TrainConfig as a dict), ``learner`` (its state dict),
+    ``state`` (the run state as a plain dict) and ``data`` (the file-list digest of the dataset)."""
+    return {"format": RUN_CHECKPOINT_FORMAT, "config": config, "learner": learner, "state": state, "data": data}
+
+
+def read_run_checkpoint(path):
+    """The run checkpoint in ``path``, checked to be of this format (DataError naming the fix otherwise)."""
+    checkpoint = load_checkpoint(path)
+    if not (isinstance(checkpoint, dict) and checkpoint.get("format") == RUN_CHECKPOINT_FORMAT
+            and {"config", "learner", "state", "data"} <= set(checkpoint)):
+        raise DataError(f"{path} is not a checkpoint of this version of clipood train; start over "
+                        "with --overwrite, or choose another --output-dir")
+    return checkpoint

@@ -1,20 +1,21 @@
-"""`clipood train`, `clipood demo` and `clipood export`. The arguments are parsed and checked before torch and
-open_clip are imported (on use, below), so that --help and a bad argument answer at once."""
+"""The `clipood` command: its parser, and the dispatch to each command's module.
+
+    clipood train     train on ROOT/<domain>/<class>/<image>, test on held-out domains (train_command.py)
+    clipood demo      generate a small shapes dataset and train on it (train_command.py)
+    clipood export    a trained model as an open_clip checkpoint (export.py)
+    clipood evaluate  the accuracy of a saved model, optionally of its WiSE-FT interpolations (evaluate.py)
+    clipood summary   table the runs of a front end against the paper (the adapters' entry points)
+    clipood figure5   the paper's Figure 5 analysis on your data (figure5.py)
+
+The arguments are parsed and checked before torch and open_clip are imported (on use, in those modules), so
+that --help and a bad argument answer at once."""
 import argparse
-import dataclasses
-import difflib
 import sys
-import typing
 
-from . import __version__
-from .settings import (RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, alphas_of, check_settings, flag,
-                       random_init_warning)
+from . import __version__, train_command
+from .command_line import Parser, fail
+from .settings import DataError, TrainConfig, alphas_of, check_settings
 
-# The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
-# needs more steps and a far larger learning rate than the paper's fine-tuning.
-DEMO_TEST_DOMAIN = "painting"
-DEMO_REAL = dict(steps=300, batch_size=16, eval_every=50, checkpoint_every=100, eval_batch_size=256)
-DEMO_TINY = dict(DEMO_REAL, model=TINY_MODEL, pretrained="none", lr=RANDOM_INIT_LR, steps=600, eval_every=100)
 SUMMARY_ENTRY_POINTS = "clipood.summaries"
 
 
@@ -27,55 +28,12 @@ def _summaries():
     return registered(SUMMARY_ENTRY_POINTS)
 
 
-def _add_config_flags(parser, defaults, skip=()):
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip:
-            continue
-        option = flag(f.name)
-        default = getattr(defaults, f.name)
-        help_text = f.metadata["help"] + ("" if default is None else f" (default: {default})")
-        if hints[f.name] is bool:
-            parser.add_argument(option, action="store_true", help=f.metadata["help"])
-        elif hints[f.name] is list:
-            parser.add_argument(option, nargs="+", default=default, help=help_text)
-        else:
-            kind = {"int": int, "float": float}.get(hints[f.name].__name__, str)
-            parser.add_argument(option, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument no option takes is an error of the (sub)command whose arguments it is among: its usage
-    is shown, with the closest option names (argparse leaves it to the top-level parser, which shows its
-    own usage and no suggestion)."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        if extras:
-            options = [option for action in self._actions for option in action.option_strings]
-            close = [match for extra in extras if extra.startswith("-")
-                     for match in difflib.get_close_matches(extra.split("=", 1)[0], options, n=1)]
-            self.error(f"unrecognized arguments: {' '.join(extras)}"
-                       + (f" (did you mean {' or '.join(close)}?)" if close else ""))
-        return namespace, extras
-
-
 def build_parser():
-    parser = _Parser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
+    parser = Parser(prog="clipood", description="CLIPood: fine-tune CLIP with Margin Metric "
                      "Softmax and Beta Moving Average (Shu et al., ICML 2023)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    train_parser = commands.add_parser("train", help="train on ROOT/<domain>/<class>/<image>, test on held-out domains")
-    _add_config_flags(train_parser, TrainConfig())
-    for action in train_parser._actions:
-        if action.dest in ("data_dir", "test_domains"):
-            action.required = True
-    demo = commands.add_parser("demo", help="generate a small shapes dataset and run CLIPood on it "
-                               "(ViT-B-16 when a GPU and its weights are there, else clipood-tiny on the CPU)")
-    _add_config_flags(demo, TrainConfig(**DEMO_TINY), skip=("data_dir", "test_domains"))
-    for action in demo._actions:  # only flags the user gives override the preset the demo picks
-        if action.dest != "help":
-            action.default = argparse.SUPPRESS
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    train_command.add_commands(commands)
     export = commands.add_parser("export", help="write a trained model (model.pt, DomainBed model.pkl, Dassl "
                                  "checkpoint) as an open_clip checkpoint: averaged image tower + pretrained text tower")
     export.add_argument("checkpoint", help="model.pt of `clipood train`, DomainBed model.pkl, or Dassl checkpoint")
@@ -122,33 +80,6 @@ def _add_evaluate_parser(commands):
                           "each alpha in [0, 1]")
 
 
-def _demo_config(chosen):
-    """Real CLIP only where it runs fast and its weights are there; the tiny model otherwise."""
-    import torch
-
-    from . import distributed
-    from .backbone import pretrained_weights_available, resolve_model_name
-
-    if distributed.launched_world_size() > 1:  # every rank would write the same generated images at once
-        raise DataError("clipood demo runs in one process: run it once without torchrun (it writes "
-                        "OUTPUT_DIR/demo_data), then torchrun ... -m clipood_plugin train --data-dir "
-                        f"OUTPUT_DIR/demo_data --test-domains {DEMO_TEST_DOMAIN} ...")
-    if "model" in chosen:
-        preset = DEMO_REAL
-    else:
-        use_real = torch.cuda.is_available() and pretrained_weights_available(resolve_model_name("ViT-B-16"), "openai")
-        preset = DEMO_REAL if use_real else DEMO_TINY
-        print(f"demo model: {'ViT-B-16 (openai weights) on the GPU' if use_real else TINY_MODEL + ' (random init)'}"
-              + ("" if use_real else ": no GPU or no pretrained weights here; pass --model/--pretrained to choose"))
-    return _demo_settings(preset, chosen)
-
-
-def _demo_settings(preset, chosen):
-    config = TrainConfig(**{**preset, **chosen, "test_domains": [DEMO_TEST_DOMAIN]})
-    config.data_dir = f"{config.output_dir}/demo_data"
-    return config
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "export":
@@ -167,49 +98,10 @@ def main(argv=None):
                            spelled={"eval_batch_size": "--batch-size", "workers": "--workers",
                                     "wise_ft_alphas": "--wise-ft"}.get)
         except DataError as error:
-            return _fail("evaluate", error)
+            return fail("evaluate", error)
         from .evaluate import main as evaluate_main
         return evaluate_main(args)
-    return _train_or_demo(args)
-
-
-def _train_or_demo(args):
-    command = args.command
-    chosen = {k: v for k, v in vars(args).items() if k != "command"}
-    try:  # everything the command line alone can tell, before anything heavy is imported
-        config = _demo_settings(DEMO_TINY, chosen) if command == "demo" else TrainConfig(**chosen)
-        config.check()
-    except DataError as error:
-        return _fail(command, error)
-
-    from .backbone import MissingPackageError, WeightsUnavailableError
-    from .standalone import Interrupted, train
-    from .synthetic import make_demo_dataset
-    from .training_step import TrainingDivergedError
-
-    try:
-        if command == "demo":
-            config = _demo_config(chosen)
-        warning = random_init_warning(config.pretrained, config.lr, "--pretrained none", "--lr {}")
-        if warning:
-            print(f"clipood {command}: {warning}", file=sys.stderr)
-        train(config, prepare_data=make_demo_dataset if command == "demo" else None)
-    except WeightsUnavailableError as error:
-        return _fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none"))
-    except (DataError, FileNotFoundError, ValueError, MissingPackageError, TrainingDivergedError) as error:
-        return _fail(command, error)
-    except Interrupted as stop:
-        print(f"\nclipood {command}: stopped by {stop}; {stop.kept}", file=sys.stderr)
-        return 128 + stop.signum
-    except KeyboardInterrupt:  # before the run began (its own handler takes over from there)
-        print(f"\nclipood {command}: interrupted before the run began; nothing was saved", file=sys.stderr)
-        return 130
-    return 0
-
-
-def _fail(command, error):
-    print(f"clipood {command}: error: {error}", file=sys.stderr)
-    return 2
+    return train_command.main(args)
 
 
 if __name__ == "__main__":

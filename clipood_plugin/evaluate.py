@@ -9,11 +9,11 @@ import torch
 
 from .backbone import MissingPackageError, WeightsUnavailableError, export_metadata_path
 from .data import scan_domain_folders
+from .evaluation import evaluate, evaluation_loader, mean_accuracy
 from .files import write_json
 from .results_table import format_table
 from .saved_model import load_learner
 from .settings import DataError, check_device, check_settings
-from .standalone import evaluate, evaluation_loader, mean_accuracy
 from .wise_ft import saved_model_pretrained_weights, wise_ft_accuracy
 from .write_guard import check_writes, json_written_by, with_writer
 

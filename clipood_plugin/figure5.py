@@ -20,58 +20,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from . import train_command
 from .files import make_dirs, write_json
-from .results_table import format_table
-from .settings import DataError, flag
+from .results_table import UnusableRun, format_table
+from .run_report import read_results
+from .settings import DataError, TrainConfig, flag
 from .write_guard import check_writes
 
 PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
 MANIFEST = "figure5.json"
-
-
-def read_results(path):
-    """A run's results.json as `clipood train` writes it, checked: {"config", "test_domains", "bma": {domain:
-    accuracy}, "mean_bma", "mean_final"} (accuracies in %), None if the run has not finished, UnusableRun
-    naming why it cannot be used."""
-    from .results_table import UnusableRun, checked_accuracy
-
-    if not path.exists():
-        return None
-    try:
-        results = json.loads(path.read_text())
-        config, domains = results["config"], results["test_domains"]
-        bma, mean = results["accuracy"]["bma"], results["test_mean"]
-        if not (isinstance(config, dict) and isinstance(domains, list) and isinstance(bma, dict)):
-            raise TypeError
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        reason = getattr(error, "strerror", None) or (str(error) if isinstance(error, ValueError) else
-                                                      "not what clipood train writes")
-        raise UnusableRun(f"{path} unreadable ({reason})") from None
-    checked = {"config": config, "test_domains": domains,
-               "bma": {domain: checked_accuracy(bma.get(domain), f"{path}: the accuracy on {domain}")
-                       for domain in domains},
-               **{f"mean_{key}": checked_accuracy(mean.get(key), f"{path}: the mean accuracy ({key})")
-                  for key in ("bma", "final")}}
-    if "wise_ft" in results:
-        checked["wise_ft"] = _checked_wise_ft(results["wise_ft"], domains, path)
-    return checked
-
-
-def _checked_wise_ft(wise_ft, domains, path):
-    """{"best_alpha", "best": {domain: accuracy}, "curve": [(alpha, holdout mean, test mean)]} of a run's
-    WiSE-FT results."""
-    from .results_table import UnusableRun, checked_accuracy
-
-    try:
-        curve = {entry["alpha"]: entry for entry in wise_ft["curve"]}
-        best = curve[wise_ft["best_alpha"]]
-    except (KeyError, TypeError):
-        raise UnusableRun(f"{path}: its wise_ft results are not what clipood train writes (or it had no holdout "
-                          "to choose alpha on)") from None
-    return {"best_alpha": wise_ft["best_alpha"],
-            "best": {domain: checked_accuracy(best["accuracy"].get(domain), f"{path}: WiSE-FT's accuracy on {domain}")
-                     for domain in domains},
-            "curve": [(alpha, entry["holdout_mean"], entry["test_mean"]) for alpha, entry in curve.items()]}
 
 
 def flags_of(settings):
@@ -86,17 +43,14 @@ def plan(panels, train_flags):
     ("clipood": the method), after ``train_flags`` and the row's settings are parsed as `clipood train` does;
     fields that do not change the trained model (TrainConfig.RESUMABLE_CHANGES: wise_ft among them) name no run,
     so a WiSE-FT row is an evaluation of the run its other settings name, which is trained with its --wise-ft."""
-    from clipood_plugin.cli import build_parser
-    from clipood_plugin.standalone import TrainConfig
-
-    parser, defaults = build_parser(), vars(TrainConfig())
+    parser, defaults = train_command.parser(), vars(TrainConfig())
     set_by_rows = {key for panel in panels.values() for row in panel["rows"] for key in row["settings"]}
     varied = [field for field in defaults if field in set_by_rows and field not in TrainConfig.RESUMABLE_CHANGES]
     runs, manifest = {}, {}
     for key, panel in panels.items():
         rows = []
         for row in panel["rows"]:
-            arguments = ["train", *train_flags, *flags_of(row["settings"])]
+            arguments = [*train_flags, *flags_of(row["settings"])]
             config = vars(parser.parse_args(arguments))
             name = "_".join(f"{field}-{config[field]}" for field in varied if config[field] != defaults[field])
             name = name or "clipood"
@@ -112,12 +66,7 @@ def plan(panels, train_flags):
 
 def run(runs, output_dir, dry_run=False, log=print):
     """Train the runs one after the other in this process; returns the first non-zero exit code, else 0."""
-    from clipood_plugin.cli import build_parser, main as clipood
-    from clipood_plugin.standalone import TrainConfig
-
-    from .results_table import UnusableRun
-
-    parser = build_parser()
+    parser = train_command.parser()
     for name, arguments in runs.items():
         run_dir = output_dir / "runs" / name
         arguments = [*arguments, "--output-dir", str(run_dir)]
@@ -136,9 +85,9 @@ def run(runs, output_dir, dry_run=False, log=print):
             continue
         if (run_dir / "checkpoint.pt").exists():
             arguments.append("--resume")
-        log("clipood " + shlex.join(arguments))
+        log("clipood train " + shlex.join(arguments))
         if not dry_run:
-            code = clipood(arguments)
+            code = train_command.main(parser.parse_args(arguments))
             if code:
                 return code
     return 0
@@ -180,8 +129,6 @@ def _is_manifest(output_dir):
 def summarize(output_dir, markdown=False):
     """(every panel of OUT/figure5.json as a table of its runs' test accuracies (%), lines naming the runs
     left out and why, whether every row has its values)."""
-    from .results_table import UnusableRun
-
     panels = read_manifest(output_dir)
     results, left_out = {}, []
     for name in sorted({row["run"] for panel in panels.values() for row in panel["rows"]}):

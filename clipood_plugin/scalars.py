@@ -47,10 +47,6 @@ class ScalarLog:
         characters ("painting (holdout)" is tagged painting_holdout)."""
         self.add({f"{prefix}/{_tag(split)}": value for split, value in accuracy.items()}, step)
 
-    def flush(self):
-        if self._writer is not None:
-            self._writer.flush()
-
     def close(self):
         if self._writer is not None:
             self._writer.close()

@@ -1,232 +1,22 @@
 """`clipood train`: CLIPood on a ROOT/<domain>/<class>/<image> folder dataset, leave-domains-out."""
-import collections
 import contextlib
-import dataclasses
-import math
-import shutil
-import signal
 import sys
-import threading
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from . import distributed
-from .data import ImageList, StepBatchSampler, ignore_stop_signals, scan_domain_folders, split_holdout
-from .device_decoding import EncodedBatch, EncodedImageList, decoded_ahead, device_augmentation
-from .files import claim_output_dir, load_checkpoint, save_atomic, save_tensors, write_json
+from .batch_stream import training_batches
+from .data import scan_domain_folders, split_holdout
+from .evaluation import evaluate, evaluation_loader, mean_accuracy
+from .files import claim_output_dir, save_tensors
 from .learner import CLIPoodLearner
+from .run_files import RunFiles, RunState
+from .run_report import plot_results, report, run_results, write_results
 from .scalars import ScalarLog
-from .settings import (AVERAGED_MODEL_NAMES, DECODE_CHOICES, ChangedSettingsError, DataError, TrainConfig, alphas_of,
-                       changed_settings, check_device, flag)
-
-RUN_CHECKPOINT_FORMAT = 1  # layout of OUTPUT_DIR/checkpoint.pt: config, learner, state, data
-
-
-def evaluation_loader(items, transform, workers, **kwargs):
-    """Evaluation batches (images, labels, skipped): an image that cannot be read is left out and reported."""
-    return torch.utils.data.DataLoader(ImageList(items, transform, unreadable="drop"), num_workers=workers,
-                                       collate_fn=ImageList.collate, worker_init_fn=ignore_stop_signals, **kwargs)
-
-
-def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1,
-                     decode="auto", device="cpu", skipped=None):
-    """(images, labels) of each step from ``start_step`` on: one batch of ``batch_size`` per training domain
-    (this rank's share of it), concatenated. Each domain has its own loader processes and data order.
-
-    ``decode="device"`` decodes and augments the JPEGs on ``device`` in one batch per step
-    (clipood_plugin.device_decoding; the loader processes only read files and draw the crops), and the
-    images come back on ``device``; with "cpu" the loader processes do it all with PIL; "auto" is "device" on
-    CUDA where the transform allows, else "cpu".
-
-    With a list ``skipped``, an image that cannot be read is replaced by the next readable one of its
-    domain (ImageList "replace": the batches stay a function of the seed and the step) and its
-    (path, reason) is appended to the list when its batch is yielded; without, it raises UnreadableImage.
-    """
-    if decode not in DECODE_CHOICES:
-        raise DataError(f"unknown decode {decode!r}; choose one of {DECODE_CHOICES}")
-    device = torch.device(device)
-    on_device = device_augmentation(decode, transform, device)
-    unreadable = "raise" if skipped is None else "replace"
-    streams = []
-    for i, items in enumerate(items_per_domain):
-        sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size)
-        if on_device is None:
-            dataset, collate = ImageList(items, transform, unreadable), ImageList.collate
-        else:
-            dataset, collate = EncodedImageList(items, on_device, unreadable), EncodedBatch.collate
-        streams.append(iter(torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=workers,
-            pin_memory=device.type == "cuda" and on_device is not None,  # decoded images: pinned once concatenated
-            collate_fn=collate, worker_init_fn=ignore_stop_signals)))
-    skipped = [] if skipped is None else skipped
-    if on_device is None:
-        for parts in _together(streams):
-            skipped.extend(entry for *_, found in parts for entry in found)
-            yield (_concatenated([images for images, *_ in parts], pinned=device.type == "cuda"),
-                   torch.cat([labels for _, labels, _ in parts]))
-    else:
-        pending = collections.deque()  # what each batch skipped, until it comes back decoded (in order)
-
-        def encoded():
-            for batch in map(EncodedBatch.cat, _together(streams)):
-                pending.append(batch.skipped)
-                yield batch
-
-        for images, labels in decoded_ahead(encoded(), on_device, device):
-            skipped.extend(pending.popleft())
-            yield images, labels
-
-
-def _concatenated(tensors, pinned):
-    """torch.cat, into page-locked memory when ``pinned`` so that the copy to the GPU can be asynchronous
-    (a cat of pinned tensors is not pinned itself, so the loaders do not pin their parts)."""
-    if not pinned:
-        return torch.cat(tensors)
-    out = torch.empty((sum(len(t) for t in tensors), *tensors[0].shape[1:]), dtype=tensors[0].dtype, pin_memory=True)
-    return torch.cat(tensors, out=out)
-
-
-def _together(streams):
-    while True:
-        yield [next(stream) for stream in streams]
-
-
-def evaluate(learner, eval_loaders, averaged, skipped, batches_of=iter):
-    """Accuracy (%) per evaluation split, over the images that can be read; the others' (path, reason) is
-    appended to ``skipped``. ``batches_of(loader)`` iterates a loader. Distributed, each rank's loaders
-    hold its share of the split and the counts are summed over ranks (the weights, and so the
-    predictions, are the same on every rank)."""
-    counts = torch.zeros(len(eval_loaders), 2, dtype=torch.float64)
-    for i, loader in enumerate(eval_loaders.values()):
-        for images, labels, unreadable in batches_of(loader):
-            skipped.extend(unreadable)
-            if images is not None:
-                counts[i, 0] += (learner.predict(images, averaged=averaged).argmax(1).cpu() == labels).sum().item()
-                counts[i, 1] += len(labels)
-    counts = distributed.all_reduce_sum(counts.to(learner.device)).cpu()
-    return {name: 100.0 * correct / total if total else math.nan
-            for name, (correct, total) in zip(eval_loaders, counts.tolist())}
-
-
-_END = object()  # what next() gives at the end of an iterator, in _StopSignals.between
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the run; ``kept`` says, in a sentence, what of it is on disk. ``forced``: a
-    second signal came while the first was waiting for a block to end, and the run stopped at once."""
-
-    def __init__(self, signum, forced=False):
-        super().__init__(signal.Signals(signum).name)
-        self.signum, self.forced = signum, forced
-        self.kept = None
-
-
-class _StopSignals:
-    """While active, SIGINT and SIGTERM raise Interrupted at once, except inside ``deferred()`` (an optimizer
-    step and its bookkeeping, a file write, the fetch of a batch): there they take effect when the block
-    ends, so that the state a run saves is always that of a finished step. A second signal while the
-    first one waits raises at once, with ``forced``."""
-
-    def __init__(self):
-        self._depth, self._pending, self._previous = 0, None, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # Python runs signal handlers there only
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.getsignal(signum) or signal.SIG_DFL
-                signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame):
-        if self._depth and self._pending is None:
-            self._pending = signum
-        else:
-            raise Interrupted(signum, forced=bool(self._depth))
-
-    @contextlib.contextmanager
-    def deferred(self):
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-        if not self._depth and self._pending is not None:
-            signum, self._pending = self._pending, None
-            raise Interrupted(signum)
-
-    def between(self, iterable):
-        """The items of ``iterable``, each fetched inside ``deferred()``: a signal takes effect between items,
-        never in the middle of a DataLoader's receipt of a batch (which leaves its loader processes printing
-        errors as the run exits)."""
-        iterator = iter(iterable)
-        while True:
-            with self.deferred():
-                item = next(iterator, _END)
-            if item is _END:
-                return
-            yield item
-
-
-
-class _RunFiles:
-    """Files of one run in OUTPUT_DIR."""
-
-    def __init__(self, output_dir):
-        self.dir = Path(output_dir)
-        self.checkpoint = self.dir / "checkpoint.pt"
-        self.results = self.dir / "results.json"
-        self.plot = self.dir / "results.png"
-        self.model = self.dir / "model.pt"
-        self.tensorboard = self.dir / "tensorboard"  # scalars, when tensorboard is installed
-
-    def check_start(self, config):
-        """Refuse to start where the run would overwrite work, or resume what is not there."""
-        finished = [path.name for path in (self.results, self.model) if path.exists()]
-        if config.resume and not self.checkpoint.exists():
-            raise DataError(f"--resume: no checkpoint at {self.checkpoint}"
-                            + (f" (the run there finished: {', '.join(finished)})" if finished else ""))
-        if config.resume or config.overwrite:
-            return
-        if self.checkpoint.exists():
-            raise DataError(f"{self.checkpoint} holds an unfinished run; pass --resume to continue it, --overwrite "
-                            "to start over, or choose another --output-dir")
-        if finished:
-            raise DataError(f"{self.dir} holds a finished run ({', '.join(finished)}); pass --overwrite to replace "
-                            "it, or choose another --output-dir")
-
-    def clear(self):
-        for path in (self.checkpoint, self.results, self.plot, self.model):
-            path.unlink(missing_ok=True)
-        shutil.rmtree(self.tensorboard, ignore_errors=True)
-
-    def load_checkpoint(self, config, dataset):
-        """The run checkpoint, checked against this command's settings and dataset."""
-        checkpoint = load_checkpoint(self.checkpoint)
-        if not (isinstance(checkpoint, dict) and checkpoint.get("format") == RUN_CHECKPOINT_FORMAT
-                and {"config", "learner", "state", "data"} <= set(checkpoint)):
-            raise DataError(f"{self.checkpoint} is not a checkpoint of this version of clipood train; start over "
-                            "with --overwrite, or choose another --output-dir")
-        now = dataclasses.asdict(config)
-        changes = changed_settings(checkpoint["config"], now,
-                                   [key for key in now if key not in TrainConfig.RESUMABLE_CHANGES])
-        if changes:
-            raise ChangedSettingsError(changes, "resume with the checkpoint's settings, or start a new run in "
-                                       "another --output-dir", spelled=flag)
-        saved, now = checkpoint["data"], dataset.file_list_digest()
-        changed = sorted(d for d in set(saved) | set(now) if saved.get(d) != now.get(d))
-        if changed:
-            counts = "; ".join(f"{d}: {saved.get(d, [0])[0]} image files then, {now.get(d, [0])[0]} now"
-                               for d in changed)
-            raise DataError(f"--resume: the image files of {config.data_dir} changed since the checkpoint ({counts}); "
-                            "the holdout split and the data order are drawn from them: restore them, or start over "
-                            "with --overwrite")
-        return checkpoint
+from .settings import AVERAGED_MODEL_NAMES, DataError, TrainConfig, alphas_of, check_device
+from .stop_signals import Interrupted, StopSignals
+from .wise_ft import wise_ft_accuracy
 
 
 def train(config: TrainConfig, log=print, prepare_data=None):
@@ -246,8 +36,8 @@ def train(config: TrainConfig, log=print, prepare_data=None):
     main = distributed.is_main()
     if not main:
         log = _quiet
-    files = _RunFiles(config.output_dir)
-    with claim_output_dir(files.dir) if main else contextlib.nullcontext(), _StopSignals() as signals:
+    files = RunFiles(config.output_dir)
+    with claim_output_dir(files.dir) if main else contextlib.nullcontext(), StopSignals() as signals:
         files.check_start(config)
         if prepare_data is not None:
             prepare_data(config.data_dir)
@@ -311,8 +101,7 @@ class _TrainingRun:
         self.theta_0 = None if config.wise_ft is None else {
             name: tensor.detach().clone() for name, tensor in self.learner.inference_encoder.state_dict().items()}
         self.state = self._resumed_state() if config.resume else self._fresh_state()
-        for path, reason in dataset.skipped:
-            self.state["skipped_images"].setdefault(path, reason)
+        self.state.record_skipped(dataset.skipped)
         self.saved_step = self.learner.step if config.resume else None  # the step of the checkpoint on disk
         self.found = []  # (path, reason) of images found unreadable while training or evaluating
         self.first_step = self.learner.step
@@ -326,37 +115,33 @@ class _TrainingRun:
                                  batch_size=self.config.eval_batch_size)
 
     def _resumed_state(self):
-        checkpoint = self.files.load_checkpoint(self.config, self.dataset)
+        learner_state, state = self.files.load_checkpoint(self.config, self.dataset)
         try:
-            self.learner.load_state_dict(checkpoint["learner"])
+            self.learner.load_state_dict(learner_state)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise DataError(f"{self.files.checkpoint} does not fit the model of this run ({error}); start over with "
                             "--overwrite, or choose another --output-dir") from None
         self.log(f"resumed at step {self.learner.step} from {self.files.checkpoint}")
-        return checkpoint["state"]
+        return state
 
     def _fresh_state(self):
         if self.main:
             self.files.clear()  # --overwrite: the previous run's files go once this one is ready to start
-        return {"history": [], "bma_weights": [], "losses": [], "skipped_images": {}}
+        return RunState()
 
     # ----------------------------------------------------------------- bookkeeping
     def record_found(self, say):
-        for path, reason in self.found:
-            if path not in self.state["skipped_images"]:
-                self.state["skipped_images"][path] = reason
-                say(f"skipped unreadable image {path} ({reason}); listed in results.json")
+        for path, reason in self.state.record_skipped(self.found):
+            say(f"skipped unreadable image {path} ({reason}); listed in results.json")
         self.found.clear()
 
     def save_checkpoint(self, all_ranks=True):
         if all_ranks:  # else the other ranks may be gone: only this rank's unreadable images are listed
-            self.state["skipped_images"] = _gathered(self.state["skipped_images"], self.world_size)
+            self.state.skipped_images = _gathered(self.state.skipped_images, self.world_size)
         _require_finite(self.learner, self.state, self.config)
         if self.main:
             with self.signals.deferred():
-                save_tensors({"format": RUN_CHECKPOINT_FORMAT, "config": dataclasses.asdict(self.config),
-                              "learner": self.learner.state_dict(), "state": self.state,
-                              "data": self.dataset.file_list_digest()}, self.files.checkpoint)
+                self.files.save_checkpoint(self.config, self.learner, self.state, self.dataset)
         self.saved_step = self.learner.step
 
     def log_evaluation(self, entry):
@@ -387,8 +172,6 @@ class _TrainingRun:
         """WiSE-FT of the model the run predicts with: per alpha, the accuracy on each split and the means over
         the holdout and the test domains; the alpha whose holdout mean is highest (the first such; None without
         a holdout)."""
-        from .wise_ft import wise_ft_accuracy
-
         curve = wise_ft_accuracy(self.learner, self.theta_0, alphas, self.eval_loaders, self.found)
         holdout = self.holdout_splits
         entries = [{"alpha": alpha, "accuracy": accuracy,
@@ -400,7 +183,7 @@ class _TrainingRun:
 
     def _eval_due(self, step):
         return (step % self.config.eval_every == 0 or step == self.config.steps) \
-            and self.state["history"][-1]["step"] != step
+            and self.state.history[-1]["step"] != step
 
     def _checkpoint_due(self, step):
         return step != self.saved_step and 0 < step < self.config.steps \
@@ -430,15 +213,13 @@ class _TrainingRun:
         return self._finish()
 
     def _evaluate_zero_shot(self):
-        if "zero_shot" in self.state:
+        if self.state.zero_shot is not None:
             return
         zero_shot = self.evaluate(averaged=False)
         with self.signals.deferred():
-            self.state["zero_shot"] = zero_shot
-            self.state["bma_weights"].append(self.learner.averaging_weight)  # a_0, the weight of the pretrained model
-            self.state["history"].append({"step": 0, "final": zero_shot, "bma": zero_shot})
+            self.state.record_zero_shot(zero_shot, self.learner.averaging_weight)
             self.record_found(self.log)
-        self.log_evaluation(self.state["history"][-1])
+        self.log_evaluation(self.state.history[-1])
 
     def _train(self):
         config, learner, signals, state = self.config, self.learner, self.signals, self.state
@@ -451,12 +232,12 @@ class _TrainingRun:
             while True:
                 step = learner.step
                 if learner.validation_due:
-                    say(f"step {step}: holdout loss {self.validate()!r}; {learner.averager.describe()}")
+                    say(f"step {step}: holdout loss {self.validate():.4f}; {learner.averager.describe()}")
                 if self._eval_due(step):
                     _require_finite(learner, state, config)
                     entry = {"step": step, "final": self.evaluate(averaged=False), "bma": self.evaluate(averaged=True)}
                     with signals.deferred():
-                        state["history"].append(entry)
+                        state.history.append(entry)
                         self.record_found(say)
                     say(f"step {step}: " + _summary(entry, config))
                     self.log_evaluation(entry)
@@ -468,8 +249,7 @@ class _TrainingRun:
                     images, labels = next(batches)
                 with signals.deferred():
                     stats = learner.update(images, labels)
-                    state["bma_weights"].append(stats["bma_weight"])
-                    state["losses"].append(stats["loss"])
+                    state.record_step(stats)
                     self.record_found(say)
                     self.scalars.add_step(stats, learner.step)
                     bar.update(1)
@@ -478,19 +258,9 @@ class _TrainingRun:
 
     def _finish(self):
         config, state, files, learner = self.config, self.state, self.files, self.learner
-        state["skipped_images"] = _gathered(state["skipped_images"], self.world_size)
+        state.skipped_images = _gathered(state.skipped_images, self.world_size)
         _require_finite(learner, state, config)
-        final = state["history"][-1]
-        results = {
-            "config": dataclasses.asdict(config), "class_names": self.dataset.class_names,
-            "train_domains": self.train_domains, "test_domains": config.test_domains,
-            "accuracy": {"zero_shot": state["zero_shot"], "final": final["final"], "bma": final["bma"]},
-            "test_mean": {k: mean_accuracy(v, config.test_domains) for k, v in
-                          (("zero_shot", state["zero_shot"]), ("final", final["final"]), ("bma", final["bma"]))},
-            "history": state["history"], "bma_weights": state["bma_weights"], "losses": state["losses"],
-            "skipped_images": [{"path": p, "reason": r} for p, r in sorted(state["skipped_images"].items())],
-            "model_file": str(files.model),
-        }
+        results = run_results(config, self.dataset.class_names, self.train_domains, state, files.model)
         if config.averaging == "swad":  # the steps it averaged (None: it never converged) and its losses
             swad = learner.averager
             results["swad"] = {"window": swad.window, "valley_ended": swad.dead, "holdout_losses": swad.losses}
@@ -500,10 +270,10 @@ class _TrainingRun:
             return results
         with contextlib.suppress(Interrupted), self.signals.deferred():  # a stop signal now finds the run finished
             save_tensors(learner.state_dict(include_training_state=False), files.model)
-            write_json(results, files.results)
+            write_results(results, files.results)
             plot_results(results, files.plot)
             files.checkpoint.unlink(missing_ok=True)
-        self.log(_report(results))
+        self.log(report(results))
         self.log(f"wrote {files.results}, {files.plot} and {files.model}")
         return results
 
@@ -523,72 +293,13 @@ def _require_finite(learner, state, config):
                for t in encoder.state_dict().values() if t.is_floating_point()]
     if bool(torch.stack([torch.isfinite(t).all() for t in weights]).all()):
         return
-    first = next((i + 1 for i, loss in enumerate(state["losses"]) if not math.isfinite(loss)), None)
+    first = state.first_nonfinite_loss_step()
     raise DataError(f"training diverged: the weights are not finite at step {learner.step}"
                     + (f" (the loss first was at step {first})" if first else "")
                     + f", so they were neither evaluated nor saved; start over with a lower --lr (this run: "
                     f"{config.lr:g}) and --overwrite")
 
 
-def mean_accuracy(accuracy, domains=None):
-    """The mean of {domain: accuracy} over ``domains`` (all of them by default)."""
-    domains = list(accuracy) if domains is None else domains
-    return sum(accuracy[d] for d in domains) / len(domains)
-
-
 def _summary(entry, config):
     return (f"test acc final {mean_accuracy(entry['final'], config.test_domains):.1f}  "
             f"{AVERAGED_MODEL_NAMES[config.averaging]} {mean_accuracy(entry['bma'], config.test_domains):.1f}")
-
-
-def _report(results):
-    acc = results["accuracy"]
-    names = list(acc["zero_shot"])
-    width = max(len(n) for n in names + ["test mean"])
-    lines = [f"{'accuracy (%)':<{width}}  zero-shot   final {AVERAGED_MODEL_NAMES[results['config']['averaging']]:>7}"]
-    for name in names:
-        lines.append(f"{name:<{width}}  {acc['zero_shot'][name]:9.1f} {acc['final'][name]:7.1f} {acc['bma'][name]:7.1f}")
-    mean = results["test_mean"]
-    lines.append(f"{'test mean':<{width}}  {mean['zero_shot']:9.1f} {mean['final']:7.1f} {mean['bma']:7.1f}")
-    if "wise_ft" in results:
-        wise_ft = results["wise_ft"]
-        lines.append("WiSE-FT alpha  holdout mean  test mean")
-        for entry in wise_ft["curve"]:
-            holdout = "-" if entry["holdout_mean"] is None else f"{entry['holdout_mean']:.1f}"
-            best = "  <- best on the holdout" if entry["alpha"] == wise_ft["best_alpha"] else ""
-            lines.append(f"{entry['alpha']:>13g}  {holdout:>12}  {entry['test_mean']:9.1f}{best}")
-    return "\n".join(lines)
-
-
-def plot_results(results, path):
-    import matplotlib.pyplot as plt
-
-    figure = results_figure(results)
-    save_atomic(lambda file: figure.savefig(file, dpi=100, format="png"), path)
-    plt.close(figure)
-
-
-def results_figure(results):
-    """Left: test accuracy over steps (final vs the averaged model) against zero-shot; middle: the training loss of each
-    step; right: the BMA weight a_t of each step (t=0: pretrained)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    test_domains = results["test_domains"]
-    steps = [h["step"] for h in results["history"]]
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
-    for key, label in (("final", "current weights"), ("bma", AVERAGED_MODEL_NAMES[results["config"]["averaging"]])):
-        left.plot(steps, [mean_accuracy(h[key], test_domains) for h in results["history"]], marker="o", label=label)
-    random_init = results["config"]["pretrained"] in (None, "none")
-    left.axhline(results["test_mean"]["zero_shot"], color="gray", linestyle="--",
-                 label="zero-shot (random init: chance level)" if random_init else "zero-shot")
-    left.set(xlabel="step", ylabel="test accuracy (%)", title=f"test domains: {', '.join(test_domains)}")
-    left.legend()
-    middle.plot(range(1, len(results["losses"]) + 1), results["losses"])
-    middle.set(xlabel="step", ylabel="loss", title="training loss")
-    right.plot(range(len(results["bma_weights"])), results["bma_weights"])
-    right.set(xlabel="step", ylabel="weight a_t",
-              title=f"{results['config']['averaging']} weights (beta={results['config']['bma_beta']})")
-    fig.tight_layout()
-    return fig

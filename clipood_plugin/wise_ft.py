@@ -18,10 +18,10 @@ import torch
 
 from .backbone import export_metadata, exported_model_name, load_clip
 from .checkpoint_format import check_tensors
+from .evaluation import evaluate
 from .pretrained_check import check_run_weights
 from .prompts import PromptEncoder
 from .settings import DataError, check_settings
-from .standalone import evaluate
 from .training_step import clip_storage
 
 
@@ -90,8 +90,8 @@ def interpolation(learner, theta_0):
 
 def wise_ft_accuracy(learner, theta_0, alphas, loaders, skipped=None):
     """{alpha: {split: accuracy (%)}} of the weights (1 - alpha) theta_0 + alpha theta_ft for each of ``alphas``
-    (distinct, in [0, 1]), through standalone.evaluate: ``loaders`` is {split: loader of (images, labels,
-    unreadable)}, as standalone.evaluation_loader makes them; the (path, reason) of each unreadable image is
+    (distinct, in [0, 1]), through evaluation.evaluate: ``loaders`` is {split: loader of (images, labels,
+    unreadable)}, as evaluation.evaluation_loader makes them; the (path, reason) of each unreadable image is
     appended to ``skipped`` (once per alpha). The learner's weights are theta_ft again when it returns."""
     check_settings({"wise_ft_alphas": alphas})
     skipped = [] if skipped is None else skipped

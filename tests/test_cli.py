@@ -457,7 +457,7 @@ def test_a_resumed_run_replaces_the_curves_past_its_checkpoint(data_dir, tmp_pat
 
 
 def test_the_plot_shows_the_loss_and_says_when_zero_shot_is_chance(data_dir, tmp_path):
-    from clipood_plugin.standalone import results_figure
+    from clipood_plugin.run_report import results_figure
 
     assert run(*train_argv(data_dir, tmp_path, "--steps", 4)) == 0
     results = json.loads((tmp_path / "results.json").read_text())

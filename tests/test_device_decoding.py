@@ -10,7 +10,7 @@ from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from clipood_plugin import device_decoding
 from clipood_plugin.data import DataError, ImageList
 from clipood_plugin.device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList
-from clipood_plugin.standalone import training_batches
+from clipood_plugin.batch_stream import training_batches
 
 PAPER_TRANSFORM = transforms.Compose([  # the paper's augmentation, as load_clip builds it for a 32 px model
     transforms.RandomResizedCrop(32, scale=(0.7, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
