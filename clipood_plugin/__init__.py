@@ -19,7 +19,7 @@ _EXPORTS = {
     "open_classes": ("BaseNewAccuracy", "harmonic_mean", "num_base_classes"),
     "prompts": ("DEFAULT_TEMPLATES", "PromptEncoder"),
     "saved_model": ("load_learner",),
-    "training_step": ("TrainingDivergedError",),
+    "training_step": ("LearnedNothingError", "TrainingDivergedError"),
     "wise_ft": ("pretrained_weights", "wise_ft_accuracy"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

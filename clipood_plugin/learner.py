@@ -178,7 +178,8 @@ class CLIPoodLearner:
         skipped, the number of steps so far whose loss or gradients were not finite.
 
         Such a step changes no weight (see TrainingStep); TrainingDivergedError ends a run in which
-        ``max_consecutive_skips`` steps in a row were skipped."""
+        ``max_consecutive_skips`` steps in a row were skipped, and LearnedNothingError (one of them) a run
+        that skipped every step from the first, or more than half of its steps by its last one."""
         if self.config["zero_shot"]:
             raise RuntimeError("this learner was built with zero_shot=True and does not train")
         if self.step >= self.config["total_steps"]:
@@ -223,7 +224,7 @@ class CLIPoodLearner:
                                                                  correct.sum().float()]))
                 values = torch.stack([totals[0], totals[1] / count, skipped])
             loss, acc, skipped = values.tolist()  # the step's one read from the device
-        self.training_step.record(skipped, self.step)
+        self.training_step.record(skipped, self.step, self.config["total_steps"])
         return {"loss": loss, "acc": acc, "lr": lr, "bma_weight": self.averaging_weight,
                 "skipped": self.training_step.skipped}
 

@@ -12,10 +12,22 @@ import torch
 from .settings import PRECISION_CHOICES
 
 DEFAULT_MAX_CONSECUTIVE_SKIPS = 20
+# a run that skipped more than this share of its steps ends as failed: its weights are barely trained
+MAX_SKIPPED_SHARE = 0.5
+# what a loss that is not finite from the first step usually comes from, as each front end spells the settings
+NON_FINITE_CAUSES = ("check the input normalization (image_norm: `clipood train --image-norm`, DomainBed's "
+                     "clip_image_norm hparam, Dassl's TRAINER.CLIPOOD.IMAGE_NORM; input_mean/input_std: a tiny std "
+                     "makes every input huge), images holding NaN or inf values, and the learning rate (lr, "
+                     "`clipood train --lr`, DomainBed's lr hparam, Dassl's OPTIM.LR)")
 
 
 class TrainingDivergedError(RuntimeError):
     """Many consecutive steps had a non-finite loss or gradients: the run has diverged."""
+
+
+class LearnedNothingError(TrainingDivergedError):
+    """Every step so far, or more than MAX_SKIPPED_SHARE of a finished run's steps, had a non-finite loss or
+    gradients and was skipped: the weights are (almost) the initial ones, and the run is no success."""
 
 
 def resolve_precision(precision, device):
@@ -119,14 +131,20 @@ class TrainingStep:
             self.scaler.update()
         return found_inf
 
-    def record(self, skipped, step):
-        """Count step number ``step`` (1-based), whose flag the caller has read; raise TrainingDivergedError
-        when it makes ``max_consecutive_skips`` skipped steps in a row."""
+    def record(self, skipped, step, total_steps):
+        """Count step number ``step`` (1-based) of ``total_steps``, whose flag the caller has read. Raise
+        LearnedNothingError when every step so far was skipped (at ``max_consecutive_skips`` steps or at the
+        last one) or, at the last step, more than MAX_SKIPPED_SHARE of them; TrainingDivergedError when it
+        makes ``max_consecutive_skips`` skipped steps in a row after a finite one."""
         if not skipped:
             self.consecutive_skipped = 0
-            return
-        self.skipped += 1
-        self.consecutive_skipped += 1
+        else:
+            self.skipped += 1
+            self.consecutive_skipped += 1
+        if self.skipped == step and step in (self.max_consecutive_skips, total_steps):
+            raise LearnedNothingError(
+                f"the run learned nothing: each of its {step} step(s) had a non-finite loss or gradients from the "
+                f"first step on and was skipped, so the weights are the initial ones; {NON_FINITE_CAUSES}")
         if self.consecutive_skipped >= self.max_consecutive_skips:
             first = step - self.consecutive_skipped + 1
             raise TrainingDivergedError(
@@ -135,6 +153,10 @@ class TrainingStep:
                 "The settings passed their checks, so the usual causes are a learning rate too large for this "
                 "model (lr, `clipood train --lr`, DomainBed's lr hparam, Dassl's OPTIM.LR), images holding NaN "
                 "or inf values, or fp16 numerics (precision fp32 rules them out)")
+        if step == total_steps and self.skipped > MAX_SKIPPED_SHARE * total_steps:
+            raise LearnedNothingError(
+                f"the run learned too little to report: {self.skipped} of its {total_steps} steps (more than "
+                f"{MAX_SKIPPED_SHARE:.0%}) had a non-finite loss or gradients and were skipped; {NON_FINITE_CAUSES}")
 
     # ----------------------------------------------------------------- state
     def state_dict(self):
