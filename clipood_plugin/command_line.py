@@ -21,7 +21,8 @@ class Parser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def fail(command, error):
-    """`clipood COMMAND: error: ...` on stderr; the exit code of bad input."""
+def fail(command, error, status=2):
+    """`clipood COMMAND: error: ...` on stderr; ``status``, by default the exit code of bad input (a run that
+    failed, not its input, exits 1)."""
     print(f"clipood {command}: error: {error}", file=sys.stderr)
-    return 2
+    return status

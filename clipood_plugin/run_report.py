@@ -8,6 +8,8 @@ from .files import save_atomic, write_json
 from .results_table import UnusableRun, checked_accuracy, format_table
 from .settings import AVERAGED_MODEL_NAMES
 
+FAILED = "failed"  # the key of results.json that marks a failed run, with the reason
+
 
 def run_results(config, class_names, train_domains, state, model_file):
     """The results of a finished run (``state``: its RunState) as results.json holds them; SWAD's window and the
@@ -27,6 +29,15 @@ def run_results(config, class_names, train_domains, state, model_file):
     }
 
 
+def failed_results(config, class_names, train_domains, state, reason):
+    """results.json of a run that ended as failed (``reason``): what it recorded until then, as evidence, and no
+    accuracy a summary could take for a result."""
+    return {FAILED: reason, "config": dataclasses.asdict(config), "class_names": class_names,
+            "train_domains": train_domains, "test_domains": config.test_domains, "history": state.history,
+            "bma_weights": state.bma_weights, "losses": state.losses,
+            "skipped_images": [{"path": p, "reason": r} for p, r in sorted(state.skipped_images.items())]}
+
+
 def write_results(results, path):
     """results.json of a run: the dict `clipood train` returns, as strict JSON."""
     write_json(results, path)
@@ -40,6 +51,8 @@ def read_results(path):
         return None
     try:
         results = json.loads(path.read_text())
+        if isinstance(results, dict) and FAILED in results:
+            raise UnusableRun(f"{path}: the run failed ({results[FAILED]})")
         config, domains = results["config"], results["test_domains"]
         bma, mean = results["accuracy"]["bma"], results["test_mean"]
         if not (isinstance(config, dict) and isinstance(domains, list) and isinstance(bma, dict)):

@@ -12,10 +12,11 @@ from .evaluation import evaluate, evaluation_loader, mean_accuracy
 from .files import claim_output_dir, save_tensors
 from .learner import CLIPoodLearner
 from .run_files import RunFiles, RunState
-from .run_report import plot_results, report, run_results, write_results
+from .run_report import FAILED, failed_results, plot_results, report, run_results, write_results
 from .scalars import ScalarLog
 from .settings import AVERAGED_MODEL_NAMES, DataError, TrainConfig, alphas_of, check_device
 from .stop_signals import Interrupted, StopSignals
+from .training_step import LearnedNothingError
 from .wise_ft import wise_ft_accuracy
 
 
@@ -196,6 +197,9 @@ class _TrainingRun:
         try:
             self._evaluate_zero_shot()
             self._train()
+        except LearnedNothingError as failure:
+            self._keep_as_failed(failure)
+            raise
         except Interrupted as stop:
             learner = self.learner
             if not stop.forced and learner.step not in (0, self.saved_step):  # forced: the step may be half done
@@ -255,6 +259,14 @@ class _TrainingRun:
                     bar.update(1)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.2f}", lr=f"{stats['lr']:.1e}",
                                     refresh=False)
+
+    def _keep_as_failed(self, failure):
+        """results.json marked failed, with what the run recorded: no model.pt, and the last checkpoint kept."""
+        if self.main:
+            with contextlib.suppress(Interrupted), self.signals.deferred():
+                write_results(failed_results(self.config, self.dataset.class_names, self.train_domains, self.state,
+                                             str(failure)), self.files.results)
+            self.log(f"the run failed; {self.files.results} records it (\"{FAILED}\") and what it had logged")
 
     def _finish(self):
         config, state, files, learner = self.config, self.state, self.files, self.learner

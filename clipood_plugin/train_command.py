@@ -71,7 +71,7 @@ def _add_config_flags(parser, defaults, skip=(), say_default=None):
 
 def main(args):
     """`clipood train` or `clipood demo` (``args.command``) with its parsed arguments: 0 when the run ended or
-    stopped as asked, 2 on bad input, 128 + the signal's number when a signal stopped it."""
+    stopped as asked, 1 when it learned nothing (LearnedNothingError), 2 on bad input, 128 + the signal's number when a signal stopped it."""
     command = args.command
     chosen = {k: v for k, v in vars(args).items() if k != "command"}
     try:  # everything the command line alone can tell, before anything heavy is imported
@@ -83,7 +83,7 @@ def main(args):
     from .backbone import MissingPackageError, WeightsUnavailableError
     from .standalone import train
     from .synthetic import make_demo_dataset
-    from .training_step import TrainingDivergedError
+    from .training_step import LearnedNothingError, TrainingDivergedError
 
     try:
         if command == "demo":
@@ -92,6 +92,8 @@ def main(args):
         if warning:
             print(f"clipood {command}: {warning}", file=sys.stderr)
         train(config, prepare_data=make_demo_dataset if command == "demo" else None)
+    except LearnedNothingError as error:
+        return fail(command, error, status=1)
     except WeightsUnavailableError as error:
         return fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none"))
     except (DataError, FileNotFoundError, ValueError, MissingPackageError, TrainingDivergedError) as error:

@@ -1,15 +1,19 @@
 """A run that learned nothing never ends as a success (issue #27): every step skipped from the first, or more
 than half of a run's steps by its last one, is LearnedNothingError in the library and a failure (exit 1, no
-finished model) in DomainBed's train.py and Dassl's train.py."""
+finished model) in `clipood train`, DomainBed's train.py and Dassl's train.py."""
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 from test_dassl_integration import DASSL_ROOT, ENV, TRAINER_CONFIGS, data_root, tiny_opts  # noqa: F401 (a fixture)
+from test_cli import data_dir, run, train_argv  # noqa: F401 (a fixture)
 from test_domainbed_integration import train
 
 from clipood_plugin import LearnedNothingError, TrainingDivergedError
+from clipood_plugin.results_table import UnusableRun
+from clipood_plugin.run_report import read_results
 from clipood_plugin.training_step import MAX_SKIPPED_SHARE
 
 T = 6  # conftest's make_learner: total_steps=6
@@ -61,8 +65,21 @@ def test_learned_nothing_is_a_divergence_for_callers_that_catch_that(make_learne
         run_steps(make_learner(), batches, skipped_steps=range(1, T + 1))
 
 
-# ----------------------------------------------------------------------------- the frameworks
+# ----------------------------------------------------------------------------- the front ends
 DIVERGING_LR = 1e30  # step 1 is finite; from step 2 the weights overflow every forward pass, and the steps skip
+
+
+def test_clipood_train_exits_1_and_keeps_its_results_marked_failed(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(*train_argv(data_dir, out, "--steps", 6, "--lr", DIVERGING_LR, "--eval-every", 3)) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("clipood train: error: the run learned too little to report: 5 of its 6 steps"), err
+    assert "input normalization" in err and "--lr" in err
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed"] in err and len(results["losses"]) == 5 and "accuracy" not in results
+    assert not (out / "model.pt").exists()
+    with pytest.raises(UnusableRun, match="the run failed"):  # what the summaries read of it
+        read_results(out / "results.json")
 
 
 @pytest.mark.needs("domainbed", "wilds")
