@@ -1,20 +1,23 @@
 """CLIP loading through open_clip, the offline ``clipood-tiny`` model, and exact input adaptation."""
+import contextlib
 import difflib
 import importlib.util
 import json
+import logging
 import os
 import socket
 import urllib.parse
 import zipfile
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
 
 from .image_input import AUTO, IMAGE_NORMS, ImageInput, parse_image_norm, tag_spelling
+from .packages import MissingPackageError, import_open_clip
 from .settings import TINY_MODEL, SettingError, check_settings
+
+open_clip = import_open_clip()  # imports torchvision: a torchvision that does not fit torch is one line here
 
 QUICK_GELU_SUFFIX = "-quickgelu"  # open_clip's name for a model's QuickGELU variant
 # the JSON `clipood export` writes beside its weights, and the keys that name the model they fit
@@ -50,10 +53,6 @@ class WeightsUnavailableError(RuntimeError):
         the file) and how to pick the random-init tiny model."""
         return type(self)(self.model_name, self.tag, pass_file.replace("{path}", f"/path/to/{self.model_name}.bin"),
                           random_init)
-
-
-class MissingPackageError(ImportError):
-    """The model needs a package that is not installed; the message names it (one line)."""
 
 
 def check_model_packages(model_name: str):
@@ -265,6 +264,7 @@ def input_transforms(image_input: ImageInput):
     normalization, and open_clip's own evaluation preprocessing of that input (resize by its resize_mode,
     center crop, normalization), the transform open_clip.create_model_and_transforms returns for it."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
+    from torchvision import transforms
 
     training = transforms.Compose([
         transforms.RandomResizedCrop(image_input.size, scale=(0.7, 1.0),
@@ -321,9 +321,12 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
                 import huggingface_hub
                 huggingface_hub.constants.HF_HUB_OFFLINE = True
     tokenizer = _tokenizer(name)
+    # the tiny model's random init is what was asked for; an archive's weights are loaded right after
+    expected_random_init = pretrained is None and (name == TINY_MODEL or archive is not None)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=device or "cpu", precision=precision,
-                                       force_preprocess_cfg=image_input.at(None).preprocess_cfg)
+        with _without_random_init_warning(name) if expected_random_init else contextlib.nullcontext():
+            model = open_clip.create_model(name, pretrained=pretrained, device=device or "cpu", precision=precision,
+                                           force_preprocess_cfg=image_input.at(None).preprocess_cfg)
         if archive is not None:
             _load_torchscript_archive(model, archive)
     except (RuntimeError, AssertionError, KeyError) as error:  # how open_clip's loaders meet a misfit
@@ -336,6 +339,22 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
         model.float()
     preprocess_train, preprocess_val = input_transforms(ImageInput.of_model(model))
     return model, preprocess_train, preprocess_val, tokenizer
+
+
+@contextlib.contextmanager
+def _without_random_init_warning(name):
+    """Leave out open_clip's "No pretrained weights loaded for model NAME" (a root-logger warning), and only it."""
+    warning = f"No pretrained weights loaded for model '{name}'"
+
+    def keep(record):
+        return not str(record.msg).startswith(warning)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def image_size_of(image_encoder) -> int:

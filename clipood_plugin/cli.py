@@ -7,6 +7,7 @@ import sys
 import typing
 
 from . import __version__
+from .packages import MissingPackageError
 from .settings import (RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, alphas_of, check_settings, flag,
                        random_init_warning)
 
@@ -152,6 +153,13 @@ def _demo_settings(preset, chosen):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MissingPackageError as error:  # e.g. torch and torchvision that do not match, on any command
+        return _fail(args.command, error)
+
+
+def _run(args):
     if args.command == "export":
         from .export import main as export_main
         return export_main(args.checkpoint, args.out, args.pretrained, args.overwrite)
@@ -183,7 +191,7 @@ def _train_or_demo(args):
     except DataError as error:
         return _fail(command, error)
 
-    from .backbone import MissingPackageError, WeightsUnavailableError
+    from .backbone import WeightsUnavailableError
     from .standalone import Interrupted, train
     from .synthetic import make_demo_dataset
     from .training_step import TrainingDivergedError
