@@ -31,7 +31,7 @@ def evaluation_loader(items, transform, workers, **kwargs):
 
 
 def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1,
-                     decode="auto", device="cpu", skipped=None):
+                     decode="auto", device="cpu", skipped=None, domains=None):
     """(images, labels) of each step from ``start_step`` on: one batch of ``batch_size`` per training domain
     (this rank's share of it), concatenated. Each domain has its own loader processes and data order.
 
@@ -51,7 +51,8 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
     unreadable = "raise" if skipped is None else "replace"
     streams = []
     for i, items in enumerate(items_per_domain):
-        sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size)
+        sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size,
+                                   domain=domains and domains[i])  # ``domains``: their names, for messages
         if on_device is None:
             dataset, collate = ImageList(items, transform, unreadable), ImageList.collate
         else:
@@ -444,7 +445,8 @@ class _TrainingRun:
         config, learner, signals, state = self.config, self.learner, self.signals, self.state
         batches = training_batches([self.train_items[d] for d in self.train_domains], learner.preprocess_train,
                                    config.batch_size, config.seed, config.workers, learner.step, self.rank,
-                                   self.world_size, config.decode, learner.device, skipped=self.found)
+                                   self.world_size, config.decode, learner.device, skipped=self.found,
+                                   domains=self.train_domains)
         with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
                   mininterval=0.1 if sys.stderr.isatty() else 10, disable=not self.main) as bar:
             say = bar.write if self.main else _quiet
