@@ -34,25 +34,41 @@ _REACHABILITY_TIMEOUT_S = 3.0
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained CLIP weights are neither cached nor downloadable. The fix is worded for the Python API;
-    each front end words it with its own option through ``worded_for``."""
+    each front end words it with its own options through ``worded_for``. Besides the weights file, it names
+    what else such a file does not bring: the tag's input where it is not OpenAI's (a local file gets OpenAI's
+    unless told), and a Hugging Face tokenizer (SigLIP's), which must be in the Hugging Face cache."""
 
-    def __init__(self, model_name, tag, pass_file=None, random_init=None):
-        super().__init__(model_name, tag, pass_file, random_init)
+    def __init__(self, model_name, tag, pass_file=None, random_init=None, choose_input=None):
+        super().__init__(model_name, tag, pass_file, random_init, choose_input)
         self.model_name, self.tag = model_name, tag
         self.pass_file = pass_file or f"pretrained='/path/to/{model_name}.bin'"
         self.random_init = random_init or f"model_name={TINY_MODEL!r} with pretrained=None"
+        self.choose_input = choose_input or "image_norm='{norm}'"
 
     def __str__(self):
         return (f"pretrained weights {self.model_name}/{self.tag} are not in the local cache and cannot be downloaded "
                 "(no network). Download the open_clip checkpoint on a machine with network access and pass its path "
-                f"as {self.pass_file} with the model named {self.model_name!r} (the architecture of those weights); "
-                f"for an offline smoke test use {self.random_init}.")
+                f"as {self.pass_file} with the model named {self.model_name!r} (the architecture of those weights)"
+                + "".join(f", {need}" for need in self._offline_needs())
+                + f"; for an offline smoke test use {self.random_init}.")
 
-    def worded_for(self, pass_file, random_init):
+    def _offline_needs(self):
+        own_input = tag_image_input(self.model_name, self.tag)
+        if own_input != IMAGE_NORMS["openai"]:
+            yield (f"with {self.choose_input.replace('{norm}', f'{self.model_name}/{self.tag}')} (the input these "
+                   f"weights were trained on: {own_input.describe()}; a file does not say it, and gets OpenAI's)")
+        tokenizer = open_clip.get_model_config(self.model_name)["text_cfg"].get("hf_tokenizer_name")
+        if tokenizer:
+            yield (f"and its tokenizer {tokenizer!r} from the Hugging Face cache: run open_clip.get_tokenizer"
+                   f"({self.model_name!r}) there too, copy that Hugging Face cache (HF_HUB_CACHE) here and set "
+                   "HF_HUB_OFFLINE=1")
+
+    def worded_for(self, pass_file, random_init, choose_input=None):
         """The same error with the fix in a front end's terms: how to pass a file (``{path}`` in it stands for
-        the file) and how to pick the random-init tiny model."""
+        the file), how to pick the random-init tiny model, and how to choose the input (``{norm}`` in it
+        stands for the value)."""
         return type(self)(self.model_name, self.tag, pass_file.replace("{path}", f"/path/to/{self.model_name}.bin"),
-                          random_init)
+                          random_init, choose_input)
 
 
 def check_model_packages(model_name: str):
@@ -209,8 +225,8 @@ def _tokenizer(name):
         repo = open_clip.get_model_config(name)["text_cfg"].get("hf_tokenizer_name", "")
         raise FileNotFoundError(f"the tokenizer of {name} ({repo!r} on the Hugging Face hub) is not in the local "
                                 "cache and cannot be downloaded (no network): run open_clip.get_tokenizer"
-                                f"({name!r}) once on a machine with network access and copy its Hugging Face "
-                                "cache (HF_HUB_CACHE) here") from error
+                                f"({name!r}) once on a machine with network access, copy its Hugging Face "
+                                "cache (HF_HUB_CACHE) here and set HF_HUB_OFFLINE=1") from error
 
 
 def tag_image_input(model_name: str, tag: str) -> ImageInput:

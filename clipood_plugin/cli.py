@@ -204,7 +204,8 @@ def _train_or_demo(args):
             print(f"clipood {command}: {warning}", file=sys.stderr)
         train(config, prepare_data=make_demo_dataset if command == "demo" else None)
     except WeightsUnavailableError as error:
-        return _fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none"))
+        return _fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none",
+                                               "--image-norm {norm}"))
     except (DataError, FileNotFoundError, ValueError, MissingPackageError, TrainingDivergedError) as error:
         return _fail(command, error)
     except Interrupted as stop:

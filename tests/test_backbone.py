@@ -143,3 +143,21 @@ def test_the_fix_for_a_cpu_torch_beside_a_cuda_torchvision_installs_both_from_th
     assert message.endswith("pip install --force-reinstall torch==2.11.0 torchvision==0.26.0 "
                             "--index-url https://download.pytorch.org/whl/cpu")
     assert torch_pair_mismatch("2.5.1", "0.19.0", RuntimeError("x")).endswith("torch==2.5.1 torchvision==0.20.1")
+
+
+@pytest.mark.needs("transformers")
+def test_unreachable_siglip_weights_name_the_input_and_the_tokenizer_a_file_does_not_bring(monkeypatch, tmp_path):
+    """Round 3: the advice named the weights file only; a local file gets OpenAI's input unless told, and
+    SigLIP's tokenizer comes from the Hugging Face cache. Both are named, in each front end's terms."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(WeightsUnavailableError) as raised:
+        load_clip("ViT-B-16-SigLIP", pretrained="webli")
+    message = str(raised.value)
+    assert "image_norm='ViT-B-16-SigLIP/webli'" in message and "mean [0.5, 0.5, 0.5], std [0.5, 0.5, 0.5]" in message
+    assert "tokenizer 'timm/ViT-B-16-SigLIP'" in message and "HF_HUB_OFFLINE=1" in message
+    cli = str(raised.value.worded_for("--pretrained {path}", "--model clipood-tiny", "--image-norm {norm}"))
+    assert "--pretrained /path/to/ViT-B-16-SigLIP.bin" in cli and "--image-norm ViT-B-16-SigLIP/webli" in cli
+    with pytest.raises(WeightsUnavailableError) as openai:  # OpenAI's weights: a file gets their input already
+        load_clip("ViT-B-16", pretrained="openai")
+    assert "image_norm" not in str(openai.value) and "tokenizer" not in str(openai.value)
