@@ -1,7 +1,9 @@
 """CLIP loading through open_clip, the offline ``clipood-tiny`` model, and exact input adaptation."""
+import contextlib
 import difflib
 import importlib.util
 import json
+import logging
 import os
 import pickle
 import socket
@@ -9,14 +11,15 @@ import urllib.parse
 import zipfile
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from torchvision import transforms
 
 from .image_input import AUTO, IMAGE_NORMS, ImageInput, parse_image_norm, tag_spelling
 from .files import unreadable_checkpoint
+from .packages import MissingPackageError, import_open_clip
 from .settings import TINY_MODEL, SettingError, check_settings
+
+open_clip = import_open_clip()  # imports torchvision: a torchvision that does not fit torch is one line here
 
 QUICK_GELU_SUFFIX = "-quickgelu"  # open_clip's name for a model's QuickGELU variant
 # the JSON `clipood export` writes beside its weights, and the keys that name the model they fit
@@ -33,29 +36,41 @@ _REACHABILITY_TIMEOUT_S = 3.0
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained CLIP weights are neither cached nor downloadable. The fix is worded for the Python API;
-    each front end words it with its own option through ``worded_for``."""
+    each front end words it with its own options through ``worded_for``. Besides the weights file, it names
+    what else such a file does not bring: the tag's input where it is not OpenAI's (a local file gets OpenAI's
+    unless told), and a Hugging Face tokenizer (SigLIP's), which must be in the Hugging Face cache."""
 
-    def __init__(self, model_name, tag, pass_file=None, random_init=None):
-        super().__init__(model_name, tag, pass_file, random_init)
+    def __init__(self, model_name, tag, pass_file=None, random_init=None, choose_input=None):
+        super().__init__(model_name, tag, pass_file, random_init, choose_input)
         self.model_name, self.tag = model_name, tag
         self.pass_file = pass_file or f"pretrained='/path/to/{model_name}.bin'"
         self.random_init = random_init or f"model_name={TINY_MODEL!r} with pretrained=None"
+        self.choose_input = choose_input or "image_norm='{norm}'"
 
     def __str__(self):
         return (f"pretrained weights {self.model_name}/{self.tag} are not in the local cache and cannot be downloaded "
                 "(no network). Download the open_clip checkpoint on a machine with network access and pass its path "
-                f"as {self.pass_file} with the model named {self.model_name!r} (the architecture of those weights); "
-                f"for an offline smoke test use {self.random_init}.")
+                f"as {self.pass_file} with the model named {self.model_name!r} (the architecture of those weights)"
+                + "".join(f", {need}" for need in self._offline_needs())
+                + f"; for an offline smoke test use {self.random_init}.")
 
-    def worded_for(self, pass_file, random_init):
+    def _offline_needs(self):
+        own_input = tag_image_input(self.model_name, self.tag)
+        if own_input != IMAGE_NORMS["openai"]:
+            yield (f"with {self.choose_input.replace('{norm}', f'{self.model_name}/{self.tag}')} (the input these "
+                   f"weights were trained on: {own_input.describe()}; a file does not say it, and gets OpenAI's)")
+        tokenizer = open_clip.get_model_config(self.model_name)["text_cfg"].get("hf_tokenizer_name")
+        if tokenizer:
+            yield (f"and its tokenizer {tokenizer!r} from the Hugging Face cache: run open_clip.get_tokenizer"
+                   f"({self.model_name!r}) there too, copy that Hugging Face cache (HF_HUB_CACHE) here and set "
+                   "HF_HUB_OFFLINE=1")
+
+    def worded_for(self, pass_file, random_init, choose_input=None):
         """The same error with the fix in a front end's terms: how to pass a file (``{path}`` in it stands for
-        the file) and how to pick the random-init tiny model."""
+        the file), how to pick the random-init tiny model, and how to choose the input (``{norm}`` in it
+        stands for the value)."""
         return type(self)(self.model_name, self.tag, pass_file.replace("{path}", f"/path/to/{self.model_name}.bin"),
-                          random_init)
-
-
-class MissingPackageError(ImportError):
-    """The model needs a package that is not installed; the message names it (one line)."""
+                          random_init, choose_input)
 
 
 def check_model_packages(model_name: str):
@@ -212,8 +227,8 @@ def _tokenizer(name):
         repo = open_clip.get_model_config(name)["text_cfg"].get("hf_tokenizer_name", "")
         raise FileNotFoundError(f"the tokenizer of {name} ({repo!r} on the Hugging Face hub) is not in the local "
                                 "cache and cannot be downloaded (no network): run open_clip.get_tokenizer"
-                                f"({name!r}) once on a machine with network access and copy its Hugging Face "
-                                "cache (HF_HUB_CACHE) here") from error
+                                f"({name!r}) once on a machine with network access, copy its Hugging Face "
+                                "cache (HF_HUB_CACHE) here and set HF_HUB_OFFLINE=1") from error
 
 
 def tag_image_input(model_name: str, tag: str) -> ImageInput:
@@ -267,6 +282,7 @@ def input_transforms(image_input: ImageInput):
     normalization, and open_clip's own evaluation preprocessing of that input (resize by its resize_mode,
     center crop, normalization), the transform open_clip.create_model_and_transforms returns for it."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
+    from torchvision import transforms
 
     training = transforms.Compose([
         transforms.RandomResizedCrop(image_input.size, scale=(0.7, 1.0),
@@ -323,9 +339,12 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
                 import huggingface_hub
                 huggingface_hub.constants.HF_HUB_OFFLINE = True
     tokenizer = _tokenizer(name)
+    # the tiny model's random init is what was asked for; an archive's weights are loaded right after
+    expected_random_init = pretrained is None and (name == TINY_MODEL or archive is not None)
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=device or "cpu", precision=precision,
-                                       force_preprocess_cfg=image_input.at(None).preprocess_cfg)
+        with _without_random_init_warning(name) if expected_random_init else contextlib.nullcontext():
+            model = open_clip.create_model(name, pretrained=pretrained, device=device or "cpu", precision=precision,
+                                           force_preprocess_cfg=image_input.at(None).preprocess_cfg)
         if archive is not None:
             _load_torchscript_archive(model, archive)
     except (EOFError, pickle.UnpicklingError) as error:  # torch.load of an empty or foreign file
@@ -343,6 +362,22 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
         model.float()
     preprocess_train, preprocess_val = input_transforms(ImageInput.of_model(model))
     return model, preprocess_train, preprocess_val, tokenizer
+
+
+@contextlib.contextmanager
+def _without_random_init_warning(name):
+    """Leave out open_clip's "No pretrained weights loaded for model NAME" (a root-logger warning), and only it."""
+    warning = f"No pretrained weights loaded for model '{name}'"
+
+    def keep(record):
+        return not str(record.msg).startswith(warning)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def image_size_of(image_encoder) -> int:

@@ -10,7 +10,7 @@ from .settings import DECODE_CHOICES, DataError
 
 
 def training_batches(items_per_domain, transform, batch_size, seed, workers, start_step=0, rank=0, world_size=1,
-                     decode="auto", device="cpu", skipped=None):
+                     decode="auto", device="cpu", skipped=None, domains=None):
     """(images, labels) of each step from ``start_step`` on: one batch of ``batch_size`` per training domain
     (this rank's share of it), concatenated. Each domain has its own loader processes and data order.
 
@@ -30,7 +30,8 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
     unreadable = "raise" if skipped is None else "replace"
     streams = []
     for i, items in enumerate(items_per_domain):
-        sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size)
+        sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size,
+                                   domain=domains and domains[i])  # ``domains``: their names, for messages
         if on_device is None:
             dataset, collate = ImageList(items, transform, unreadable), ImageList.collate
         else:

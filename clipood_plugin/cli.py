@@ -14,6 +14,7 @@ import sys
 
 from . import __version__, train_command
 from .command_line import Parser, fail
+from .packages import MissingPackageError
 from .settings import DataError, TrainConfig, alphas_of, check_settings
 
 SUMMARY_ENTRY_POINTS = "clipood.summaries"
@@ -82,6 +83,13 @@ def _add_evaluate_parser(commands):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MissingPackageError as error:  # e.g. torch and torchvision that do not match, on any command
+        return fail(args.command, error)
+
+
+def _run(args):
     if args.command == "export":
         from .export import main as export_main
         return export_main(args.checkpoint, args.out, args.pretrained, args.overwrite)

@@ -228,10 +228,12 @@ class StepBatchSampler(torch.utils.data.Sampler):
     ... (with their augmentation seeds), so together the ranks read exactly the single-process batch.
     """
 
-    def __init__(self, num_items, batch_size, seed, start_step=0, rank=0, world_size=1):
+    def __init__(self, num_items, batch_size, seed, start_step=0, rank=0, world_size=1, domain=None):
         if num_items < batch_size:
-            raise DataError(f"{num_items} training images is fewer than the batch size {batch_size}; "
-                            "lower --batch-size")
+            where = "a training domain" if domain is None else f"training domain {domain!r}"
+            raise DataError(f"{where} has {num_items} training image(s), fewer than the batch size {batch_size}, "
+                            "which is per training domain: lower --batch-size to at most "
+                            f"{num_items}, or add images to that domain")
         if batch_size < world_size:
             raise DataError(f"--batch-size {batch_size} (per domain) is smaller than the {world_size} processes "
                             "that split it; raise it or start fewer processes")

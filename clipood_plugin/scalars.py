@@ -2,7 +2,10 @@
 (``pip install ".[tensorboard]"``); without it, nothing is written. One writer for `clipood train` and the
 DomainBed algorithm, so that both name their curves alike."""
 import math
+import os
 import re
+
+from .settings import DataError
 
 FLUSH_SECONDS = 10  # how soon a curve shows what the run did
 
@@ -22,8 +25,14 @@ class ScalarLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is an extra
             return
-        self._writer = SummaryWriter(str(directory), flush_secs=FLUSH_SECONDS,
-                                     purge_step=resumed_at + 1 if resumed_at else None)
+        try:
+            self._writer = SummaryWriter(str(directory), flush_secs=FLUSH_SECONDS,
+                                         purge_step=resumed_at + 1 if resumed_at else None)
+        except OSError as error:  # the folder cannot be made: a file of its name, a read-only output folder
+            fix = ("it is a file: move or remove it" if os.path.isfile(directory)
+                   else f"make {os.path.dirname(os.path.abspath(directory))} a writable folder")
+            raise DataError(f"cannot write TensorBoard scalars to the folder {directory} ({error.strerror}): "
+                            f"{fix}") from None
 
     @property
     def available(self):

@@ -229,7 +229,8 @@ class _TrainingRun:
         config, learner, signals, state = self.config, self.learner, self.signals, self.state
         batches = training_batches([self.train_items[d] for d in self.train_domains], learner.preprocess_train,
                                    config.batch_size, config.seed, config.workers, learner.step, self.rank,
-                                   self.world_size, config.decode, learner.device, skipped=self.found)
+                                   self.world_size, config.decode, learner.device, skipped=self.found,
+                                   domains=self.train_domains)
         with tqdm(total=config.steps, initial=learner.step, desc="clipood train", unit="step", dynamic_ncols=True,
                   mininterval=0.1 if sys.stderr.isatty() else 10, disable=not self.main) as bar:
             say = bar.write if self.main else _quiet

@@ -1,10 +1,16 @@
-"""A small generated multi-domain image dataset for `clipood demo` and README's recipes: shapes (the
-classes) drawn in three styles (the domains), in the ROOT/<domain>/<class>/<image> layout.
+"""What README's recipes run on offline: a small generated multi-domain image dataset for `clipood demo`,
+shapes (the classes) drawn in three styles (the domains) in the ROOT/<domain>/<class>/<image> layout, and
+"pretrained" weights for the tiny model.
 
     python -m clipood_plugin.synthetic OUT [--images-per-class N] [--domains photo painting sketch] [--seed S]
+    python -m clipood_plugin.synthetic tiny-weights FILE [--seed S]
 
 Domains other than photo, painting and sketch are drawn in a plain style (filled shape, dark background),
 so the same command writes a tree with another framework's domain names (e.g. PACS's for Dassl).
+
+``tiny-weights`` saves a random init of clipood-tiny as an open_clip state dict: trained from it with
+``--pretrained FILE``, a run can rebuild its starting weights, which WiSE-FT (theta_0) and `clipood export`
+(the text tower) need; a run from ``--pretrained none`` cannot.
 """
 import argparse
 import math
@@ -70,10 +76,54 @@ def make_demo_dataset(root, images_per_class=40, seed=0, domains=DOMAINS):
     return root
 
 
+def save_tiny_weights(path, seed=0):
+    """Write clipood-tiny's random init under torch seed ``seed`` to ``path`` as an open_clip state dict (what
+    ``pretrained=FILE`` loads). An existing file is kept when it holds exactly these weights, else refused."""
+    import torch
+
+    from .backbone import load_clip
+    from .files import load_checkpoint, save_tensors
+    from .settings import TINY_MODEL, DataError
+
+    torch.manual_seed(seed)
+    weights = load_clip(TINY_MODEL, pretrained=None)[0].state_dict()
+    if Path(path).exists():
+        kept = load_checkpoint(path, fix="remove it or choose another FILE") if Path(path).is_file() else None
+        if not (isinstance(kept, dict) and kept.keys() == weights.keys()
+                and all(torch.equal(kept[name], weights[name]) for name in weights)):
+            raise DataError(f"{path} exists and holds other data than the {TINY_MODEL} weights of seed {seed}: "
+                            "remove it or choose another FILE")
+        return False
+    save_tensors(weights, path)
+    return True
+
+
+def _tiny_weights_main(argv):
+    from .settings import TINY_MODEL, DataError
+
+    parser = argparse.ArgumentParser(prog="python -m clipood_plugin.synthetic tiny-weights",
+                                     description=f"save a random init of {TINY_MODEL} as weights for --pretrained "
+                                                 "FILE (a run from them can rebuild them: WiSE-FT, export)")
+    parser.add_argument("file", help="the weights file to write (kept if it already holds these weights)")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed of the random init (default: 0)")
+    args = parser.parse_args(argv)
+    try:
+        written = save_tiny_weights(args.file, args.seed)
+    except DataError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{'wrote' if written else 'kept'} {args.file}: {TINY_MODEL} random init, seed {args.seed}")
+    return 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["tiny-weights"]:
+        return _tiny_weights_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m clipood_plugin.synthetic",
                                      description="write the generated shapes dataset as OUT/<domain>/<class>/<i>.png")
-    parser.add_argument("out", help="the folder to write (its files are kept when they are already complete)")
+    parser.add_argument("out", help="the folder to write (its files are kept when they are already complete); "
+                                    "`tiny-weights FILE` instead saves tiny-model weights (see its --help)")
     parser.add_argument("--images-per-class", type=int, default=40, help="per domain and class (default: 40)")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS),
                         help=f"domain folder names (default: {' '.join(DOMAINS)}); others are drawn plain")

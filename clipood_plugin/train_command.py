@@ -6,6 +6,7 @@ import sys
 import typing
 
 from .command_line import Parser, fail
+from .packages import MissingPackageError
 from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, flag, random_init_warning
 from .stop_signals import Interrupted
 
@@ -80,7 +81,7 @@ def main(args):
     except DataError as error:
         return fail(command, error)
 
-    from .backbone import MissingPackageError, WeightsUnavailableError
+    from .backbone import WeightsUnavailableError
     from .standalone import train
     from .synthetic import make_demo_dataset
     from .training_step import LearnedNothingError, TrainingDivergedError
@@ -95,7 +96,8 @@ def main(args):
     except LearnedNothingError as error:
         return fail(command, error, status=1)
     except WeightsUnavailableError as error:
-        return fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none"))
+        return fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none",
+                                              "--image-norm {norm}"))
     except (DataError, FileNotFoundError, ValueError, MissingPackageError, TrainingDivergedError) as error:
         return fail(command, error)
     except Interrupted as stop:

@@ -163,7 +163,8 @@ class CLIPood(TrainerX):
                                           class_names=self.train_class_names)
         except WeightsUnavailableError as error:
             raise error.worded_for("TRAINER.CLIPOOD.PRETRAINED {path}",
-                                   f'MODEL.BACKBONE.NAME {TINY_MODEL} TRAINER.CLIPOOD.PRETRAINED ""') from None
+                                   f'MODEL.BACKBONE.NAME {TINY_MODEL} TRAINER.CLIPOOD.PRETRAINED ""',
+                                   "TRAINER.CLIPOOD.IMAGE_NORM {norm}") from None
         image_input = self.learner.image_input
         print(f"CLIPood: {self.learner.config['model_name']} ({self.learner.config['pretrained'] or 'random init'}), "
               f"{total_steps} steps, precision {self.learner.precision}, templates {self.learner.config['templates']}, "

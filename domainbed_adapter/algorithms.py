@@ -165,7 +165,8 @@ class CLIPAlgorithm:
                 **LEARNER_SETTINGS[name](hparams))
         except WeightsUnavailableError as error:
             raise error.worded_for("the hparam clip_pretrained (--hparams '{\"clip_pretrained\": \"{path}\"}')",
-                                   f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}') from None
+                                   f'the hparams {{"clip_model": "{TINY_MODEL}", "clip_pretrained": null}}',
+                                   'the hparam clip_image_norm "{norm}"') from None
         warning = None if self.zero_shot else random_init_warning(
             hparams["clip_pretrained"], hparams.get("lr", 0.0), "the hparam clip_pretrained null",
             "--hparams '{{\"lr\": {}}}'")

@@ -18,11 +18,15 @@ exists, so registration wraps the constructor of every class in ``domainbed.data
   (label < ``num_base_classes``), so DomainBed's split and loaders, built afterwards, hold base classes
   only and every batch has ``batch_size`` of them. Test environments keep every class.
 
+In a train.py run of a CLIP algorithm, the dataset's ``N_WORKERS`` (the processes of each of train.py's loaders)
+is also capped at the CPUs the process may use, which is what torch's DataLoader warns about otherwise.
+
 With the defaults the dataset is left as DomainBed built it. The dataset records what was applied
 (``PREPARED_ATTRIBUTE``) and the algorithm checks it against its hparams, so a dataset built without
 the wrapper is an error, not a silent mismatch.
 """
 import functools
+import os
 
 import torch
 
@@ -103,6 +107,18 @@ def _check_batches_fill(dataset, train_envs, hparams):
                              "Lower batch_size (--hparams '{\"batch_size\": N}')")
 
 
+def usable_cpus():
+    """The CPUs this process may run on (its affinity, as torch's DataLoader counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fit_workers_to_cpus(dataset):
+    """train.py gives each of its loaders ``dataset.N_WORKERS`` processes (8 for the image datasets); more than
+    the CPUs there are only slows the run down, and DomainBed's loaders each warn about it. At most one per
+    CPU, on this dataset object only."""
+    dataset.N_WORKERS = min(dataset.N_WORKERS, usable_cpus())
+
+
 def prepare_dataset(dataset, test_envs, hparams):
     """Apply ``clip_transforms`` and ``open_class_ratio`` to a DomainBed dataset just built (see module doc).
     In a train.py run of a CLIP algorithm its hparams are checked first: train.py builds its loaders (from
@@ -110,6 +126,7 @@ def prepare_dataset(dataset, test_envs, hparams):
     run = current_train_run()
     if run is not None and run.algorithm in ALGORITHM_NAMES:
         check_hparams(run.algorithm, hparams, run.dataset_name)
+        fit_workers_to_cpus(dataset)
     choice, ratio = data_settings(hparams)
     train_envs = [i for i in range(len(dataset.datasets)) if i not in test_envs]
     if choice != "domainbed":

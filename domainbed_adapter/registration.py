@@ -13,8 +13,10 @@ import warnings
 
 from . import slurm
 from .algorithms import CLIPAlgorithm, build_algorithm_classes
+from .class_names import FOLDER_CLASS_NAMES
 from .data import patch_datasets
 from .hparams import ALGORITHM_NAMES, clipood_hparams
+from .run_context import current_train_run
 
 
 def patch_algorithms(module):
@@ -41,10 +43,21 @@ def patch_hparams_registry(module):
         hparams = original(algorithm, dataset, random_seed)
         if algorithm in ALGORITHM_NAMES:
             hparams.update(clipood_hparams(algorithm, dataset, random_seed))
+            if _class_folders_will_name_the_classes(dataset):
+                hparams["class_names"] = (None, None)  # (default, random) unset: train.py prints them before it
+                # has loaded the folders
         return hparams
 
     _hparams.clipood_wrapped = True
     module._hparams = _hparams
+
+
+def _class_folders_will_name_the_classes(dataset):
+    """True in a train.py run of a folder dataset (PACS, VLCS, ...) not yet loaded: its class folders, not the
+    registry's table, give the class names (class_names.resolve_class_names), so the table is left out of the
+    hparams train.py prints and records until the algorithm resolves them."""
+    run = current_train_run()
+    return run is not None and run.dataset is None and run.dataset_name == dataset and dataset in FOLDER_CLASS_NAMES
 
 
 def patch_command_launchers(module):

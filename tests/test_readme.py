@@ -12,6 +12,7 @@ DASSL_ROOT (the Dassl clone). A bash recipe runs with ``set -euo pipefail``: any
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,43 @@ def test_recipe_runs_as_written(recipe, tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=recipe_environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (f"README recipe {recipe['name']!r} failed (exit {done.returncode}):\n"
                                   f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+QUICK_START = re.compile(r"^## Quick start\n(?P<body>.*?)\n## ", re.S | re.M)
+CLONE = re.compile(r"git clone <[^>]+> (?P<folder>\S+) && cd (?P=folder)")
+
+
+def quick_start():
+    """(the Quick start's text, the lines of its one bash block)."""
+    body = QUICK_START.search(README.read_text(encoding="utf-8"))["body"]
+    blocks = re.findall(r"```bash\n(.*?)\n```", body, re.S)
+    assert len(blocks) == 1, "the Quick start is one bash block: the clone, then the two lines"
+    return body, blocks[0].splitlines()
+
+
+def test_quick_start_clones_enters_the_clone_then_installs_demos_and_tests():
+    """Round 3: in an empty folder `pip install .` found no setup.py: README never said to clone and cd."""
+    body, lines = quick_start()
+    assert len(lines) == 3 and CLONE.fullmatch(lines[0]), lines
+    assert lines[1:] == ["pip install . && clipood demo", 'pip install ".[test]" && python -m pytest -q tests']
+    assert re.search(r"`clipood demo --steps \d+`", body), "the short form for a slow machine"
+    readme = README.read_text(encoding="utf-8")
+    assert readme.index("## Quick start") < readme.index("Margin Metric Softmax") < readme.index("| family")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_quick_start_runs_from_an_empty_folder(tmp_path):
+    """The clone line with this repository as its URL, run in an empty folder; in the clone, pip finds the
+    package (a dry run: the tests' environment already has it installed) and the demo runs in README's short
+    form."""
+    _, lines = quick_start()
+    clone = lines[0].split(" && ")[0]
+    folder = CLONE.fullmatch(lines[0])["folder"]
+    subprocess.run(re.sub(r"<[^>]+>", str(PROJECT), clone).split(), cwd=tmp_path, check=True, capture_output=True,
+                   timeout=120)
+    steps = re.search(r"`clipood demo --steps (\d+)`", quick_start()[0])[1]
+    script = ("pip install --dry-run --no-deps --no-index --no-build-isolation -q . && "
+              f"clipood demo --steps {steps} --workers 0 && ls clipood_output/results.json clipood_output/model.pt")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path / folder, env=recipe_environment(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
