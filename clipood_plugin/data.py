@@ -1,19 +1,17 @@
 """Folder datasets laid out ROOT/<domain>/<class>/<image> (the PACS and OfficeHome layout), with
 batches that depend only on (seed, step), so an interrupted run resumes exactly."""
 import contextlib
-import hashlib
 import io
 import signal
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .folders import (IMAGE_EXTENSIONS, FolderDataset, check_pixel_mode, describe_error,  # noqa: F401 (re-exported)
+                      is_16_bit_gray, scan_domain_folders)
 from .settings import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 UNREADABLE_CHOICES = ("raise", "replace", "drop")  # what an ImageList does with an image it cannot read
 
 
@@ -23,96 +21,6 @@ class UnreadableImage(DataError):
     def __init__(self, path, reason=None):
         super().__init__(path if reason is None else f"cannot read image {path} ({reason}); remove or replace it")
         self.reason = reason
-
-
-@dataclass
-class FolderDataset:
-    root: Path
-    domains: list
-    class_names: list
-    samples: dict  # domain -> [(path, label)] of every image file, readable or not
-    skipped: list = field(default_factory=list)  # [(path, reason)] of the files found unreadable
-
-    def file_list_digest(self):
-        """{domain: [number of image files, sha256 of their paths and labels]}: what the holdout split and the
-        data order are drawn from."""
-        digest = {}
-        for domain, items in self.samples.items():
-            lines = "".join(f"{Path(path).relative_to(self.root).as_posix()}\t{label}\n" for path, label in items)
-            digest[domain] = [len(items), hashlib.sha256(lines.encode()).hexdigest()]
-        return digest
-
-
-def _subdirs(path):
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _describe(error):
-    return f"{type(error).__name__}: {error}"
-
-
-def _readable(path):
-    """None, or why PIL cannot read the file (a quick check: it does not decode the whole image)."""
-    try:
-        with Image.open(path) as image:
-            _check_pixel_mode(image)
-            image.verify()
-        return None
-    except Exception as error:  # PIL raises many types for broken files
-        return _describe(error)
-
-
-def _missing_classes(class_names, classes_per_domain):
-    """The message for the classes some domains lack, or None."""
-    missing = {d: sorted(set(class_names) - set(c)) for d, c in classes_per_domain.items()}
-    missing = {d: m for d, m in missing.items() if m}
-    if not missing:
-        return None
-    details = "; ".join(f"{d} lacks {m}" for d, m in missing.items())
-    return (f"every domain must hold every class ({details}; an empty class folder or one without a readable image "
-            "counts as missing); add the images, or pass --allow-missing-classes to train and evaluate with the "
-            "classes each domain has")
-
-
-def scan_domain_folders(root, allow_missing_classes=False) -> FolderDataset:
-    """Index ROOT/<domain>/<class>/<image>. Labels follow the sorted class folder names (as
-    torchvision's ImageFolder and DomainBed assign them). Every image file is indexed; those PIL cannot
-    read are listed in ``skipped`` (an ImageList skips them when it meets them, as it does files that
-    break later). A class folder without a readable image counts as missing."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data dir {root} does not exist; expected ROOT/<domain>/<class>/<image>")
-    domains = _subdirs(root)
-    if not domains:
-        raise DataError(f"data dir {root} has no domain folders; expected ROOT/<domain>/<class>/<image>")
-    class_folders = {d.name: [c.name for c in _subdirs(d)] for d in domains}
-    class_names = sorted(set().union(*class_folders.values()))
-    if not class_names:
-        raise DataError(f"no class folders under the domains of {root}; expected ROOT/<domain>/<class>/<image>")
-    missing = _missing_classes(class_names, class_folders)  # before reading any image
-    if missing and not allow_missing_classes:
-        raise DataError(missing)
-    label_of = {name: i for i, name in enumerate(class_names)}
-    samples, skipped, readable_classes = {}, [], {}
-    for domain in domains:
-        items, readable_classes[domain.name] = [], set()
-        for class_dir in _subdirs(domain):
-            for path in sorted(class_dir.rglob("*")):
-                if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
-                    continue
-                items.append((str(path), label_of[class_dir.name]))
-                problem = _readable(path)
-                if problem:
-                    skipped.append((str(path), problem))
-                else:
-                    readable_classes[domain.name].add(class_dir.name)
-        if not readable_classes[domain.name]:
-            raise DataError(f"domain {domain.name} has no readable images (extensions {IMAGE_EXTENSIONS})")
-        samples[domain.name] = items
-    missing = _missing_classes(class_names, readable_classes)
-    if missing and not allow_missing_classes:
-        raise DataError(missing)
-    return FolderDataset(root, [d.name for d in domains], class_names, samples, skipped)
 
 
 def split_holdout(items, fraction, seed):
@@ -130,23 +38,14 @@ def open_image(path, data=None):
         with Image.open(path if data is None else io.BytesIO(data)) as image:
             yield image
     except Exception as error:  # PIL raises many types for broken files
-        raise UnreadableImage(path, _describe(error)) from None
-
-
-def _check_pixel_mode(image):
-    if image.mode in ("I", "F") and not _is_16_bit_gray(image):
-        raise ValueError(f"its {image.mode} pixels (32-bit) have no fixed range; save it with 8 or 16 bits")
-
-
-def _is_16_bit_gray(image):
-    return image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG")  # older PIL: I
+        raise UnreadableImage(path, describe_error(error)) from None
 
 
 def rgb_image(image):
     """``image`` decoded as 8-bit RGB. 16-bit grayscale is scaled to 8 bits (PIL's own convert clips it,
     which turns almost every pixel white); 32-bit integer and float pixels are refused."""
-    _check_pixel_mode(image)
-    if _is_16_bit_gray(image):
+    check_pixel_mode(image)
+    if is_16_bit_gray(image):
         levels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
         image = Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8))
     return image.convert("RGB")

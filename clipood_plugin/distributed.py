@@ -5,10 +5,7 @@ same weights; each rank's BMA copy is therefore the same without any communicati
 trainers give each rank its share of every global batch, and only rank 0 writes files.
 """
 import os
-
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
+import sys
 
 
 def launched_world_size():
@@ -16,13 +13,22 @@ def launched_world_size():
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _group():
+    """torch.distributed while a process group is up, else None. A group needs torch, so before torch is imported
+    (while a run's inputs are checked) there is none, and nothing here imports it to find out."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
 def world_size():
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else launched_world_size()
+    group = _group()
+    return group.get_world_size() if group else launched_world_size()
 
 
 def rank():
     """This process's rank; also known before the process group exists (torchrun's RANK)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    group = _group()
+    return group.get_rank() if group else int(os.environ.get("RANK", "0"))
 
 
 def is_main():
@@ -35,8 +41,10 @@ def init_from_env(device=None):
 
     NCCL when ``device`` is CUDA (or None and CUDA is there), with this process on cuda:LOCAL_RANK; gloo on CPU.
     """
-    if launched_world_size() <= 1 or dist.is_initialized():
+    if launched_world_size() <= 1 or _group():
         return False
+    import torch
+
     device = torch.device(device) if device is not None else None
     if device is not None and device.type == "cuda" and device.index is not None:
         raise ValueError(f"device {device} names one GPU, but under torchrun each process uses cuda:LOCAL_RANK; "
@@ -44,13 +52,14 @@ def init_from_env(device=None):
     use_cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
     if use_cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
     return True
 
 
 def shutdown():
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    group = _group()
+    if group:
+        group.destroy_process_group()
 
 
 def data_parallel(module, device):
@@ -58,8 +67,12 @@ def data_parallel(module, device):
 
     Building it broadcasts rank 0's weights, so build it before anything copies them (the BMA's theta_0).
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    group = _group()
+    if not group or group.get_world_size() == 1:
         return module
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
     device_ids = None
     if device.type == "cuda":
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
@@ -68,15 +81,17 @@ def data_parallel(module, device):
 
 def all_reduce_sum(tensor):
     """Sum of ``tensor`` over ranks, in place (as is in a single process)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor)
+    group = _group()
+    if group:
+        group.all_reduce(tensor)
     return tensor
 
 
 def broadcast_object(obj):
     """Rank 0's ``obj`` on every rank (pickled; for small objects such as an epoch's batch indices)."""
-    if not (dist.is_available() and dist.is_initialized()):
+    group = _group()
+    if not group:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    group.broadcast_object_list(box, src=0)
     return box[0]

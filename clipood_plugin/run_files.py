@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from .checkpoint_format import read_run_checkpoint, run_checkpoint
 from .files import save_tensors
 from .settings import ChangedSettingsError, DataError, TrainConfig, changed_settings, flag
 from .write_guard import check_run_outputs
@@ -95,12 +94,16 @@ class RunFiles:
 
     def save_checkpoint(self, config, learner, state, dataset):
         """The run checkpoint of ``learner`` and ``state`` (a RunState) at its current step."""
+        from .checkpoint_format import run_checkpoint  # with torch: the checks before a run begins need neither
+
         save_tensors(run_checkpoint(dataclasses.asdict(config), learner.state_dict(), state.as_dict(),
                                     dataset.file_list_digest()), self.checkpoint)
 
     def load_checkpoint(self, config, dataset):
         """(the learner's state dict, the RunState) of the run checkpoint, checked against this command's settings
         and dataset."""
+        from .checkpoint_format import read_run_checkpoint  # with torch: the checks before a run begins need neither
+
         checkpoint = read_run_checkpoint(self.checkpoint)
         now = dataclasses.asdict(config)
         changes = changed_settings(checkpoint["config"], now,
