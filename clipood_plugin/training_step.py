@@ -9,9 +9,9 @@ import contextlib
 
 import torch
 
-from .settings import PRECISION_CHOICES
+from .settings import SETTINGS
 
-DEFAULT_MAX_CONSECUTIVE_SKIPS = 20
+DEFAULT_MAX_CONSECUTIVE_SKIPS = SETTINGS["max_consecutive_skips"].default
 
 
 class TrainingDivergedError(RuntimeError):
@@ -20,8 +20,6 @@ class TrainingDivergedError(RuntimeError):
 
 def resolve_precision(precision, device):
     """``precision`` with "auto" made concrete: bf16 autocast on a CUDA GPU that has it, else fp16; fp32 elsewhere."""
-    if precision not in PRECISION_CHOICES:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISION_CHOICES}")
     if precision != "auto":
         return precision
     if device.type != "cuda":
