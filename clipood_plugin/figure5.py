@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .results_table import format_table
-from .settings import DataError, flag
+from .settings import DataError, changed_settings, flag
 
 PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
 MANIFEST = "figure5.json"
@@ -126,7 +126,8 @@ def run(runs, output_dir, dry_run=False, log=print):
             return 2
         if results is not None:
             saved, config = results["config"], vars(parser.parse_args(arguments))
-            changed = [key for key in saved if key not in TrainConfig.RESUMABLE_CHANGES and saved[key] != config[key]]
+            changed = [key for key, _, _ in changed_settings(
+                saved, config, [key for key in saved if key not in TrainConfig.RESUMABLE_CHANGES])]
             if changed:
                 log(f"figure5: error: {run_dir} was trained with other {', '.join(changed)}; use another --output-dir")
                 return 2

@@ -9,7 +9,8 @@ from dassl.engine import TRAINER_REGISTRY, TrainerX
 from clipood_plugin import distributed
 from clipood_plugin.files import load_checkpoint
 from clipood_plugin.open_classes import num_base_classes
-from clipood_plugin.settings import TINY_MODEL, ChangedSettingsError, SettingError, check_settings
+from clipood_plugin.settings import (TINY_MODEL, ChangedSettingsError, SettingError, as_recorded, changed_settings,
+                                     check_rules, check_settings)
 
 from .checkpoint import ResumableLearner
 from .config import RUN_SETTINGS, apply_per_dataset_settings, config_key, core_settings
@@ -19,6 +20,8 @@ from .loaders import DecodedOnDevice, leave_encoded
 from .open_classes import OPEN_CLASS_RATIO, BaseNewEvaluator, check_labels_contiguous, keep_base
 
 MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
+# the trainer's words for the fix of a rule of the core's gate (OPEN_CLASSES holds out a share of the classes)
+RULE_FIXES = {"open_classes": "in TRAINER.CLIPOOD set HEAD text, or OPEN_CLASSES False"}
 
 
 def _preview(names, shown=8):
@@ -71,7 +74,7 @@ class CLIPood(TrainerX):
             self.evaluator = BaseNewEvaluator(self.evaluator, self.num_base)
 
     def check_cfg(self, cfg):
-        optim, settings = cfg.OPTIM, cfg.TRAINER.CLIPOOD
+        optim = cfg.OPTIM
         problems = []
         if optim.NAME != "adamw":
             problems.append(f"OPTIM.NAME is {optim.NAME!r}; CLIPood trains with AdamW: set OPTIM.NAME adamw")
@@ -82,11 +85,9 @@ class CLIPood(TrainerX):
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
         try:
             check_settings(core_settings(cfg), spelled=config_key)
+            check_rules(core_settings(cfg), spelled=config_key, fixes=RULE_FIXES)
         except SettingError as error:
             problems.append(str(error))
-        if settings.HEAD == "linear" and settings.OPEN_CLASSES:
-            problems.append("TRAINER.CLIPOOD.HEAD linear cannot classify the held-out new classes of OPEN_CLASSES: "
-                            "set HEAD text")
         if problems:
             raise ValueError("CLIPood trainer config: " + "; ".join(problems)
                              + " (configs/dassl/trainers/CLIPood/*.yaml have the paper's settings)")
@@ -108,10 +109,9 @@ class CLIPood(TrainerX):
                              "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
         self.train_loader_x, on_device = leave_encoded(self.train_loader_x, self.cfg.TRAINER.CLIPOOD.DECODE,
                                                        self.device)
-        if self.cfg.TRAINER.CLIPOOD.AVERAGING == "swad" and self.val_loader is None:
-            raise ValueError(f"TRAINER.CLIPOOD.AVERAGING swad finds its window from the loss on the validation split, "
-                             f"and {self.cfg.DATASET.NAME} has none here: choose a dataset with a val split, or "
-                             "another AVERAGING")
+        check_rules(core_settings(self.cfg), spelled=config_key, held_out=self.val_loader is not None, fixes={
+            **RULE_FIXES, "swad_held_out": f"{self.cfg.DATASET.NAME} has no val split here: choose a dataset with one, or another "
+                             "AVERAGING"})
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:
             self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)
@@ -273,8 +273,8 @@ class CLIPood(TrainerX):
         """{build key: the checkpoint's value} where it differs from this run's learner."""
         from clipood_plugin.learner import BUILD_KEYS
 
-        return {key: checkpoint_config.get(key) for key in BUILD_KEYS
-                if checkpoint_config.get(key) != self.learner.config[key]}
+        return {name: saved for name, saved, _ in changed_settings(as_recorded(checkpoint_config), self.learner.config,
+                                                                   BUILD_KEYS)}
 
     def _rebuild_learner(self, checkpoint_config):
         """Eval-only with other settings than training (e.g. ImageNet-trained, ImageNet-A evaluated, whose
