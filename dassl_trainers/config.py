@@ -3,7 +3,7 @@
 Defaults here only make config files mergeable (yacs rejects unknown keys); the paper's settings
 live in configs/dassl/trainers/CLIPood/*.yaml.
 """
-from clipood_plugin.settings import SETTINGS
+from clipood_plugin.settings import SETTINGS, check_rules
 from yacs.config import CfgNode as CN
 
 from .open_classes import OPEN_CLASS_RATIO
@@ -51,6 +51,15 @@ def core_settings(cfg):
     values["input_std"] = tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0)
     values["open_class_ratio"] = OPEN_CLASS_RATIO if cfg.TRAINER.CLIPOOD.OPEN_CLASSES else 0.0
     return values
+
+
+def check_cross_settings(cfg, held_out=None):
+    """Raise SettingError for a rule of the core's gate that the config's settings break, spelled as Dassl
+    spells them. ``held_out``: whether the dataset has a val split (None: not known yet)."""
+    check_rules(core_settings(cfg), spelled=config_key, held_out=held_out, fixes={
+        # OPEN_CLASSES holds out a share of the classes; the val split is the held-out data of SWAD
+        "open_classes": "in TRAINER.CLIPOOD set HEAD text, or OPEN_CLASSES False",
+        "swad_held_out": f"{cfg.DATASET.NAME} has no val split here: choose a dataset with one, or another AVERAGING"})
 
 
 def add_config_defaults(cfg):

@@ -10,18 +10,16 @@ from clipood_plugin import distributed
 from clipood_plugin.files import load_checkpoint
 from clipood_plugin.open_classes import num_base_classes
 from clipood_plugin.settings import (TINY_MODEL, ChangedSettingsError, SettingError, as_recorded, changed_settings,
-                                     check_rules, check_settings)
+                                     check_settings)
 
 from .checkpoint import ResumableLearner
-from .config import RUN_SETTINGS, apply_per_dataset_settings, config_key, core_settings
+from .config import RUN_SETTINGS, apply_per_dataset_settings, check_cross_settings, config_key, core_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
 from .loaders import DecodedOnDevice, leave_encoded
 from .open_classes import OPEN_CLASS_RATIO, BaseNewEvaluator, check_labels_contiguous, keep_base
 
 MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
-# the trainer's words for the fix of a rule of the core's gate (OPEN_CLASSES holds out a share of the classes)
-RULE_FIXES = {"open_classes": "in TRAINER.CLIPOOD set HEAD text, or OPEN_CLASSES False"}
 
 
 def _preview(names, shown=8):
@@ -85,7 +83,7 @@ class CLIPood(TrainerX):
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
         try:
             check_settings(core_settings(cfg), spelled=config_key)
-            check_rules(core_settings(cfg), spelled=config_key, fixes=RULE_FIXES)
+            check_cross_settings(cfg)
         except SettingError as error:
             problems.append(str(error))
         if problems:
@@ -109,9 +107,7 @@ class CLIPood(TrainerX):
                              "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
         self.train_loader_x, on_device = leave_encoded(self.train_loader_x, self.cfg.TRAINER.CLIPOOD.DECODE,
                                                        self.device)
-        check_rules(core_settings(self.cfg), spelled=config_key, held_out=self.val_loader is not None, fixes={
-            **RULE_FIXES, "swad_held_out": f"{self.cfg.DATASET.NAME} has no val split here: choose a dataset with one, or another "
-                             "AVERAGING"})
+        check_cross_settings(self.cfg, held_out=self.val_loader is not None)
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:
             self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)
