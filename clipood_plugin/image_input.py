@@ -133,7 +133,7 @@ def parse_image_norm(value):
     if chosen is None:
         raise ValueError(f"must be {SPELLINGS}")
     if min(chosen.std) < MIN_STD:
-        raise ValueError(f"has the std {list(chosen.std)}: a std must be >= {MIN_STD:g} ({STD_TOO_SMALL})")
+        raise ValueError(f"must be {SPELLINGS}, and a std must be >= {MIN_STD:g} ({STD_TOO_SMALL})")
     return chosen
 
 

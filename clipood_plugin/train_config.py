@@ -3,7 +3,7 @@ come from the settings table (default, help, choices, resume behaviour); the com
 import dataclasses
 from dataclasses import field
 
-from .errors import DataError, SettingError
+from .errors import DataError
 from .settings import FREE, SETTINGS, TRAJECTORY, check_rules, check_settings
 
 

@@ -129,11 +129,10 @@ class CLIPAlgorithm:
                            f"default_hparams('{name}', dataset) after domainbed_adapter.register()")
         run = current_train_run()
         self.test_envs = None if run is None else run.test_envs
-        self.holdout_loaders = None  # SWAD's: the out-splits train.py holds out of the training environments
-        if name == "CLIPood" and hparams.get("averaging") == "swad":
-            self.holdout_loaders = training_holdout_loaders()
-        check_hparams(name, hparams, run and run.dataset_name,
-                      held_out=None if self.holdout_loaders is None else bool(self.holdout_loaders))
+        swad = name == "CLIPood" and hparams.get("averaging") == "swad"
+        # SWAD's validation data: the out-splits train.py holds out of the training environments
+        self.holdout_loaders = training_holdout_loaders() if swad else None
+        check_hparams(name, hparams, run and run.dataset_name, held_out=bool(self.holdout_loaders) if swad else None)
         self.zero_shot = name == "CLIPZeroShot"
         self.total_steps = None if self.zero_shot else resolve_horizon(hparams.get("steps"), run)
         if not self.zero_shot and hparams.get("steps") is None:
