@@ -129,7 +129,8 @@ class CLIPoodLearner:
         bias = getattr(clip_model, "logit_bias", None)
         self.logit_bias = 0.0 if bias is None else float(bias.item())
         self.image_size = image_size_of(self.image_encoder)
-        self.input_adapter = InputAdapter(self.image_input, settings["input_mean"], settings["input_std"]).to(self.device)
+        self.input_adapter = InputAdapter(self.image_input, settings["input_mean"],
+                                          settings["input_std"]).to(self.device)
         self.prompt_encoder = PromptEncoder(clip_model, tokenizer, self.config["templates"], self._authors_arithmetic)
         self.class_names = []
         self.text_features = None

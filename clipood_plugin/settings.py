@@ -134,12 +134,14 @@ def _choice(choices):
     return problem
 
 
-def _anything(value):
-    return None
-
-
 def _text(value):
     return None if value is None or isinstance(value, str) else "must be a string (or null/None)"
+
+
+def _text_or_path(value):
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return None
+    return "must be a string or a path (or null/None)"
 
 
 def _flag(value):
@@ -215,8 +217,8 @@ TABLE = [
     Setting("model_name", "the open_clip architecture", _text, "ViT-B-16", BUILD, learner=CONFIG, flag="model",
             hparam="clip_model", config_key="MODEL.BACKBONE.NAME", kind=str,
             help="open_clip model name, CoOp-style name, or clipood-tiny"),
-    Setting("pretrained", "the weights: an open_clip tag, a local file, or None (random init)", _text, "openai",
-            BUILD, learner=CONFIG, flag="pretrained", hparam="clip_pretrained",
+    Setting("pretrained", "the weights: an open_clip tag, a local file, or None (random init)", _text_or_path,
+            "openai", BUILD, learner=CONFIG, flag="pretrained", hparam="clip_pretrained",
             config_key="TRAINER.CLIPOOD.PRETRAINED", kind=str,
             help="open_clip tag, local checkpoint file, or 'none' (random init)"),
     Setting("total_steps", "the number of optimizer steps, the cosine and averaging horizon",
@@ -307,7 +309,8 @@ TABLE = [
             _number(0, 1, high_open=True), 0.0, TRAJECTORY, hparam="open_class_ratio",
             config_key="TRAINER.CLIPOOD.OPEN_CLASSES"),
     Setting("batch_size", "the images per training domain per step", _count(1), 12, TRAJECTORY, flag="batch_size",
-            hparam="batch_size", config_key="DATALOADER.TRAIN_X.BATCH_SIZE", help="images per training domain per step"),
+            hparam="batch_size", config_key="DATALOADER.TRAIN_X.BATCH_SIZE",
+            help="images per training domain per step"),
     Setting("decode", "where training images are decoded", _choice(DECODE_CHOICES), "auto", flag="decode",
             config_key="TRAINER.CLIPOOD.DECODE",
             help="where training JPEGs are decoded and augmented: cpu (PIL in the loader processes), device (in "

@@ -260,3 +260,8 @@ def test_steps_have_an_upper_bound(capsys):
 
 def test_one_class_is_refused(make_learner):
     assert "needs at least 2 classes" in raised(lambda: make_learner(class_names=["dog"]))
+
+
+def test_pretrained_may_be_a_path(make_learner, tiny_weights):
+    assert make_learner(pretrained=tiny_weights).config["pretrained"] == str(tiny_weights)
+    assert "pretrained must be a string or a path" in raised(lambda: make_learner(pretrained=3))
