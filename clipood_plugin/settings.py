@@ -114,15 +114,16 @@ def _number(low=None, high=None, low_open=False, high_open=False, optional=False
 
 
 def _count(least, most=None, optional=False):
-    """A whole number in [least, most] (an int, not a float such as 8.0, not a bool)."""
-    bounds = f">= {least}" if most is None else f"in [{least}, {most:,}]"
+    """A whole number >= least, and <= most where given (an int, not a float such as 8.0, not a bool)."""
+    wanted = f"must be a whole number >= {least}" + (" (or null/None)" if optional else "")
 
     def problem(value):
         if value is None and optional:
             return None
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least \
-                or (most is not None and value > most):
-            return f"must be a whole number {bounds}" + (" (or null/None)" if optional else "")
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+            return wanted
+        if most is not None and value > most:
+            return f"must be a whole number >= {least} and <= {most:,}"
         return None
     return problem
 
