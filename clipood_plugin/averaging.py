@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .settings import AVERAGING_CHOICES, SWAD_DEFAULTS
+from .settings import AVERAGING_CHOICES, SETTINGS, SWAD_DEFAULTS
 
 
 def beta_pdf(x, beta):
@@ -80,7 +80,8 @@ class BetaMovingAverage(_WeightAverage):
     the fold of precision "authors-fp16", whose weights and average are fp16.
     """
 
-    def __init__(self, model: nn.Module, total_steps: int, beta: float = 0.5, authors_fold: bool = False):
+    def __init__(self, model: nn.Module, total_steps: int, beta: float = SETTINGS["beta"].default,
+                 authors_fold: bool = False):
         if int(total_steps) != total_steps or total_steps < 1:
             raise ValueError(f"total_steps must be a positive integer (the number of optimizer steps), got {total_steps!r}")
         if not beta > 0:
@@ -129,7 +130,7 @@ class BetaMovingAverage(_WeightAverage):
 class ExponentialMovingAverage(_WeightAverage):
     """EMA ablation: avg <- decay * avg + (1 - decay) * theta_t; theta_0's weight decays as decay**T."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    def __init__(self, model: nn.Module, decay: float = SETTINGS["ema_decay"].default):
         if not 0 <= decay < 1:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         super().__init__(model)
@@ -305,7 +306,8 @@ class SWAD(_WeightAverage):
         self.window = None if state["window"] is None else tuple(state["window"])
 
 
-def build_averager(kind, model, total_steps, beta=0.5, ema_decay=0.999, authors_fold=False, swad=None):
+def build_averager(kind, model, total_steps, beta=SETTINGS["beta"].default, ema_decay=SETTINGS["ema_decay"].default,
+                   authors_fold=False, swad=None):
     """The averager for one of AVERAGING_CHOICES, or None for "none" (predict with the last weights).
     The uniform average of theta_0..theta_T (the pretrained weights included) is "bma" with beta 1.
     ``authors_fold`` is BMA's (the authors' code has no other averager); the ablations always lerp.

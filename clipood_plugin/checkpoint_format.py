@@ -9,25 +9,24 @@ import torch
 
 from .backbone import export_metadata_path
 from .files import load_checkpoint
-from .image_input import IMAGE_NORMS
 from .registry import registered
-from .settings import SWAD_DEFAULTS, ChangedSettingsError, DataError, changed_settings
+from .settings import (BUILD, HPARAM, SETTINGS, TRAJECTORY, ChangedSettingsError, DataError, as_recorded,
+                       changed_settings, compared_when_recorded, resume_keys)
 
 CHECKPOINT_FORMAT = 2
 # settings a checkpoint must share with the learner that loads it (what the saved state is shaped by, and the
 # input its weights take); model_name is the resolved open_clip architecture (e.g. "ViT-B-16-quickgelu" for
 # OpenAI's weights), image_norm the resolved input (ImageInput.norm)
-BUILD_KEYS = ("model_name", "pretrained", "image_norm", "averaging", "zero_shot", "total_steps", "head")
+BUILD_KEYS = resume_keys(BUILD)
 # the image_norm of checkpoints saved before it was recorded: every such run trained on OpenAI's input
-UNRECORDED_IMAGE_NORM = IMAGE_NORMS["openai"].norm
+UNRECORDED_IMAGE_NORM = SETTINGS["image_norm"].unrecorded
 # settings a checkpoint with training state must share unless load_state_dict(allow_hparam_change=True)
-TRAINING_HPARAMS = ("lr", "weight_decay")
+TRAINING_HPARAMS = resume_keys(HPARAM)
 # the other settings that shape a run's trajectory: a checkpoint with training state must share them to resume
 # (an inference-only one is a predictor: its text features are recomputed with set_class_names when needed)
-TRAJECTORY_KEYS = ("margin", "margin_kind", "beta", "ema_decay", "templates", "logit_scale", "precision",
-                   *SWAD_DEFAULTS)
+TRAJECTORY_KEYS = resume_keys(TRAJECTORY)
 # trajectory keys that checkpoints saved before they were recorded lack (they then had the only behaviour there was)
-LATER_TRAJECTORY_KEYS = ("precision", *SWAD_DEFAULTS)
+LATER_TRAJECTORY_KEYS = compared_when_recorded()
 # what state_dict(include_training_state=False) holds: the predictor
 INFERENCE_KEYS = ("format", "config", "class_names", "text_features", "step", "inference_encoder")
 
@@ -47,7 +46,7 @@ def inference_state(state):
 def changed_build_settings(saved_config, now_config):
     """[(build key, the checkpoint's value, the value now)] where a checkpoint's config differs from a learner's
     on what shapes the saved state (a checkpoint saved before image_norm was recorded trained on OpenAI's input)."""
-    return changed_settings({"image_norm": UNRECORDED_IMAGE_NORM, **saved_config}, now_config, BUILD_KEYS)
+    return changed_settings(as_recorded(saved_config), now_config, BUILD_KEYS)
 
 
 # ----------------------------------------------------------------------------- validation against a learner
@@ -83,7 +82,7 @@ def check_loadable(learner, state, allow_hparam_change):
     if len(names) != learner.num_classes:
         raise ValueError(f"the checkpoint was trained on {len(names)} classes and this learner on "
                          f"{learner.num_classes}; build it with the checkpoint's class names to resume")
-    theirs = {"image_norm": UNRECORDED_IMAGE_NORM, **theirs}
+    theirs = as_recorded(theirs)
     trajectory = [key for key in TRAJECTORY_KEYS if key in theirs or key not in LATER_TRAJECTORY_KEYS]
     fixed = changed_settings(theirs, mine, trajectory) + changed_settings(
         {"class_names": names}, {"class_names": learner.class_names}, ["class_names"])

@@ -15,7 +15,8 @@ import sys
 from . import __version__, train_command
 from .command_line import Parser, fail
 from .packages import MissingPackageError
-from .settings import DataError, TrainConfig, alphas_of, check_settings
+from .settings import DataError, check_settings
+from .train_config import TrainConfig, alphas_of
 
 SUMMARY_ENTRY_POINTS = "clipood.summaries"
 

@@ -24,7 +24,8 @@ from . import train_command
 from .files import make_dirs, write_json
 from .results_table import UnusableRun, format_table
 from .run_report import read_results
-from .settings import DataError, TrainConfig, flag
+from .settings import DataError, changed_settings
+from .train_config import TrainConfig, flag
 from .write_guard import check_writes
 
 PANELS = Path(__file__).resolve().parent / "figure5_panels.json"  # the paper's panels, as data
@@ -77,7 +78,8 @@ def run(runs, output_dir, dry_run=False, log=print):
             return 2
         if results is not None:
             saved, config = results["config"], vars(parser.parse_args(arguments))
-            changed = [key for key in saved if key not in TrainConfig.RESUMABLE_CHANGES and saved[key] != config[key]]
+            changed = [key for key, _, _ in changed_settings(
+                saved, config, [key for key in saved if key not in TrainConfig.RESUMABLE_CHANGES])]
             if changed:
                 log(f"figure5: error: {run_dir} was trained with other {', '.join(changed)}; use another --output-dir")
                 return 2

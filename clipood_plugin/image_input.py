@@ -22,6 +22,9 @@ AUTO = "auto"
 INTERPOLATIONS = ("bicubic", "bilinear")
 RESIZE_MODES = ("shortest", "squash", "longest")  # open_clip's PreprocessCfg.resize_mode
 NORM_FIELDS = ("mean", "std", "interpolation", "resize_mode")
+# the least std of a normalization, and why: a std such as 1e-30 passes every other check
+MIN_STD = 1e-3
+STD_TOO_SMALL = "(x - mean) / std with a smaller one blows the pixels up until every loss is NaN"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def _channels(values):
 def _checked(mean, std, interpolation="bicubic", resize_mode="shortest"):
     """The ImageInput (without size) of these values, or None where one is not allowed."""
     mean, std = _channels(mean), _channels(std)
-    if mean is None or std is None or min(std) <= 0 or interpolation not in INTERPOLATIONS \
+    if mean is None or std is None or interpolation not in INTERPOLATIONS \
             or resize_mode not in RESIZE_MODES:
         return None
     return ImageInput(None, mean, std, interpolation, resize_mode)
@@ -129,6 +132,8 @@ def parse_image_norm(value):
         chosen = _checked(*value.split(":"))
     if chosen is None:
         raise ValueError(f"must be {SPELLINGS}")
+    if min(chosen.std) < MIN_STD:
+        raise ValueError(f"must be {SPELLINGS}, and a std must be >= {MIN_STD:g} ({STD_TOO_SMALL})")
     return chosen
 
 

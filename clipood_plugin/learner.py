@@ -14,12 +14,15 @@ from .checkpoint_format import (BUILD_KEYS, CHECKPOINT_FORMAT, INFERENCE_KEYS, L
                                 TRAINING_HPARAMS, TRAJECTORY_KEYS, UNRECORDED_IMAGE_NORM, check_loadable, check_tensors,
                                 describe, inference_state)
 from .heads import LinearHeadClassifier
-from .image_input import AUTO, ImageInput
+from .image_input import ImageInput
 from .loss import margin_metric_softmax
-from .prompts import DEFAULT_TEMPLATES, PromptEncoder
-from .settings import COMPILE_CHOICES, SWAD_DEFAULTS, SettingError, check_settings
-from .training_step import (DEFAULT_MAX_CONSECUTIVE_SKIPS, TrainingStep, autocast, clip_storage, input_dtype,
-                            resolve_precision)
+from .prompts import PromptEncoder
+from .settings import ARGUMENT, CONFIG, check_rules, check_settings, defaults, learner_names
+from .training_step import TrainingStep, autocast, clip_storage, input_dtype, resolve_precision
+
+# CLIPoodLearner's keyword settings besides class_names and total_steps, and their defaults (the table's)
+LEARNER_SETTINGS = tuple(name for name in learner_names(CONFIG, ARGUMENT) if name not in ("class_names", "total_steps"))
+LEARNER_DEFAULTS = defaults(LEARNER_SETTINGS)
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -27,8 +30,6 @@ def _compile_mode(choice, device, ranks):
     """torch.compile's mode for the training step, or None to run it uncompiled. "auto" on one CUDA device is
     CUDA graphs, the fastest mode measured on an H200 (3.1x the reference-style step at batch 36, against 1.5x
     for the default mode; docs/benchmarks.md); under DDP, where CUDA graphs were not measured, the default."""
-    if choice not in COMPILE_CHOICES:
-        raise ValueError(f"unknown compile {choice!r}; choose one of {COMPILE_CHOICES}")
     if choice == "off" or (choice == "auto" and device.type != "cuda"):
         return None
     if choice == "auto":
@@ -40,6 +41,10 @@ class CLIPoodLearner:
     """CLIP image encoder fine-tuned with Margin Metric Softmax against cached class text features,
     AdamW with a cosine schedule over ``total_steps`` on fp32 master weights, and a Beta Moving
     Average of the weight trajectory that ``predict`` uses.
+
+    Its keyword settings besides ``class_names`` and ``total_steps`` (LEARNER_SETTINGS: model_name, pretrained,
+    lr, weight_decay, margin, beta, ...) are those of clipood_plugin.settings.TABLE, with the table's defaults and
+    ranges; ``self.config`` records those the table marks CONFIG.
 
     Baselines and ablations (the paper's Figure 5): ``head="linear"`` trains a linear classifier
     initialized from the class text features with plain cross-entropy (Eq. 1, standard fine-tuning)
@@ -71,37 +76,26 @@ class CLIPoodLearner:
     ``predict`` stays local to the rank.
     """
 
-    def __init__(self, *, model_name="ViT-B-16", pretrained="openai", class_names, total_steps=None,
-                 lr=5e-6, weight_decay=0.1, margin=0.3, margin_kind="adaptive", head="text", beta=0.5,
-                 averaging="bma", ema_decay=0.999, swad_every=SWAD_DEFAULTS["swad_every"],
-                 swad_n_converge=SWAD_DEFAULTS["swad_n_converge"], swad_n_tolerance=SWAD_DEFAULTS["swad_n_tolerance"],
-                 swad_tolerance_ratio=SWAD_DEFAULTS["swad_tolerance_ratio"], templates=DEFAULT_TEMPLATES,
-                 logit_scale=None, precision="auto",
-                 image_norm=AUTO, input_mean=None, input_std=None, zero_shot=False, compile="auto",
-                 max_consecutive_skips=DEFAULT_MAX_CONSECUTIVE_SKIPS, device=None):
-        swad = dict(swad_every=swad_every, swad_n_converge=swad_n_converge, swad_n_tolerance=swad_n_tolerance,
-                    swad_tolerance_ratio=swad_tolerance_ratio)
-        check_settings(dict(lr=lr, weight_decay=weight_decay, margin=margin, margin_kind=margin_kind, head=head,
-                            beta=beta, averaging=averaging, ema_decay=ema_decay, **swad, templates=templates,
-                            logit_scale=logit_scale, precision=precision, compile=compile, image_norm=image_norm,
-                            input_mean=input_mean, input_std=input_std, total_steps=total_steps,
-                            max_consecutive_skips=max_consecutive_skips, zero_shot=zero_shot),
-                       training=not zero_shot)
-        if head == "linear" and margin_kind != "none":
-            raise SettingError("head='linear' is standard fine-tuning (Eq. 1) with plain cross-entropy; margins "
-                               "belong to the text head's metric softmax: pass margin_kind='none' (not "
-                               f"{margin_kind!r})")
+    def __init__(self, *, class_names, total_steps=None, **settings):
+        unknown = sorted(set(settings) - set(LEARNER_SETTINGS))
+        if unknown:
+            raise TypeError(f"CLIPoodLearner got unexpected keyword arguments {unknown}; its settings: "
+                            f"class_names, total_steps, {', '.join(LEARNER_SETTINGS)}")
+        settings = {**LEARNER_DEFAULTS, **settings, "total_steps": total_steps}
+        zero_shot, device = settings["zero_shot"], settings.pop("device")
+        check_settings(settings, training=not zero_shot)
+        check_rules(settings)
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(settings["precision"], self.device)
         self._authors_arithmetic = self.precision == "authors-fp16"
-        architecture = resolve_architecture(model_name, pretrained)
-        self.config = dict(model_name=architecture, pretrained=None if pretrained is None else str(pretrained),
-                           total_steps=None if zero_shot else int(total_steps), lr=lr, weight_decay=weight_decay,
-                           margin=margin, margin_kind=margin_kind, head=head, beta=beta, averaging=averaging,
-                           ema_decay=ema_decay, **swad,
-                           templates=tuple([templates] if isinstance(templates, str) else templates),
-                           logit_scale=logit_scale, precision=precision, zero_shot=zero_shot, compile=compile)
+        architecture = resolve_architecture(settings["model_name"], settings["pretrained"])
+        pretrained, templates = settings["pretrained"], settings["templates"]
+        self.config = {name: settings[name] for name in learner_names(CONFIG)}
+        self.config.update(model_name=architecture, pretrained=None if pretrained is None else str(pretrained),
+                           total_steps=None if zero_shot else int(total_steps),
+                           templates=tuple([templates] if isinstance(templates, str) else templates))
+        lr, weight_decay, image_norm = settings["lr"], settings["weight_decay"], settings["image_norm"]
 
         clip_model, self.preprocess_train, self.preprocess_val, tokenizer = load_clip(
             architecture, pretrained, precision=clip_storage(self.precision), image_norm=image_norm)
@@ -110,13 +104,15 @@ class CLIPoodLearner:
         clip_model.eval()
         self.image_encoder = clip_model.visual.to(self.device)
         clip_model.visual = nn.Identity()  # the text tower stays on the CPU; only its features are kept
+        logit_scale = settings["logit_scale"]
         self.logit_scale = float(logit_scale if logit_scale is not None else clip_model.logit_scale.exp().item())
         # SigLIP's models carry a learned logit bias (CLIP's none): predict() adds it, as open_clip's logits do;
         # MMS is a softmax over classes, where one constant added to every logit cancels
         bias = getattr(clip_model, "logit_bias", None)
         self.logit_bias = 0.0 if bias is None else float(bias.item())
         self.image_size = image_size_of(self.image_encoder)
-        self.input_adapter = InputAdapter(self.image_input, input_mean, input_std).to(self.device)
+        self.input_adapter = InputAdapter(self.image_input, settings["input_mean"],
+                                          settings["input_std"]).to(self.device)
         self.prompt_encoder = PromptEncoder(clip_model, tokenizer, self.config["templates"], self._authors_arithmetic)
         self.class_names = []
         self.text_features = None
@@ -132,13 +128,15 @@ class CLIPoodLearner:
             self._train_encoder = distributed.data_parallel(self.model, self.device)
             if self._train_encoder is not self.model:
                 self._ranks = torch.distributed.get_world_size()
-            self.training_step = TrainingStep(self.model, self.precision, lr, weight_decay, max_consecutive_skips)
+            self.training_step = TrainingStep(self.model, self.precision, lr, weight_decay,
+                                              settings["max_consecutive_skips"])
             self.optimizer = self.training_step.optimizer
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=int(total_steps))
-            self.averager = build_averager(averaging, self.model, int(total_steps), beta, ema_decay,
-                                           authors_fold=self._authors_arithmetic,
-                                           swad={key.removeprefix("swad_"): value for key, value in swad.items()})
-            compile_mode = _compile_mode(compile, self.device, self._ranks)
+            self.averager = build_averager(settings["averaging"], self.model, int(total_steps), settings["beta"],
+                                           settings["ema_decay"], authors_fold=self._authors_arithmetic,
+                                           swad={key.removeprefix("swad_"): value for key, value in settings.items()
+                                                 if key.startswith("swad_")})
+            compile_mode = _compile_mode(settings["compile"], self.device, self._ranks)
             if compile_mode is not None:
                 self._compiled_encoder = torch.compile(self._train_encoder, mode=compile_mode)
 
@@ -299,13 +297,6 @@ class CLIPoodLearner:
         """Images on the device, mapped to CLIP's input, in the dtype the encoder takes them in."""
         images = self.input_adapter(images.to(self.device, torch.float32, non_blocking=True))
         return images.to(input_dtype(self.precision))
-
-    @torch.no_grad()
-    def encode_images(self, images, averaged=True):
-        """L2-normalized image features [B, D] (fp32)."""
-        model = self.inference_encoder if averaged else self.model
-        encoder = model.encoder if self.config["head"] == "linear" else model
-        return F.normalize(self._run(encoder, images).float(), dim=-1)
 
     @torch.no_grad()
     def predict(self, images, averaged=True):

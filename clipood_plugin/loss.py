@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .settings import MARGIN_KINDS
+from .settings import MARGIN_KINDS, SETTINGS
+
+DEFAULT_MARGIN = SETTINGS["margin"].default  # the paper's lambda
 
 
 def check_margin_kind(margin_kind):
@@ -11,7 +13,7 @@ def check_margin_kind(margin_kind):
         raise ValueError(f"unknown margin_kind {margin_kind!r}; choose one of {MARGIN_KINDS}")
 
 
-def margin_metric_softmax(image_features, text_features, labels, margin=0.3, logit_scale=100.0,
+def margin_metric_softmax(image_features, text_features, labels, margin=DEFAULT_MARGIN, logit_scale=100.0,
                           reduction="mean", margin_kind="adaptive", authors_arithmetic=False):
     """Cross-entropy over ``s * (S(I, T_c) + m_c)``, the margin of each wrong class c being
     ``m_c = margin * D(T_y, T_c)`` with ``D = 1 - S(T_y, T_c)`` ("adaptive", MMS), ``m_c = margin``
@@ -48,7 +50,7 @@ def margin_metric_softmax(image_features, text_features, labels, margin=0.3, log
 class MarginMetricSoftmax(nn.Module):
     """:func:`margin_metric_softmax` as a module."""
 
-    def __init__(self, margin=0.3, logit_scale=100.0, margin_kind="adaptive"):
+    def __init__(self, margin=DEFAULT_MARGIN, logit_scale=100.0, margin_kind="adaptive"):
         super().__init__()
         check_margin_kind(margin_kind)
         self.margin = margin

@@ -3,9 +3,9 @@ import torch
 from open_clip import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from .settings import check_settings
+from .settings import SETTINGS, check_settings
 
-DEFAULT_TEMPLATES = ("a photo of a {}.",)  # the paper's
+DEFAULT_TEMPLATES = SETTINGS["templates"].default  # the paper's
 # the named template sets (settings.TEMPLATE_PRESET_NAMES), as format strings; open_clip ships OpenAI's as callables
 TEMPLATE_PRESETS = {"openai_imagenet": tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)}
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from .files import save_tensors
-from .settings import ChangedSettingsError, DataError, TrainConfig, changed_settings, flag
+from .settings import ChangedSettingsError, DataError, changed_settings
+from .train_config import TrainConfig, flag
 from .write_guard import check_run_outputs
 
 

@@ -1,19 +1,21 @@
-"""The one gate for settings (each setting once, as data: name, meaning, allowed values), the settings of a
-`clipood train` run, and the error for bad input. Importable without torch: the command line parses and checks
-its arguments before it loads torch and open_clip, so that --help and a bad argument answer at once.
+"""The one settings table and its gate. Every setting is one ``Setting`` below: its type, range, default and
+meaning, how it behaves when a run resumes, and its spelling in each front end (the `clipood train` field, the
+DomainBed hparam, the Dassl config key). From the table come CLIPoodLearner's defaults and config, `clipood
+train`'s flags (train_config.TrainConfig), DomainBed's hparams entries, Dassl's TRAINER.CLIPOOD node, and the one
+resume policy; a new setting is one entry here plus the code that uses it (docs/contributing.md).
 
-Every front end passes its settings through ``check_settings`` before it builds anything, translating its own
-spelling (``--mms-lambda``, DomainBed's ``mms_lambda``, Dassl's ``TRAINER.CLIPOOD.MMS_LAMBDA``) onto the names
-below, so that each refusal names the setting as that front end spells it. A new setting enters the gate by
-one entry in SETTINGS (and one in a front end's map of its names onto these, where it spells the setting
-otherwise, as TrainConfig.CORE_NAMES does for `clipood train`)."""
+Every front end passes its settings through ``check_settings`` (each setting's range) and ``check_rules`` (the
+rules that tie settings together) before it builds anything, with its own spelling of their names, so that each
+refusal names the setting as that front end's user sets it. Importable without torch: the command line checks its
+arguments before it loads torch and open_clip, so that --help and a bad argument answer at once."""
 import math
 import numbers
 import os
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .image_input import AUTO, image_norm_problem
+from .errors import ChangedSettingsError, DataError, SettingError  # noqa: F401 (their old import path)
+from .image_input import AUTO, IMAGE_NORMS, MIN_STD, STD_TOO_SMALL, image_norm_problem
 
 TINY_MODEL = "clipood-tiny"  # the tiny random-init CLIP that runs offline
 # "authors-fp16": the numerics of the authors' code, under which the paper's learning rates were tuned (fp16
@@ -25,68 +27,61 @@ COMPILE_CHOICES = ("auto", "on", "reduce-overhead", "off")
 AVERAGING_CHOICES = ("bma", "uniform", "ema", "swad", "none")
 # how reports name the model each averaging predicts with
 AVERAGED_MODEL_NAMES = {"bma": "BMA", "uniform": "uniform", "ema": "EMA", "swad": "SWAD", "none": "last"}
-# SWAD's evaluation interval, N_s, N_e and r: the SWAD authors' config.yaml and their CHECKPOINT_FREQ of PACS,
-# VLCS, OfficeHome and TerraIncognita (averaging.SWAD)
-SWAD_DEFAULTS = dict(swad_every=200, swad_n_converge=3, swad_n_tolerance=6, swad_tolerance_ratio=0.3)
 # the margin of each wrong class: lam * D(T_y, T_c) (MMS), lam for every one, or none (plain metric softmax)
 MARGIN_KINDS = ("adaptive", "fixed", "none")
 # the classifier: cosine similarity to the frozen class text features (Eq. 2), or a trained linear layer (Eq. 1)
 HEAD_CHOICES = ("text", "linear")
 # where training images are decoded and augmented: auto = device on CUDA (where the transform allows), else cpu
 DECODE_CHOICES = ("auto", "cpu", "device")
+# the most optimizer steps a run may be built for (far beyond any paper run; a typo such as 99999999999999 is not)
+MAX_STEPS = 10_000_000
 # A random-init model (clipood-tiny, pretrained none) learns from scratch: below RANDOM_INIT_MIN_LR (e.g. the
 # paper's fine-tuning rate 5e-6) it barely moves in a run's steps; clipood demo trains it at RANDOM_INIT_LR.
 RANDOM_INIT_MIN_LR = 1e-4
 RANDOM_INIT_LR = 2e-3
 
-
-class DataError(Exception):
-    """Bad input (data, files, settings), reported to the user as one line rather than a traceback."""
-
-    def __init__(self, message=""):
-        # a DataLoader re-raises a worker's error with the worker's whole traceback as its message
-        if message.startswith(f"Caught {type(self).__name__}"):
-            message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[-1]
-        super().__init__(message)
-
-
-class SettingError(DataError, ValueError):
-    """A setting outside its allowed values (a ValueError too, as the library raises for bad arguments)."""
-
-
-class ChangedSettingsError(SettingError):
-    """A checkpoint made with other settings than the run that loads it. ``changes``: [(core name, the
-    checkpoint's value, this run's value)]; ``respelled`` words it for a front end."""
-
-    def __init__(self, changes, advice, spelled=None):
-        self.changes, self.advice = list(changes), advice
-        label = spelled or (lambda name: name)
-        listing = ", ".join(f"{label(name)} {saved!r} -> {now!r}" for name, saved, now in self.changes)
-        super().__init__(f"the checkpoint was made with other settings than this run has (checkpoint -> now): "
-                         f"{listing}; {advice}")
-
-    def respelled(self, spelled, advice=None):
-        return ChangedSettingsError(self.changes, advice or self.advice, spelled)
-
-
-def changed_settings(saved, now, names):
-    """[(name, saved value, value now)] for the names whose values differ (a list and a tuple of the same
-    items are the same value: a checkpoint may store one where the run holds the other)."""
-    def comparable(value):
-        return tuple(value) if isinstance(value, list) else value
-    return [(name, saved.get(name), now.get(name)) for name in names
-            if comparable(saved.get(name)) != comparable(now.get(name))]
+# How a setting behaves when a run resumes from a checkpoint:
+BUILD = "build"  # it shapes the saved state: a checkpoint must share it to be loaded at all
+TRAJECTORY = "trajectory"  # it shapes the run: a checkpoint with training state must share it to resume
+HPARAM = "hparam"  # a training hyperparameter: it may change on resume where the user asks (allow_hparam_change)
+FREE = "free"  # it may change freely (where the run happens, how fast, what is reported)
+# Whether CLIPoodLearner takes it: as an argument recorded in its ``config`` (and checkpoints), or one it is not
+CONFIG = "config"
+ARGUMENT = "argument"
+# ``unrecorded``: what a checkpoint saved before the setting was recorded had; COMPARED_WHEN_RECORDED: such a
+# checkpoint had the only behaviour there was, so it is compared only where recorded
+RECORDED = "recorded"
+COMPARED_WHEN_RECORDED = "compared when recorded"
+REQUIRED = "required"  # a setting without a default: each front end gives it
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its core name (CLIPoodLearner's argument; a `clipood train` field for run-only ones), what
-    it means, and ``problem(value)``: what is wrong with a value ("must be ..."), or None when it is allowed.
-    ``trains``: it only matters to a learner that trains (a zero-shot one ignores it)."""
+    """One setting: its core name (CLIPoodLearner's argument; a run setting of the front ends otherwise), what
+    it means, and ``problem(value)``: what is wrong with a value ("must be ..."), or None when it is allowed;
+    its ``default`` and how it behaves on ``resume`` (BUILD, TRAJECTORY, HPARAM, FREE); ``trains``: it only
+    matters to a learner that trains (a zero-shot one ignores it); ``learner``: CONFIG, ARGUMENT or None.
+    Its spelling in each front end, None where that front end does not set it: ``flag``, the field of `clipood
+    train`'s TrainConfig (its flag: --field-name) with ``help`` (default: the meaning) and ``kind`` (the
+    field's type; default: the default's); ``hparam``, the DomainBed hparam; ``config_key``, the Dassl config key.
+    ``unrecorded``: see RECORDED."""
     name: str
     meaning: str
     problem: object
+    default: object = REQUIRED
+    resume: str = FREE
     trains: bool = False
+    learner: object = None
+    flag: object = None
+    hparam: object = None
+    config_key: object = None
+    help: object = None
+    kind: object = None
+    unrecorded: object = RECORDED
+
+    @property
+    def choices(self):
+        return getattr(self.problem, "choices", None)
 
 
 def _shown(value):
@@ -118,19 +113,36 @@ def _number(low=None, high=None, low_open=False, high_open=False, optional=False
     return problem
 
 
-def _count(least, optional=False):
-    """A whole number >= least (an int, not a float such as 8.0, not a bool)."""
+def _count(least, most=None, optional=False):
+    """A whole number >= least, and <= most where given (an int, not a float such as 8.0, not a bool)."""
+    wanted = f"must be a whole number >= {least}" + (" (or null/None)" if optional else "")
+
     def problem(value):
         if value is None and optional:
             return None
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
-            return f"must be a whole number >= {least}" + (" (or null/None)" if optional else "")
+            return wanted
+        if most is not None and value > most:
+            return f"must be a whole number >= {least} and <= {most:,}"
         return None
     return problem
 
 
 def _choice(choices):
-    return lambda value: None if isinstance(value, str) and value in choices else f"must be one of {choices}"
+    def problem(value):
+        return None if isinstance(value, str) and value in choices else f"must be one of {choices}"
+    problem.choices = choices  # the choices a command-line flag offers
+    return problem
+
+
+def _text(value):
+    return None if value is None or isinstance(value, str) else "must be a string (or null/None)"
+
+
+def _text_or_path(value):
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return None
+    return "must be a string or a path (or null/None)"
 
 
 def _flag(value):
@@ -165,16 +177,19 @@ def _templates(value):
     return None
 
 
-def _channel_values(positive):
-    wanted = (f"3 finite numbers{' > 0' if positive else ''}, one per color channel (R, G, B) (or null/None: the "
-              "model's own)")
+def _channel_values(least=None):
+    """3 finite numbers, one per color channel, each >= least where given (or None: the model's own)."""
+    wanted = (f"3 finite numbers{'' if least is None else f' >= {least:g}'}, one per color channel (R, G, B) (or "
+              "null/None: the model's own)")
 
     def problem(value):
         if value is None:
             return None
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
-                _is_number(v) and math.isfinite(v) and (v > 0 or not positive) for v in value):
+                _is_number(v) and math.isfinite(v) for v in value):
             return f"must be {wanted}"
+        if least is not None and min(value) < least:
+            return f"must be {wanted}: a std must be >= {least:g} ({STD_TOO_SMALL})"
         return None
     return problem
 
@@ -192,52 +207,172 @@ def _class_names(value):
         return "must be a list of names, not one string (it would be read as one class per character)"
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(name, str) for name in value):
         return "must be a non-empty list of strings"
+    if len(value) < 2:
+        return ("needs at least 2 classes: with one, the loss and accuracy are trivially 0 and 100% (there is "
+                "nothing to tell apart)")
     return None
 
 
-SETTINGS = {setting.name: setting for setting in [
-    Setting("lr", "the AdamW learning rate", _number(0, low_open=True), trains=True),
-    Setting("weight_decay", "the AdamW weight decay", _number(0), trains=True),
-    Setting("margin", "the MMS margin weight lambda, 0 for plain fine-tuning", _number(0), trains=True),
-    Setting("margin_kind", "the margin of each wrong class", _choice(MARGIN_KINDS), trains=True),
-    Setting("head", "the classifier", _choice(HEAD_CHOICES)),
-    Setting("beta", "the Beta(beta, beta) weighting of the moving average", _number(0, low_open=True), trains=True),
-    Setting("averaging", "the weight averaging used for prediction", _choice(AVERAGING_CHOICES), trains=True),
-    Setting("ema_decay", "the decay of the EMA averaging", _number(0, 1, high_open=True), trains=True),
-    Setting("swad_every", "the steps between SWAD's validation losses", _count(1), trains=True),
+# In the order of CLIPoodLearner's config (checkpoints record it so), then the front ends' run settings.
+TABLE = [
+    Setting("model_name", "the open_clip architecture", _text, "ViT-B-16", BUILD, learner=CONFIG, flag="model",
+            hparam="clip_model", config_key="MODEL.BACKBONE.NAME", kind=str,
+            help="open_clip model name, CoOp-style name, or clipood-tiny"),
+    Setting("pretrained", "the weights: an open_clip tag, a local file, or None (random init)", _text_or_path,
+            "openai", BUILD, learner=CONFIG, flag="pretrained", hparam="clip_pretrained",
+            config_key="TRAINER.CLIPOOD.PRETRAINED", kind=str,
+            help="open_clip tag, local checkpoint file, or 'none' (random init)"),
+    Setting("total_steps", "the number of optimizer steps, the cosine and averaging horizon",
+            _count(1, most=MAX_STEPS), 5000, BUILD, trains=True, learner=CONFIG, flag="steps", hparam="steps",
+            config_key="OPTIM.MAX_EPOCH x TRAINER.CLIPOOD.ITERS_PER_EPOCH",
+            help="optimizer steps (= BMA and cosine horizon)"),
+    Setting("lr", "the AdamW learning rate", _number(0, low_open=True), 5e-6, HPARAM, trains=True, learner=CONFIG,
+            flag="lr", hparam="lr", config_key="OPTIM.LR", help="AdamW learning rate"),
+    Setting("weight_decay", "the AdamW weight decay", _number(0), 0.1, HPARAM, trains=True, learner=CONFIG,
+            flag="weight_decay", hparam="weight_decay", config_key="OPTIM.WEIGHT_DECAY", help="AdamW weight decay"),
+    Setting("margin", "the MMS margin weight lambda, 0 for plain fine-tuning", _number(0), 0.3, TRAJECTORY,
+            trains=True, learner=CONFIG, flag="mms_lambda", hparam="mms_lambda",
+            config_key="TRAINER.CLIPOOD.MMS_LAMBDA", help="MMS margin weight (0 = plain fine-tuning)"),
+    Setting("margin_kind", "the margin of each wrong class", _choice(MARGIN_KINDS), "adaptive", TRAJECTORY,
+            trains=True, learner=CONFIG, flag="margin_kind", hparam="margin_kind",
+            config_key="TRAINER.CLIPOOD.MARGIN_KIND",
+            help="margin of each wrong class: adaptive (MMS: lambda x text distance), fixed (lambda), none"),
+    Setting("head", "the classifier", _choice(HEAD_CHOICES), "text", BUILD, learner=CONFIG, flag="head",
+            hparam="head", config_key="TRAINER.CLIPOOD.HEAD",
+            help="classifier: text (class text features, Eq. 2) or linear (trained, initialized from them, Eq. 1; "
+                 "needs --margin-kind none)"),
+    Setting("beta", "the Beta(beta, beta) weighting of the moving average", _number(0, low_open=True), 0.5,
+            TRAJECTORY, trains=True, learner=CONFIG, flag="bma_beta", hparam="bma_beta",
+            config_key="TRAINER.CLIPOOD.BMA_BETA", help="Beta(beta, beta) of the moving average"),
+    Setting("averaging", "the weight averaging used for prediction", _choice(AVERAGING_CHOICES), "bma", BUILD,
+            trains=True, learner=CONFIG, flag="averaging", hparam="averaging", config_key="TRAINER.CLIPOOD.AVERAGING",
+            help="weight averaging used for prediction (uniform: the mean of the weights after steps 1..T; swad: "
+                 "dense averaging over the window of low holdout loss)"),
+    Setting("ema_decay", "the decay of the EMA averaging", _number(0, 1, high_open=True), 0.999, TRAJECTORY,
+            trains=True, learner=CONFIG, flag="ema_decay", hparam="ema_decay", config_key="TRAINER.CLIPOOD.EMA_DECAY",
+            help="decay of --averaging ema"),
+    # SWAD's evaluation interval, N_s, N_e and r: the SWAD authors' config.yaml and their CHECKPOINT_FREQ of PACS,
+    # VLCS, OfficeHome and TerraIncognita (averaging.SWAD)
+    Setting("swad_every", "the steps between SWAD's validation losses", _count(1), 200, TRAJECTORY, trains=True,
+            learner=CONFIG, flag="swad_every", hparam="swad_every", config_key="TRAINER.CLIPOOD.SWAD_EVERY",
+            unrecorded=COMPARED_WHEN_RECORDED,
+            help="--averaging swad: steps between validation losses on the holdout (SWAD's evaluation interval)"),
     Setting("swad_n_converge", "SWAD's N_s: the validation losses in which the first must be the least to start "
-            "the window", _count(1), trains=True),
+            "the window", _count(1), 3, TRAJECTORY, trains=True, learner=CONFIG, flag="swad_n_converge",
+            hparam="swad_n_converge", config_key="TRAINER.CLIPOOD.SWAD_N_CONVERGE", unrecorded=COMPARED_WHEN_RECORDED,
+            help="--averaging swad: N_s, the losses in which the first must be the least to start the window"),
     Setting("swad_n_tolerance", "SWAD's N_e: the validation losses of which one must stay under the threshold "
-            "to go on averaging", _count(1), trains=True),
+            "to go on averaging", _count(1), 6, TRAJECTORY, trains=True, learner=CONFIG, flag="swad_n_tolerance",
+            hparam="swad_n_tolerance", config_key="TRAINER.CLIPOOD.SWAD_N_TOLERANCE",
+            unrecorded=COMPARED_WHEN_RECORDED,
+            help="--averaging swad: N_e, the losses of which one must stay under the threshold to go on averaging"),
     Setting("swad_tolerance_ratio", "SWAD's r: the threshold is (1 + r) x the mean loss at the window's start",
-            _number(0), trains=True),
-    Setting("templates", "the prompt template(s)", _templates),
-    Setting("class_names", "the class names, in label order", _class_names),
+            _number(0), 0.3, TRAJECTORY, trains=True, learner=CONFIG, flag="swad_tolerance_ratio",
+            hparam="swad_tolerance_ratio", config_key="TRAINER.CLIPOOD.SWAD_TOLERANCE_RATIO",
+            unrecorded=COMPARED_WHEN_RECORDED,
+            help="--averaging swad: r, the threshold is (1 + r) x the mean loss at the window's start"),
+    Setting("templates", "the prompt template(s)", _templates, ("a photo of a {}.",), TRAJECTORY, learner=CONFIG,
+            flag="templates", hparam="prompt_template", config_key="TRAINER.CLIPOOD.TEMPLATES", kind=list,
+            help="prompt template(s); several are ensembled; openai_imagenet: OpenAI's 80 ImageNet templates"),
     Setting("logit_scale", "the temperature of the logits, None for the model's",
-            _number(0, low_open=True, optional=True)),
-    Setting("precision", "the training numerics", _choice(PRECISION_CHOICES)),
-    Setting("compile", "torch.compile of the training step", _choice(COMPILE_CHOICES), trains=True),
+            _number(0, low_open=True, optional=True), None, TRAJECTORY, learner=CONFIG),
+    Setting("precision", "the training numerics", _choice(PRECISION_CHOICES), "auto", TRAJECTORY, learner=CONFIG,
+            flag="precision", hparam="clip_precision", config_key="TRAINER.CLIPOOD.PREC",
+            unrecorded=COMPARED_WHEN_RECORDED,
+            help="auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere; authors-fp16: the reference code's fp16 "
+                 "weights and BMA"),
+    Setting("zero_shot", "whether the learner never trains", _flag, False, BUILD, learner=CONFIG),
+    Setting("compile", "torch.compile of the training step", _choice(COMPILE_CHOICES), "auto", FREE, trains=True,
+            learner=CONFIG, flag="compile", hparam="clip_compile", config_key="TRAINER.CLIPOOD.COMPILE",
+            help="torch.compile the training step: auto (on CUDA, with CUDA graphs), on, reduce-overhead (with CUDA "
+                 "graphs), off"),
     Setting("image_norm", "the input (normalization, resize) of weights that do not describe theirs (a local file, "
-            "random init)", image_norm_problem),
-    Setting("input_mean", "the per-channel mean the input images are normalized with", _channel_values(False)),
-    Setting("input_std", "the per-channel std the input images are normalized with", _channel_values(True)),
-    Setting("total_steps", "the number of optimizer steps, the cosine and averaging horizon", _count(1), trains=True),
-    Setting("max_consecutive_skips", "the non-finite steps in a row that end a run", _count(1), trains=True),
-    Setting("zero_shot", "whether the learner never trains", _flag),
-    Setting("open_class_ratio", "the share of classes held out of training as new classes",
-            _number(0, 1, high_open=True)),
+            "random init)", image_norm_problem, AUTO, BUILD, learner=CONFIG, flag="image_norm",
+            hparam="clip_image_norm", config_key="TRAINER.CLIPOOD.IMAGE_NORM",
+            unrecorded=IMAGE_NORMS["openai"].norm,  # every run before it was recorded trained on OpenAI's input
+            help="the input of weights that do not describe theirs (a local file, random init): openai, siglip, "
+                 "imagenet, M,M,M:S,S,S (mean:std) or MODEL/TAG (a tag's); auto: a tag's or export's own, else "
+                 "openai"),
+    # the images a front end hands over (its normalization; the learner maps it onto the model's input)
+    Setting("input_mean", "the per-channel mean the input images are normalized with", _channel_values(), None,
+            learner=ARGUMENT, config_key="INPUT.PIXEL_MEAN"),
+    Setting("input_std", "the per-channel std the input images are normalized with", _channel_values(MIN_STD),
+            None, learner=ARGUMENT, config_key="INPUT.PIXEL_STD"),
+    Setting("max_consecutive_skips", "the non-finite steps in a row that end a run", _count(1), 20, trains=True,
+            learner=ARGUMENT),
+    Setting("class_names", "the class names, in label order", _class_names, resume=TRAJECTORY, learner=ARGUMENT,
+            hparam="class_names", config_key="the dataset's class names"),
+    Setting("device", "the device the learner trains and predicts on (None: cuda when available)", _text, None,
+            learner=ARGUMENT, flag="device", kind=str,
+            help="cuda, cpu, ... (default: cuda when available; under torchrun each process takes cuda:LOCAL_RANK)"),
     # run settings of the front ends (the learner never sees them)
-    Setting("batch_size", "the images per training domain per step", _count(1)),
-    Setting("eval_batch_size", "the batch size of evaluation", _count(1)),
-    Setting("eval_every", "the steps between evaluations", _count(1)),
-    Setting("checkpoint_every", "the steps between checkpoints", _count(1)),
-    Setting("stop_after", "the step to stop at with a checkpoint", _count(1, optional=True)),
-    Setting("workers", "the data loading processes per domain", _count(0)),
-    Setting("holdout_fraction", "the share of each training domain kept for validation", _number(0, 1, high_open=True)),
-    Setting("decode", "where training images are decoded", _choice(DECODE_CHOICES)),
+    Setting("open_class_ratio", "the share of classes held out of training as new classes",
+            _number(0, 1, high_open=True), 0.0, TRAJECTORY, hparam="open_class_ratio",
+            config_key="TRAINER.CLIPOOD.OPEN_CLASSES"),
+    Setting("batch_size", "the images per training domain per step", _count(1), 12, TRAJECTORY, flag="batch_size",
+            hparam="batch_size", config_key="DATALOADER.TRAIN_X.BATCH_SIZE",
+            help="images per training domain per step"),
+    Setting("decode", "where training images are decoded", _choice(DECODE_CHOICES), "auto", flag="decode",
+            config_key="TRAINER.CLIPOOD.DECODE",
+            help="where training JPEGs are decoded and augmented: cpu (PIL in the loader processes), device (in "
+                 "batch on the training device, nvJPEG on CUDA), auto (device on CUDA, else cpu)"),
+    Setting("holdout_fraction", "the share of each training domain kept for validation",
+            _number(0, 1, high_open=True), 0.2, TRAJECTORY, flag="holdout_fraction",
+            help="share of each training domain kept for validation"),
+    # the evaluations and checkpoints a run records
+    Setting("eval_every", "the steps between evaluations", _count(1), 500, TRAJECTORY, flag="eval_every",
+            help="evaluate every N steps"),
+    Setting("checkpoint_every", "the steps between checkpoints", _count(1), 500, TRAJECTORY, flag="checkpoint_every",
+            help="save a resumable checkpoint every N steps"),
+    Setting("stop_after", "the step to stop at with a checkpoint", _count(1, optional=True), None, flag="stop_after",
+            kind=int, help="stop (with a checkpoint) after this many steps of this command, counted from where it "
+                           "resumed; the same command with --resume makes as many more (Slurm requeue)"),
+    Setting("workers", "the data loading processes per domain", _count(0), min(4, os.cpu_count() or 1),
+            flag="workers", help="data loading processes per domain"),
+    Setting("eval_batch_size", "the batch size of evaluation", _count(1), 128, flag="eval_batch_size",
+            help="batch size for evaluation"),
     # an evaluation of a finished model (clipood_plugin.wise_ft)
     Setting("wise_ft_alphas", "WiSE-FT's weights alpha of (1 - alpha) pretrained + alpha fine-tuned", _alphas),
-]}
+]
+SETTINGS = {setting.name: setting for setting in TABLE}
+SWAD_DEFAULTS = {name: SETTINGS[name].default for name in SETTINGS if name.startswith("swad_")}
+
+
+def defaults(names=None):
+    """{name: default} of the settings named (default: all) that have one."""
+    return {name: SETTINGS[name].default for name in (names or SETTINGS) if SETTINGS[name].default != REQUIRED}
+
+
+def learner_names(*kinds):
+    """The settings CLIPoodLearner takes as ``kinds`` (CONFIG, ARGUMENT), in the table's order."""
+    return tuple(name for name, setting in SETTINGS.items() if setting.learner in kinds)
+
+
+def resume_keys(behaviour):
+    """The learner config's settings that behave so on resume (BUILD, TRAJECTORY, HPARAM, FREE)."""
+    return tuple(name for name in learner_names(CONFIG) if SETTINGS[name].resume == behaviour)
+
+
+def compared_when_recorded():
+    """The settings a checkpoint saved before they were recorded lacks: compared only where recorded."""
+    return tuple(name for name, setting in SETTINGS.items() if setting.unrecorded == COMPARED_WHEN_RECORDED)
+
+
+def as_recorded(config):
+    """A checkpoint's config with the value every checkpoint saved before a setting was recorded had, where
+    the setting names one (e.g. image_norm: OpenAI's input)."""
+    return {**{name: setting.unrecorded for name, setting in SETTINGS.items()
+               if setting.unrecorded not in (RECORDED, COMPARED_WHEN_RECORDED)}, **config}
+
+
+def changed_settings(saved, now, names):
+    """The one comparison of settings on resume: [(name, saved value, value now)] for the names whose values
+    differ (a list and a tuple of the same items are the same value: a checkpoint may store one where the run
+    holds the other)."""
+    def comparable(value):
+        return tuple(value) if isinstance(value, list) else value
+    return [(name, saved.get(name), now.get(name)) for name in names
+            if comparable(saved.get(name)) != comparable(now.get(name))]
 
 
 def check_settings(values, spelled=None, training=True):
@@ -252,102 +387,49 @@ def check_settings(values, spelled=None, training=True):
             raise SettingError(f"{label} {problem}, got {_shown(value)} ({label}: {setting.meaning})")
 
 
-@dataclass
-class TrainConfig:
-    """Defaults are the paper's domain-shift settings (PACS: lr 5e-6, 10 epochs x 500 iterations)."""
-    data_dir: str = field(default=None, metadata={"help": "ROOT of ROOT/<domain>/<class>/<image>"})
-    test_domains: list = field(default=None, metadata={"help": "domain folder name(s) held out for testing"})
-    output_dir: str = field(default="./clipood_output", metadata={"help": "results.json, results.png, model.pt, checkpoint.pt"})
-    model: str = field(default="ViT-B-16", metadata={"help": "open_clip model name, CoOp-style name, or clipood-tiny"})
-    pretrained: str = field(default="openai", metadata={"help": "open_clip tag, local checkpoint file, or 'none' (random init)"})
-    image_norm: str = field(default=AUTO, metadata={"help": "the input of weights that do not describe theirs (a "
-                                                            "local file, random init): openai, siglip, imagenet, "
-                                                            "M,M,M:S,S,S (mean:std) or MODEL/TAG (a tag's); auto: "
-                                                            "a tag's or export's own, else openai"})
-    templates: list = field(default_factory=lambda: ["a photo of a {}."], metadata={
-        "help": "prompt template(s); several are ensembled; openai_imagenet: OpenAI's 80 ImageNet templates"})
-    steps: int = field(default=5000, metadata={"help": "optimizer steps (= BMA and cosine horizon)"})
-    batch_size: int = field(default=12, metadata={"help": "images per training domain per step"})
-    lr: float = field(default=5e-6, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
-    mms_lambda: float = field(default=0.3, metadata={"help": "MMS margin weight (0 = plain fine-tuning)"})
-    margin_kind: str = field(default="adaptive", metadata={"help": "margin of each wrong class: adaptive (MMS: lambda x "
-                                                                   "text distance), fixed (lambda), none",
-                                                           "choices": MARGIN_KINDS})
-    head: str = field(default="text", metadata={"help": "classifier: text (class text features, Eq. 2) or linear "
-                                                        "(trained, initialized from them, Eq. 1; needs --margin-kind none)",
-                                                "choices": HEAD_CHOICES})
-    bma_beta: float = field(default=0.5, metadata={"help": "Beta(beta, beta) of the moving average"})
-    averaging: str = field(default="bma", metadata={"help": "weight averaging used for prediction (uniform: the mean "
-                                                            "of the weights after steps 1..T; swad: dense averaging "
-                                                            "over the window of low holdout loss)",
-                                                    "choices": AVERAGING_CHOICES})
-    ema_decay: float = field(default=0.999, metadata={"help": "decay of --averaging ema"})
-    swad_every: int = field(default=SWAD_DEFAULTS["swad_every"], metadata={
-        "help": "--averaging swad: steps between validation losses on the holdout (SWAD's evaluation interval)"})
-    swad_n_converge: int = field(default=SWAD_DEFAULTS["swad_n_converge"], metadata={
-        "help": "--averaging swad: N_s, the losses in which the first must be the least to start the window"})
-    swad_n_tolerance: int = field(default=SWAD_DEFAULTS["swad_n_tolerance"], metadata={
-        "help": "--averaging swad: N_e, the losses of which one must stay under the threshold to go on averaging"})
-    swad_tolerance_ratio: float = field(default=SWAD_DEFAULTS["swad_tolerance_ratio"], metadata={
-        "help": "--averaging swad: r, the threshold is (1 + r) x the mean loss at the window's start"})
-    precision: str = field(default="auto", metadata={"help": "auto: bf16 (else fp16) autocast on CUDA, fp32 elsewhere; "
-                                                             "authors-fp16: the reference code's fp16 weights and BMA",
-                                                     "choices": PRECISION_CHOICES})
-    compile: str = field(default="auto", metadata={"help": "torch.compile the training step: auto (on CUDA, with CUDA graphs), on, "
-                                                           "reduce-overhead (with CUDA graphs), off",
-                                                   "choices": COMPILE_CHOICES})
-    decode: str = field(default="auto", metadata={"help": "where training JPEGs are decoded and augmented: cpu (PIL in "
-                                                          "the loader processes), device (in batch on the training "
-                                                          "device, nvJPEG on CUDA), auto (device on CUDA, else cpu)",
-                                                  "choices": DECODE_CHOICES})
-    holdout_fraction: float = field(default=0.2, metadata={"help": "share of each training domain kept for validation"})
-    wise_ft: str = field(default=None, metadata={"help": "ALPHAS, e.g. 0,0.25,0.5,0.75,1: at the end also evaluate WiSE-FT "
-                                                         "(1 - alpha) x the starting weights + alpha x the model's, "
-                                                         "and pick the alpha best on the holdout"})
-    eval_every: int = field(default=500, metadata={"help": "evaluate every N steps"})
-    checkpoint_every: int = field(default=500, metadata={"help": "save a resumable checkpoint every N steps"})
-    stop_after: int = field(default=None, metadata={"help": "stop (with a checkpoint) after this many steps of this "
-                                                            "command, counted from where it resumed; the same command "
-                                                            "with --resume makes as many more (Slurm requeue)"})
-    resume: bool = field(default=False, metadata={"help": "continue from OUTPUT_DIR/checkpoint.pt"})
-    overwrite: bool = field(default=False, metadata={"help": "start over in an OUTPUT_DIR that holds a finished or "
-                                                             "unfinished run, deleting its results and checkpoint"})
-    allow_missing_classes: bool = field(default=False, metadata={"help": "accept domains that lack some classes"})
-    workers: int = field(default=min(4, os.cpu_count() or 1), metadata={"help": "data loading processes per domain"})
-    eval_batch_size: int = field(default=128, metadata={"help": "batch size for evaluation"})
-    seed: int = field(default=0, metadata={"help": "seed of the data order, augmentation and holdout split"})
-    device: str = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available; under "
-                                                         "torchrun each process takes cuda:LOCAL_RANK)"})
+@dataclass(frozen=True)
+class Rule:
+    """A rule that ties settings together. ``broken(values, held_out)``: whether these settings (every one
+    given, defaults filled in) break it, ``held_out`` being whether the run has held-out images of its training
+    domains (None: not known here). ``statement`` and ``fix`` word it with ``say(name, value)`` and ``label(name)``
+    (a setting as the front end spells it); a front end may give its own words for the fix."""
+    name: str
+    broken: object
+    statement: object
+    fix: object
 
-    # the core name of each field that has another one (the other fields have the core's names)
-    CORE_NAMES = {"mms_lambda": "margin", "bma_beta": "beta", "steps": "total_steps"}
-    # fields that may change between an interrupted run and its resumption
-    RESUMABLE_CHANGES = ("output_dir", "stop_after", "resume", "overwrite", "workers", "eval_batch_size", "device",
-                         "compile", "decode", "wise_ft")
 
-    def check(self):
-        """Raise DataError naming the flag of the first setting out of its range."""
-        if not self.data_dir:
-            raise DataError("give --data-dir")
-        if not self.test_domains:
-            raise DataError("give at least one --test-domains")
-        fields = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        check_settings({self.CORE_NAMES.get(f, f): value for f, value in fields.items()
-                        if self.CORE_NAMES.get(f, f) in SETTINGS}, spelled=self.flag_of)
-        if self.wise_ft is not None:
-            check_settings({"wise_ft_alphas": alphas_of(self.wise_ft, "--wise-ft")}, spelled=lambda _: "--wise-ft")
-        if self.averaging == "swad" and not self.holdout_fraction:
-            raise SettingError("--averaging swad finds its window from the loss on held-out images of the training "
-                               "domains: give --holdout-fraction > 0 (e.g. 0.2)")
-        if self.resume and self.overwrite:
-            raise DataError("--resume continues the run in --output-dir and --overwrite starts it over: give one")
+RULES = [
+    Rule("linear_head", lambda values, held_out: values["head"] == "linear" and values["margin_kind"] != "none",
+         lambda say, label, values: f"{say('head', 'linear')} is standard fine-tuning (Eq. 1) with plain "
+                                    "cross-entropy, without the margins of the text head's metric softmax "
+                                    "(margin_kind='none')",
+         lambda say, label, values: f"set {say('margin_kind', 'none')}, not {values['margin_kind']!r}"),
+    Rule("swad_held_out", lambda values, held_out: values["averaging"] == "swad" and held_out is False,
+         lambda say, label, values: f"{say('averaging', 'swad')} finds its window from the loss on held-out images "
+                                    "of the training domains, and this run holds none out",
+         lambda say, label, values: "give it held-out images of its training domains"),
+    Rule("open_classes", lambda values, held_out: values["open_class_ratio"] > 0 and values["head"] != "text",
+         lambda say, label, values: f"{label('open_class_ratio')} > 0 needs the text head: a linear head has no "
+                                    "weights for the new classes",
+         lambda say, label, values: f"set {say('head', 'text')} or {say('open_class_ratio', 0)}"),
+]
 
-    @classmethod
-    def flag_of(cls, core_name):
-        """The command-line flag of the field that holds the core setting ``core_name``."""
-        fields = {core: f for f, core in cls.CORE_NAMES.items()}
-        return flag(fields.get(core_name, core_name))
+
+def check_rules(values, spelled=None, held_out=None, fixes=None):
+    """Raise SettingError, in one message per rule, for the first of RULES that ``values`` ({core name: value};
+    the settings not given take their defaults) break, spelled as check_settings spells them (a setting and its
+    value: ``name=value`` in the library, ``spelled(name) value`` in a front end). ``fixes``: {rule name: the
+    front end's own words for the fix}, e.g. which of its options gives held-out images."""
+    values = {**defaults(), **values}
+    label = spelled or (lambda name: name)
+
+    def say(name, value):
+        return f"{name}={value!r}" if spelled is None else f"{spelled(name)} {value}"
+    for rule in RULES:
+        if rule.broken(values, held_out):
+            fix = (fixes or {}).get(rule.name) or rule.fix(say, label, values)
+            raise SettingError(f"{rule.statement(say, label, values)}; {fix}")
 
 
 def check_device(name, option="--device"):
@@ -384,15 +466,3 @@ def random_init_warning(pretrained, lr, random_init_setting, lr_setting):
     return (f"warning: {random_init_setting} trains from random weights, which a learning rate of {lr:g} (a "
             f"fine-tuning rate) barely moves; give a far larger one, e.g. {lr_setting.format(f'{RANDOM_INIT_LR:g}')}")
 
-
-def alphas_of(listed, option):
-    """The numbers of a comma-separated list such as WiSE-FT's alphas (check_settings checks their range)."""
-    try:
-        return [float(part) for part in listed.split(",")]
-    except ValueError:
-        raise DataError(f"{option} takes comma-separated numbers, e.g. 0,0.25,0.5,0.75,1; got {listed!r}") from None
-
-
-def flag(name):
-    """The command-line flag of a TrainConfig field."""
-    return "--" + name.replace("_", "-")

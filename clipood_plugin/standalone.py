@@ -7,7 +7,8 @@ from . import distributed
 from .files import claim_output_dir
 from .folders import scan_domain_folders
 from .run_files import RunFiles
-from .settings import DataError, TrainConfig, check_device
+from .settings import DataError, check_device
+from .train_config import TrainConfig
 from .stop_signals import Interrupted, StopSignals
 
 

@@ -7,7 +7,8 @@ import typing
 
 from .command_line import Parser, fail
 from .packages import MissingPackageError
-from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, TrainConfig, flag, random_init_warning
+from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, random_init_warning
+from .train_config import TrainConfig, flag
 from .stop_signals import Interrupted
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it

@@ -15,7 +15,8 @@ from .learner import CLIPoodLearner
 from .run_files import RunState
 from .run_report import FAILED, failed_results, plot_results, report, run_results, write_results
 from .scalars import ScalarLog
-from .settings import AVERAGED_MODEL_NAMES, DataError, alphas_of
+from .settings import AVERAGED_MODEL_NAMES, DataError
+from .train_config import alphas_of
 from .stop_signals import Interrupted
 from .training_step import LearnedNothingError
 from .wise_ft import wise_ft_accuracy

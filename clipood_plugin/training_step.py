@@ -9,9 +9,9 @@ import contextlib
 
 import torch
 
-from .settings import PRECISION_CHOICES
+from .settings import SETTINGS
 
-DEFAULT_MAX_CONSECUTIVE_SKIPS = 20
+DEFAULT_MAX_CONSECUTIVE_SKIPS = SETTINGS["max_consecutive_skips"].default
 # a run that skipped more than this share of its steps ends as failed: its weights are barely trained
 MAX_SKIPPED_SHARE = 0.5
 # what a loss that is not finite from the first step usually comes from, as each front end spells the settings
@@ -32,8 +32,6 @@ class LearnedNothingError(TrainingDivergedError):
 
 def resolve_precision(precision, device):
     """``precision`` with "auto" made concrete: bf16 autocast on a CUDA GPU that has it, else fp16; fp32 elsewhere."""
-    if precision not in PRECISION_CHOICES:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISION_CHOICES}")
     if precision != "auto":
         return precision
     if device.type != "cuda":

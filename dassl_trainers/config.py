@@ -3,53 +3,32 @@
 Defaults here only make config files mergeable (yacs rejects unknown keys); the paper's settings
 live in configs/dassl/trainers/CLIPood/*.yaml.
 """
-from clipood_plugin.settings import SWAD_DEFAULTS
+from clipood_plugin.settings import SETTINGS, check_rules
 from yacs.config import CfgNode as CN
 
-# the config key of each SWAD setting (TRAINER.CLIPOOD.SWAD_EVERY, ...)
-SWAD_KEYS = {name: "TRAINER.CLIPOOD." + name.upper() for name in SWAD_DEFAULTS}
+from .open_classes import OPEN_CLASS_RATIO
+
+NODE = "TRAINER.CLIPOOD."
+# the config key behind each core setting (the settings table's Dassl spellings), so that the core's gate and
+# resume checks name the key a Dassl user sets
+CONFIG_KEYS = {name: setting.config_key for name, setting in SETTINGS.items() if setting.config_key}
+# settings the trainer works out from the config rather than reading one key
+COMPUTED = ("total_steps", "class_names", "templates", "input_mean", "input_std", "open_class_ratio")
+
 
 def clipood_node():
+    """TRAINER.CLIPOOD: the table's default of each setting Dassl spells in it (TRAINER.CLIPOOD.MMS_LAMBDA, ...:
+    clipood_plugin.settings.TABLE says what each means), and the trainer's own keys."""
     node = CN()
-    node.MMS_LAMBDA = 0.3  # margin of Margin Metric Softmax
-    node.BMA_BETA = 0.5  # Beta(beta, beta) weighting of the Beta Moving Average
-    # the paper's analysis (Figure 5): the method's settings by default
-    node.HEAD = "text"  # text (Eq. 2) or linear (Eq. 1: trained classifier, needs MARGIN_KIND none)
-    node.MARGIN_KIND = "adaptive"  # adaptive (MMS), fixed (MMS_LAMBDA for every wrong class), none
-    node.AVERAGING = "bma"  # bma, uniform (mean of the weights after steps 1..T), ema, swad, none
-    node.EMA_DECAY = 0.999  # decay of AVERAGING ema
-    # AVERAGING swad (needs the dataset's validation split): its validation interval in steps, N_s, N_e and r
-    for name, default in SWAD_DEFAULTS.items():
-        setattr(node, name.upper(), default)
-    node.PRETRAINED = "openai"  # open_clip tag or local file; "" = random init (for clipood-tiny)
-    # the input (normalization, resize) of weights that do not describe theirs (a local file, random init):
-    # auto (a tag's own, else OpenAI's), openai, siglip, imagenet, "M,M,M:S,S,S", "MODEL/TAG" (a tag's)
-    node.IMAGE_NORM = "auto"
-    node.PREC = "auto"  # CLIPoodLearner's precision: auto (bf16 autocast on a GPU that has it, else fp16 / fp32),
-    #                     amp-bf16, amp-fp16, fp32, authors-fp16 (the reference code's fp16 weights)
-    node.COMPILE = "auto"  # torch.compile of the image encoder: auto (CUDA graphs on one GPU), on, reduce-overhead, off
-    node.DECODE = "auto"  # training JPEGs decoded and augmented by the loader processes (cpu), the device, or auto
-    # (the device on CUDA when INPUT.TRANSFORMS allows, else cpu)
+    for name, key in CONFIG_KEYS.items():
+        if key.startswith(NODE) and name != "open_class_ratio":
+            default = SETTINGS[name].default
+            setattr(node, key.removeprefix(NODE), list(default) if isinstance(default, tuple) else default)
     node.ITERS_PER_EPOCH = 500  # optimizer steps per epoch; <= 0: one pass over the training set
-    node.TEMPLATES = []  # prompt templates ("a photo of a {}."); empty: the core's default
     node.OPEN_CLASSES = False  # train on the first half of classes, test on all (datasets that don't split)
     # DATASET.NAME -> cfg keys for that dataset only, e.g. {OxfordPets: {OPTIM: {MAX_EPOCH: 1}}}
     node.PER_DATASET = CN(new_allowed=True)
     return node
-
-
-# the config key behind each core setting (clipood_plugin.settings.SETTINGS and the learner's config), so that
-# the core's gate and resume checks name the key a Dassl user sets
-CONFIG_KEYS = {"lr": "OPTIM.LR", "weight_decay": "OPTIM.WEIGHT_DECAY", "margin": "TRAINER.CLIPOOD.MMS_LAMBDA",
-               "margin_kind": "TRAINER.CLIPOOD.MARGIN_KIND", "head": "TRAINER.CLIPOOD.HEAD",
-               "beta": "TRAINER.CLIPOOD.BMA_BETA", "averaging": "TRAINER.CLIPOOD.AVERAGING",
-               "ema_decay": "TRAINER.CLIPOOD.EMA_DECAY", "templates": "TRAINER.CLIPOOD.TEMPLATES",
-               "precision": "TRAINER.CLIPOOD.PREC", "compile": "TRAINER.CLIPOOD.COMPILE",
-               "decode": "TRAINER.CLIPOOD.DECODE", "input_mean": "INPUT.PIXEL_MEAN", "input_std": "INPUT.PIXEL_STD",
-               "batch_size": "DATALOADER.TRAIN_X.BATCH_SIZE", "model_name": "MODEL.BACKBONE.NAME",
-               "pretrained": "TRAINER.CLIPOOD.PRETRAINED", "image_norm": "TRAINER.CLIPOOD.IMAGE_NORM",
-               "total_steps": "OPTIM.MAX_EPOCH x TRAINER.CLIPOOD.ITERS_PER_EPOCH",
-               "class_names": "the dataset's class names", **SWAD_KEYS}
 
 
 def config_key(setting):
@@ -58,21 +37,29 @@ def config_key(setting):
 
 
 # settings the trainer uses itself; the others of core_settings are the learner's arguments
-RUN_SETTINGS = ("decode", "batch_size")
+RUN_SETTINGS = ("decode", "batch_size", "open_class_ratio")
 
 
 def core_settings(cfg):
     """{core setting: value} as the config sets them: what the core's gate checks, and (but RUN_SETTINGS) the
     learner's arguments."""
-    values = {setting: _lookup(cfg, CONFIG_KEYS[setting]) for setting in (
-        "lr", "weight_decay", "margin", "margin_kind", "head", "beta", "averaging", "ema_decay", *SWAD_KEYS,
-        "precision", "compile", "image_norm", *RUN_SETTINGS)}
+    values = {setting: _lookup(cfg, key) for setting, key in CONFIG_KEYS.items() if setting not in COMPUTED}
     if cfg.TRAINER.CLIPOOD.TEMPLATES:  # empty: the core's default
         values["templates"] = tuple(cfg.TRAINER.CLIPOOD.TEMPLATES)
     normalized = "normalize" in cfg.INPUT.TRANSFORMS  # else Dassl hands over images in [0, 1]
     values["input_mean"] = tuple(cfg.INPUT.PIXEL_MEAN) if normalized else (0.0, 0.0, 0.0)
     values["input_std"] = tuple(cfg.INPUT.PIXEL_STD) if normalized else (1.0, 1.0, 1.0)
+    values["open_class_ratio"] = OPEN_CLASS_RATIO if cfg.TRAINER.CLIPOOD.OPEN_CLASSES else 0.0
     return values
+
+
+def check_cross_settings(cfg, held_out=None):
+    """Raise SettingError for a rule of the core's gate that the config's settings break, spelled as Dassl
+    spells them. ``held_out``: whether the dataset has a val split (None: not known yet)."""
+    check_rules(core_settings(cfg), spelled=config_key, held_out=held_out, fixes={
+        # OPEN_CLASSES holds out a share of the classes; the val split is the held-out data of SWAD
+        "open_classes": "in TRAINER.CLIPOOD set HEAD text, or OPEN_CLASSES False",
+        "swad_held_out": f"{cfg.DATASET.NAME} has no val split here: choose a dataset with one, or another AVERAGING"})
 
 
 def add_config_defaults(cfg):

@@ -12,7 +12,7 @@ from clipood_plugin.open_classes import num_base_classes
 from clipood_plugin.settings import TINY_MODEL, ChangedSettingsError, SettingError, check_settings
 
 from .checkpoint import ResumableLearner
-from .config import RUN_SETTINGS, apply_per_dataset_settings, config_key, core_settings
+from .config import RUN_SETTINGS, apply_per_dataset_settings, check_cross_settings, config_key, core_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
 from .loaders import DecodedOnDevice, leave_encoded
@@ -71,7 +71,7 @@ class CLIPood(TrainerX):
             self.evaluator = BaseNewEvaluator(self.evaluator, self.num_base)
 
     def check_cfg(self, cfg):
-        optim, settings = cfg.OPTIM, cfg.TRAINER.CLIPOOD
+        optim = cfg.OPTIM
         problems = []
         if optim.NAME != "adamw":
             problems.append(f"OPTIM.NAME is {optim.NAME!r}; CLIPood trains with AdamW: set OPTIM.NAME adamw")
@@ -82,11 +82,9 @@ class CLIPood(TrainerX):
             problems.append("CLIPood trains without warm-up (the paper's recipe): set OPTIM.WARMUP_EPOCH 0")
         try:
             check_settings(core_settings(cfg), spelled=config_key)
+            check_cross_settings(cfg)
         except SettingError as error:
             problems.append(str(error))
-        if settings.HEAD == "linear" and settings.OPEN_CLASSES:
-            problems.append("TRAINER.CLIPOOD.HEAD linear cannot classify the held-out new classes of OPEN_CLASSES: "
-                            "set HEAD text")
         if problems:
             raise ValueError("CLIPood trainer config: " + "; ".join(problems)
                              + " (configs/dassl/trainers/CLIPood/*.yaml have the paper's settings)")
@@ -108,10 +106,7 @@ class CLIPood(TrainerX):
                              "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
         self.train_loader_x, on_device = leave_encoded(self.train_loader_x, self.cfg.TRAINER.CLIPOOD.DECODE,
                                                        self.device)
-        if self.cfg.TRAINER.CLIPOOD.AVERAGING == "swad" and self.val_loader is None:
-            raise ValueError(f"TRAINER.CLIPOOD.AVERAGING swad finds its window from the loss on the validation split, "
-                             f"and {self.cfg.DATASET.NAME} has none here: choose a dataset with a val split, or "
-                             "another AVERAGING")
+        check_cross_settings(self.cfg, held_out=self.val_loader is not None)
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:
             self.train_loader_x = fixed_length_epoch(self.train_loader_x, iterations)
@@ -240,7 +235,7 @@ class CLIPood(TrainerX):
         if not directory:
             print("Note: load_model() got no directory; evaluating the model as built")
             return
-        from clipood_plugin.learner import inference_state
+        from clipood_plugin.checkpoint_format import inference_state
 
         path = self._checkpoint_path(directory, epoch)
         checkpoint = load_checkpoint(path, numpy_scalars=True)  # as data: nothing in the file runs
@@ -272,10 +267,9 @@ class CLIPood(TrainerX):
 
     def _changed_build_settings(self, checkpoint_config):
         """{build key: the checkpoint's value} where it differs from this run's learner."""
-        from clipood_plugin.learner import BUILD_KEYS
+        from clipood_plugin.checkpoint_format import changed_build_settings
 
-        return {key: checkpoint_config.get(key) for key in BUILD_KEYS
-                if checkpoint_config.get(key) != self.learner.config[key]}
+        return {name: saved for name, saved, _ in changed_build_settings(checkpoint_config, self.learner.config)}
 
     def _rebuild_learner(self, checkpoint_config):
         """Eval-only with other settings than training (e.g. ImageNet-trained, ImageNet-A evaluated, whose

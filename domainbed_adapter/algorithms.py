@@ -129,7 +129,10 @@ class CLIPAlgorithm:
                            f"default_hparams('{name}', dataset) after domainbed_adapter.register()")
         run = current_train_run()
         self.test_envs = None if run is None else run.test_envs
-        check_hparams(name, hparams, run and run.dataset_name)
+        swad = name == "CLIPood" and hparams.get("averaging") == "swad"
+        # SWAD's validation data: the out-splits train.py holds out of the training environments
+        self.holdout_loaders = training_holdout_loaders() if swad else None
+        check_hparams(name, hparams, run and run.dataset_name, held_out=bool(self.holdout_loaders) if swad else None)
         self.zero_shot = name == "CLIPZeroShot"
         self.total_steps = None if self.zero_shot else resolve_horizon(hparams.get("steps"), run)
         if not self.zero_shot and hparams.get("steps") is None:
@@ -142,18 +145,8 @@ class CLIPAlgorithm:
         hparams["class_names"] = list(class_names)  # so results.jsonl and model.pkl record the names used
         self.num_classes = num_classes
         self.num_base_classes = num_base_classes(num_classes, open_class_ratio)
-        if self.num_base_classes < num_classes and hparams.get("head", "text") != "text":
-            raise ValueError("open_class_ratio > 0 needs the text head: a linear head has no weights for the new "
-                             "classes; set hparams head to 'text' or open_class_ratio to 0")
         self.eval_class_names = class_names
         self.train_class_names = class_names[:self.num_base_classes]
-        self.holdout_loaders = None
-        if name == "CLIPood" and hparams.get("averaging") == "swad":
-            self.holdout_loaders = training_holdout_loaders()
-            if not self.holdout_loaders:
-                raise ValueError("hparam averaging 'swad' finds its window from the loss on the out-splits that "
-                                 "DomainBed's train.py holds out of the training environments, which only a run "
-                                 "of domainbed.scripts.train has: train it there")
         self._skipped_total = 0  # steps skipped so far (non-finite loss or gradients)
         mean, std = input_normalization(input_shape, clip_transforms)
         try:

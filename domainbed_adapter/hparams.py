@@ -9,70 +9,75 @@ import zlib
 
 import numpy as np
 
-from clipood_plugin.settings import SWAD_DEFAULTS, check_settings
+from clipood_plugin.settings import SETTINGS, SWAD_DEFAULTS, check_rules, check_settings
 
 from .class_names import known_class_names
 
 ALGORITHM_NAMES = ("CLIPood", "CLIPERM", "CLIPZeroShot")
 
-# Paper Table 1 learning rates (authors' scripts); datasets not listed use DEFAULT_LR.
+# Paper Table 1 learning rates (authors' scripts); datasets not listed use DEFAULT_LR, the table's.
 PAPER_LR = {"PACS": 5e-6, "VLCS": 5e-6, "TerraIncognita": 5e-6, "OfficeHome": 1e-5, "DomainNet": 1e-5}
-DEFAULT_LR = 5e-6
-PAPER_BATCH_SIZE = 12  # per training domain
+DEFAULT_LR = SETTINGS["lr"].default
+PAPER_BATCH_SIZE = SETTINGS["batch_size"].default  # per training domain
 # DomainBed's Debug datasets hold 16 random images per environment (13 after the 20% holdout): a batch
 # larger than that never comes out of its drop_last loader. They also default to the tiny random-init
-# model so DomainBed's own smoke tests (test_models, a Debug sweep) run offline.
+# model so DomainBed's own smoke tests (test_models, a Debug sweep) run offline, uncompiled (compiling costs
+# more than their 3 steps).
 SMOKE_TEST_DATASETS = ("Debug28", "Debug224")
 SMOKE_TEST_BATCH_SIZE = 8
 SMOKE_TEST_MODEL = ("clipood-tiny", None)
 # CLIPood's switches of the paper's analysis (Figure 5), each the CLIPoodLearner argument of the same name
 ABLATION_HPARAMS = ("head", "margin_kind", "averaging", "ema_decay", *SWAD_DEFAULTS)
+# the hparams of CLIPood alone: CLIPERM fixes lambda=0 and no averaging; zero-shot trains nothing
+CLIPOOD_ONLY = ("mms_lambda", "bma_beta", *ABLATION_HPARAMS)
+# the core setting behind each CLIP hparam (the settings table's DomainBed spellings), so that the core's gate
+# checks it
+CORE_SETTINGS = {setting.hparam: name for name, setting in SETTINGS.items() if setting.hparam}
+# DomainBed's random search of the hparams it searches, a draw from (the default, a RandomState); the other
+# hparams keep their default
+SEARCHES = {
+    "lr": lambda lr, r: lr * 10 ** r.uniform(-0.5, 0.5),
+    "weight_decay": lambda _, r: 10 ** r.uniform(-2, -0.5),
+    "batch_size": lambda _, r: int(r.choice([8, 12, 16])),
+    "mms_lambda": lambda _, r: float(r.choice([0.1, 0.2, 0.3, 0.5])),
+    "bma_beta": lambda _, r: float(r.choice([0.1, 0.3, 0.5, 1.0])),
+}
 
 
-def _fixed(value):
-    return lambda r: value
+def _default(hparam, dataset):
+    """The table's default of an hparam in DomainBed's spelling, or the paper's (or a smoke test's) for
+    ``dataset``."""
+    smoke = dataset in SMOKE_TEST_DATASETS
+    clip_model, clip_pretrained = SMOKE_TEST_MODEL if smoke else (SETTINGS["model_name"].default,
+                                                                  SETTINGS["pretrained"].default)
+    own = {
+        "clip_model": clip_model,
+        "clip_pretrained": clip_pretrained,
+        "clip_compile": "off" if smoke else SETTINGS["compile"].default,
+        "prompt_template": SETTINGS["templates"].default[0],  # DomainBed's hparam is one template
+        "lr": PAPER_LR.get(dataset, DEFAULT_LR),
+        "batch_size": SMOKE_TEST_BATCH_SIZE if smoke else PAPER_BATCH_SIZE,
+        # the dataset's names where they are known, so hparams built for a dataset stand on their own
+        "class_names": known_class_names(dataset),
+        "steps": None,  # None: the steps train.py runs (see docs/domainbed.md)
+    }
+    return own[hparam] if hparam in own else SETTINGS[CORE_SETTINGS[hparam]].default
 
 
 def _entries(algorithm, dataset):
     """(name, default, random_fn) for one algorithm and dataset; random_fn takes a RandomState."""
     smoke = dataset in SMOKE_TEST_DATASETS
-    clip_model, clip_pretrained = SMOKE_TEST_MODEL if smoke else ("ViT-B-16", "openai")
-    lr = PAPER_LR.get(dataset, DEFAULT_LR)
-    entries = [
-        ("clip_model", clip_model, _fixed(clip_model)),
-        ("clip_pretrained", clip_pretrained, _fixed(clip_pretrained)),
-        ("prompt_template", "a photo of a {}.", _fixed("a photo of a {}.")),
-        # torch.compile of the training step: "auto" = with CUDA graphs on CUDA; off for the smoke tests
-        # (compiling costs more than their 3 steps)
-        ("clip_compile", "off" if smoke else "auto", _fixed("off" if smoke else "auto")),
-        # the learner's precision; "authors-fp16" reproduces the numerics the paper's lrs were tuned under
-        ("clip_precision", "auto", _fixed("auto")),
-        # the input (normalization, resize) of weights that do not describe theirs (a local file, random init):
-        # "auto" = a tag's own, else OpenAI's; "siglip", "M,M,M:S,S,S", "MODEL/TAG", ... (clipood_plugin.image_input)
-        ("clip_image_norm", "auto", _fixed("auto")),
-        # the dataset's names where they are known, so hparams built for a dataset stand on their own
-        ("class_names", known_class_names(dataset), lambda r: known_class_names(dataset)),
-        # "clipood": the authors' image transforms instead of DomainBed's (domainbed_adapter/data.py)
-        ("clip_transforms", "domainbed", _fixed("domainbed")),
-        ("open_class_ratio", 0.0, _fixed(0.0)),  # in-the-wild protocol: 0.5 in the paper (Table 4)
-        ("steps", None, _fixed(None)),  # None: the steps train.py runs (see docs/domainbed.md)
-        ("lr", lr, lambda r: lr * 10 ** r.uniform(-0.5, 0.5)),
-        ("weight_decay", 0.1, lambda r: 10 ** r.uniform(-2, -0.5)),
-        ("batch_size", SMOKE_TEST_BATCH_SIZE if smoke else PAPER_BATCH_SIZE,
-         _fixed(SMOKE_TEST_BATCH_SIZE) if smoke else lambda r: int(r.choice([8, 12, 16]))),
-    ]
-    if algorithm == "CLIPood":  # CLIPERM fixes lambda=0 and no averaging; zero-shot trains nothing
-        entries += [
-            ("mms_lambda", 0.3, lambda r: float(r.choice([0.1, 0.2, 0.3, 0.5]))),
-            ("bma_beta", 0.5, lambda r: float(r.choice([0.1, 0.3, 0.5, 1.0]))),
-            # Figure 5 switches: the method by default, not searched
-            ("head", "text", _fixed("text")),  # "linear": Eq. 1 (with margin_kind "none")
-            ("margin_kind", "adaptive", _fixed("adaptive")),  # "fixed", "none"
-            ("averaging", "bma", _fixed("bma")),  # "uniform", "ema", "swad", "none"
-            ("ema_decay", 0.999, _fixed(0.999)),
-            # averaging "swad": its validation interval, N_s, N_e and r (the SWAD authors' defaults)
-            *((name, default, _fixed(default)) for name, default in SWAD_DEFAULTS.items()),
-        ]
+    names = [hparam for hparam in CORE_SETTINGS if algorithm == "CLIPood" or hparam not in CLIPOOD_ONLY]
+    names.append("clip_transforms")  # "clipood": the authors' image transforms instead of DomainBed's (data.py)
+    entries = []
+    for name in names:
+        default = "domainbed" if name == "clip_transforms" else _default(name, dataset)
+        search = SEARCHES.get(name)
+        if search is None or (smoke and name == "batch_size"):
+            entries.append((name, default, lambda r, value=default: list(value) if isinstance(value, list)
+                            else value))
+        else:
+            entries.append((name, default, lambda r, value=default, search=search: search(value, r)))
     return entries
 
 
@@ -93,16 +98,6 @@ def default_clipood_hparams(algorithm, dataset):
     return {name: default for name, (default, _) in clipood_hparams(algorithm, dataset, 0).items()}
 
 
-# the core setting behind each CLIP hparam (clipood_plugin.settings.SETTINGS), so that the core's gate checks it
-CORE_SETTINGS = {"lr": "lr", "weight_decay": "weight_decay", "mms_lambda": "margin", "bma_beta": "beta",
-                 "head": "head", "margin_kind": "margin_kind", "averaging": "averaging", "ema_decay": "ema_decay",
-                 **{name: name for name in SWAD_DEFAULTS},
-                 "prompt_template": "templates", "clip_precision": "precision", "clip_compile": "compile",
-                 "clip_image_norm": "image_norm",
-                 "class_names": "class_names", "steps": "total_steps", "batch_size": "batch_size",
-                 "open_class_ratio": "open_class_ratio"}
-
-
 def core_values(hparams, keys):
     """{core setting: value} of those of ``keys`` that ``hparams`` holds (e.g. the learner's arguments)."""
     return {CORE_SETTINGS[key]: hparams[key] for key in keys if key in hparams}
@@ -112,11 +107,12 @@ def core_values(hparams, keys):
 NULL_MEANS_UNSET = ("class_names", "steps")
 
 
-def check_hparams(algorithm, hparams, dataset=None):
-    """Raise ValueError, naming the hparam, for a key the algorithm does not know (with the nearest known one)
-    or a value outside what its setting allows (checked by the core's gate; strings such as "5e-6" are
-    refused, not converted). The known keys are those DomainBed's registry gives the algorithm, its own
-    (batch_size, data_augmentation, ...) included."""
+def check_hparams(algorithm, hparams, dataset=None, held_out=None):
+    """Raise ValueError, naming the hparam, for a key the algorithm does not know (with the nearest known one),
+    a value outside what its setting allows, or settings that break a rule of the core's gate (strings such as
+    "5e-6" are refused, not converted). The known keys are those DomainBed's registry gives the algorithm, its
+    own (batch_size, data_augmentation, ...) included. ``held_out``: whether the run holds out images of its
+    training environments (None: not known here)."""
     known = set(clipood_hparams(algorithm, dataset, 0))
     try:
         from domainbed import hparams_registry
@@ -130,5 +126,8 @@ def check_hparams(algorithm, hparams, dataset=None):
                          + f" (its hparams: {', '.join(sorted(known))})")
     core = core_values(hparams, [key for key, value in hparams.items()
                                  if key in CORE_SETTINGS and not (value is None and key in NULL_MEANS_UNSET)])
-    spelled = {setting: key for key, setting in CORE_SETTINGS.items()}
-    check_settings(core, spelled=lambda setting: f"hparam {spelled[setting]}", training=algorithm != "CLIPZeroShot")
+    spelled = {setting: f"hparam {key}" for key, setting in CORE_SETTINGS.items()}.get
+    check_settings(core, spelled=spelled, training=algorithm != "CLIPZeroShot")
+    check_rules(core, spelled=spelled, held_out=held_out, fixes={
+        "swad_held_out": "DomainBed's train.py holds out the out-splits of the training environments, which only a "
+                         "run of domainbed.scripts.train has: train it there"})
