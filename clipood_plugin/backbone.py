@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from .image_input import AUTO, IMAGE_NORMS, ImageInput, parse_image_norm, tag_spelling
+from .errors import DataError
 from .files import unreadable_checkpoint
 from .packages import MissingPackageError, import_open_clip
-from .settings import TINY_MODEL, SettingError, check_settings
+from .settings import TINY_MODEL, SettingError, check_settings, names_a_file
 
 open_clip = import_open_clip()  # imports torchvision: a torchvision that does not fit torch is one line here
 
@@ -34,14 +35,14 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _REACHABILITY_TIMEOUT_S = 3.0
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(DataError, RuntimeError):
     """Pretrained CLIP weights are neither cached nor downloadable. The fix is worded for the Python API;
     each front end words it with its own options through ``worded_for``. Besides the weights file, it names
     what else such a file does not bring: the tag's input where it is not OpenAI's (a local file gets OpenAI's
     unless told), and a Hugging Face tokenizer (SigLIP's), which must be in the Hugging Face cache."""
 
     def __init__(self, model_name, tag, pass_file=None, random_init=None, choose_input=None):
-        super().__init__(model_name, tag, pass_file, random_init, choose_input)
+        RuntimeError.__init__(self, model_name, tag, pass_file, random_init, choose_input)
         self.model_name, self.tag = model_name, tag
         self.pass_file = pass_file or f"pretrained='/path/to/{model_name}.bin'"
         self.random_init = random_init or f"model_name={TINY_MODEL!r} with pretrained=None"
@@ -113,10 +114,6 @@ def resolve_model_name(model_name: str) -> str:
                          f"(any name from open_clip.list_models(), a CoOp-style name from {sorted(MODEL_ALIASES)}, "
                          f"or {TINY_MODEL!r} for the tiny random-init test model)")
     return name
-
-
-def _looks_like_path(pretrained: str) -> bool:
-    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
 def is_torchscript_archive(path) -> bool:
@@ -325,7 +322,7 @@ def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision
             weights_file = pretrained
             if is_torchscript_archive(pretrained):
                 archive, pretrained = pretrained, None
-        elif _looks_like_path(pretrained):
+        elif names_a_file(pretrained):
             raise FileNotFoundError(f"CLIP checkpoint file not found: {pretrained}")
         elif not open_clip.pretrained.is_pretrained_cfg(name, pretrained):
             tags = open_clip.list_pretrained_tags_by_model(name)

@@ -1,4 +1,5 @@
-"""The errors of bad input: reported to the user as one line (exit 2 on the command line), not a traceback."""
+"""The errors a user is told of in one line, not a traceback: bad input (exit 2 on the command line), and a run
+that diverged or learned nothing. Needs no torch, so that a command can catch them before it imports torch."""
 
 
 class DataError(Exception):
@@ -28,3 +29,12 @@ class ChangedSettingsError(SettingError):
 
     def respelled(self, spelled, advice=None):
         return ChangedSettingsError(self.changes, advice or self.advice, spelled)
+
+
+class TrainingDivergedError(RuntimeError):
+    """Many consecutive steps had a non-finite loss or gradients: the run has diverged."""
+
+
+class LearnedNothingError(TrainingDivergedError):
+    """Every step so far, or more than training_step.MAX_SKIPPED_SHARE of a finished run's steps, had a non-finite
+    loss or gradients and was skipped: the weights are (almost) the initial ones, and the run is no success."""

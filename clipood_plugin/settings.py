@@ -11,10 +11,12 @@ arguments before it loads torch and open_clip, so that --help and a bad argument
 import math
 import numbers
 import os
+import re
 import string
 from dataclasses import dataclass
 
 from .errors import ChangedSettingsError, DataError, SettingError  # noqa: F401 (their old import path)
+from .cuda_driver import cuda_device_count
 from .image_input import AUTO, IMAGE_NORMS, MIN_STD, STD_TOO_SMALL, image_norm_problem
 
 TINY_MODEL = "clipood-tiny"  # the tiny random-init CLIP that runs offline
@@ -139,10 +141,20 @@ def _text(value):
     return None if value is None or isinstance(value, str) else "must be a string (or null/None)"
 
 
+def names_a_file(pretrained):
+    """Whether ``pretrained`` (a str or path) names a weights file rather than an open_clip tag."""
+    pretrained = os.fspath(pretrained)
+    return os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+
+
 def _text_or_path(value):
-    if value is None or isinstance(value, (str, os.PathLike)):
+    if value is None:
         return None
-    return "must be a string or a path (or null/None)"
+    if not isinstance(value, (str, os.PathLike)):
+        return "must be a string or a path (or null/None)"
+    if names_a_file(value) and not os.path.isfile(value):
+        return "names no file here: give an existing weights file, an open_clip tag (e.g. openai) or none"
+    return None
 
 
 def _flag(value):
@@ -434,9 +446,13 @@ def check_rules(values, spelled=None, held_out=None, fixes=None):
 
 def check_device(name, option="--device"):
     """Raise DataError, in one line naming ``option``, unless ``name`` (None: the default device) is a
-    device torch can use here. torch is imported on use."""
-    if name is None:
+    device torch can use here. torch is imported on use, after what the CUDA driver alone can tell."""
+    if name in (None, "cpu"):
         return
+    no_gpu = DataError(f"{option} {name}: no CUDA GPU is visible here; give {option} cpu, or run on a machine with a "
+                       "GPU")
+    if re.fullmatch(r"cuda(:\d+)?", name) and not cuda_device_count():  # asked of the driver: no torch import
+        raise no_gpu
     import torch
 
     try:
@@ -446,8 +462,7 @@ def check_device(name, option="--device"):
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if not count:
-            raise DataError(f"{option} {name}: no CUDA GPU is visible here; give {option} cpu, or run on a machine "
-                            "with a GPU")
+            raise no_gpu
         if device.index is not None and device.index >= count:
             raise DataError(f"{option} {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
         return

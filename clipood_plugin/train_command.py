@@ -1,15 +1,19 @@
 """`clipood train` and `clipood demo`: their flags (TrainConfig's fields), checked before torch and open_clip
-are imported (on use, below) so that --help and a bad argument answer at once, and the run."""
+are imported (standalone.train imports them once the run's inputs are checked) so that --help, a bad argument
+and a bad input answer at once, and the run."""
 import argparse
 import dataclasses
 import sys
 import typing
 
 from .command_line import Parser, fail
+from .errors import LearnedNothingError, TrainingDivergedError
 from .packages import MissingPackageError
 from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, random_init_warning
-from .train_config import TrainConfig, flag
+from .standalone import train
 from .stop_signals import Interrupted
+from .synthetic import make_demo_dataset
+from .train_config import TrainConfig, flag
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
 # needs more steps and a far larger learning rate than the paper's fine-tuning.
@@ -73,7 +77,8 @@ def _add_config_flags(parser, defaults, skip=(), say_default=None):
 
 def main(args):
     """`clipood train` or `clipood demo` (``args.command``) with its parsed arguments: 0 when the run ended or
-    stopped as asked, 1 when it learned nothing (LearnedNothingError), 2 on bad input, 128 + the signal's number when a signal stopped it."""
+    stopped as asked, 1 when it learned nothing (LearnedNothingError), 2 on bad input, 128 + the signal's number
+    when a signal stopped it. What needs no model is refused before torch and open_clip are imported."""
     command = args.command
     chosen = {k: v for k, v in vars(args).items() if k != "command"}
     try:  # everything the command line alone can tell, before anything heavy is imported
@@ -81,11 +86,6 @@ def main(args):
         config.check()
     except DataError as error:
         return fail(command, error)
-
-    from .backbone import WeightsUnavailableError
-    from .standalone import train
-    from .synthetic import make_demo_dataset
-    from .training_step import LearnedNothingError, TrainingDivergedError
 
     try:
         if command == "demo":
@@ -96,9 +96,6 @@ def main(args):
         train(config, prepare_data=make_demo_dataset if command == "demo" else None)
     except LearnedNothingError as error:
         return fail(command, error, status=1)
-    except WeightsUnavailableError as error:
-        return fail(command, error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none",
-                                              "--image-norm {norm}"))
     except (DataError, FileNotFoundError, ValueError, MissingPackageError, TrainingDivergedError) as error:
         return fail(command, error)
     except Interrupted as stop:

@@ -7,18 +7,20 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
+# first of the package's: its import of open_clip is where a torchvision that does not fit torch is one line
+from .backbone import WeightsUnavailableError
 from .batch_stream import training_batches
 from .data import split_holdout
+from .errors import LearnedNothingError
 from .evaluation import evaluate, evaluation_loader, mean_accuracy
 from .files import save_tensors
-from .learner import CLIPoodLearner
+from .learner import LEARNER_SETTINGS, CLIPoodLearner
 from .run_files import RunState
 from .run_report import FAILED, failed_results, plot_results, report, run_results, write_results
 from .scalars import ScalarLog
-from .settings import AVERAGED_MODEL_NAMES, DataError
-from .train_config import alphas_of
+from .settings import AVERAGED_MODEL_NAMES, TINY_MODEL, DataError
 from .stop_signals import Interrupted
-from .training_step import LearnedNothingError
+from .train_config import alphas_of
 from .wise_ft import wise_ft_accuracy
 
 
@@ -35,14 +37,14 @@ class TrainingRun:
         self.signals, self.log = signals, log
         self.rank, self.world_size, self.main = distributed.rank(), distributed.world_size(), distributed.is_main()
         torch.manual_seed(config.seed)  # random-init models (clipood-tiny, pretrained none) start the same
-        self.learner = CLIPoodLearner(
-            model_name=config.model, pretrained=None if config.pretrained in (None, "none") else config.pretrained,
-            image_norm=config.image_norm, class_names=dataset.class_names, total_steps=config.steps, lr=config.lr,
-            weight_decay=config.weight_decay, margin=config.mms_lambda, margin_kind=config.margin_kind,
-            head=config.head, beta=config.bma_beta, averaging=config.averaging, ema_decay=config.ema_decay,
-            swad_every=config.swad_every, swad_n_converge=config.swad_n_converge,
-            swad_n_tolerance=config.swad_n_tolerance, swad_tolerance_ratio=config.swad_tolerance_ratio,
-            templates=config.templates, precision=config.precision, compile=config.compile, device=config.device)
+        settings = {name: value for name, value in config.core_values().items() if name in LEARNER_SETTINGS}
+        if settings["pretrained"] == "none":  # the command line's word for random init
+            settings["pretrained"] = None
+        try:
+            self.learner = CLIPoodLearner(**settings, class_names=dataset.class_names, total_steps=config.steps)
+        except WeightsUnavailableError as error:
+            raise error.worded_for("--pretrained {path}", f"--model {TINY_MODEL} --pretrained none",
+                                   "--image-norm {norm}") from None
         self.train_items, self.eval_loaders = {}, {}
         for i, domain in enumerate(train_domains):
             self.train_items[domain], holdout = split_holdout(dataset.samples[domain], config.holdout_fraction,

@@ -9,6 +9,7 @@ import contextlib
 
 import torch
 
+from .errors import LearnedNothingError, TrainingDivergedError
 from .settings import SETTINGS
 
 DEFAULT_MAX_CONSECUTIVE_SKIPS = SETTINGS["max_consecutive_skips"].default
@@ -19,15 +20,6 @@ NON_FINITE_CAUSES = ("check the input normalization (image_norm: `clipood train 
                      "clip_image_norm hparam, Dassl's TRAINER.CLIPOOD.IMAGE_NORM; input_mean/input_std: a tiny std "
                      "makes every input huge), images holding NaN or inf values, and the learning rate (lr, "
                      "`clipood train --lr`, DomainBed's lr hparam, Dassl's OPTIM.LR)")
-
-
-class TrainingDivergedError(RuntimeError):
-    """Many consecutive steps had a non-finite loss or gradients: the run has diverged."""
-
-
-class LearnedNothingError(TrainingDivergedError):
-    """Every step so far, or more than MAX_SKIPPED_SHARE of a finished run's steps, had a non-finite loss or
-    gradients and was skipped: the weights are (almost) the initial ones, and the run is no success."""
 
 
 def resolve_precision(precision, device):
