@@ -2,15 +2,15 @@
 ROOT/<domain>/<class>/<image> folder dataset, per domain and on average, optionally predicting among other
 class names than it was trained on (open classes: each folder class is looked up by name in that list), and
 optionally that of WiSE-FT's interpolations with the pretrained weights for a list of alphas (wise_ft.py)."""
-import sys
 from pathlib import Path
 
 import torch
 
-from .backbone import MissingPackageError, WeightsUnavailableError, export_metadata_path
-from .data import scan_domain_folders
+from .backbone import MissingPackageError, export_metadata_path
+from .command_line import fail
 from .evaluation import evaluate, evaluation_loader, mean_accuracy
 from .files import write_json
+from .folders import scan_domain_folders
 from .results_table import format_table
 from .saved_model import load_learner
 from .settings import DataError, check_device, check_settings
@@ -124,9 +124,8 @@ def main(args):
                                        args.batch_size, args.workers, args.pretrained, args.wise_ft)
         if args.output:
             write_json(with_writer(results, COMMAND), args.output)
-    except (DataError, ValueError, WeightsUnavailableError, MissingPackageError, FileNotFoundError) as error:
-        print(f"clipood evaluate: error: {error}", file=sys.stderr)
-        return 2
+    except (DataError, ValueError, MissingPackageError, FileNotFoundError) as error:  # unreachable weights: DataError
+        return fail("evaluate", error)
     print(report(results))
     if results["skipped_images"]:
         print(f"skipped {len(results['skipped_images'])} unreadable image(s)"

@@ -10,7 +10,6 @@ told, and which this package's loaders read from the JSON). Checkpoints are read
 (torch.load(weights_only=True)); no framework is imported.
 """
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from .backbone import (EXPORT_FORMAT_KEY, EXPORT_IMAGE_INPUT_KEY, EXPORT_METADAT
                        MissingPackageError, WeightsUnavailableError, export_metadata_path, exported_model_name,
                        load_clip, resolve_architecture, shipped_model_config)
 from .checkpoint_format import UNRECORDED_IMAGE_NORM, not_of_this_package, read_learner_state
+from .command_line import fail
 from .files import make_dirs, save_tensors, write_json
 from .image_input import ImageInput
 from .pretrained_check import check_run_weights
@@ -110,10 +110,8 @@ def main(checkpoint, out, pretrained=None, overwrite=False):
     """`clipood export`: prints the Python line that loads OUT with open_clip; 2 on bad input."""
     try:
         metadata = export_open_clip(checkpoint, out, pretrained, overwrite)
-    except (ValueError, DataError, WeightsUnavailableError, MissingPackageError,
-            FileNotFoundError) as error:  # ExportError: a ValueError
-        print(f"clipood export: error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, DataError, MissingPackageError, FileNotFoundError) as error:  # ExportError: a ValueError
+        return fail("export", error)
     model_name = metadata[EXPORT_MODEL_KEY]
     print(f"open_clip model: {model_name}\n"
           f"load it with: {reload_line(model_name, out, ImageInput.of_cfg(metadata[EXPORT_IMAGE_INPUT_KEY]))}\n"
