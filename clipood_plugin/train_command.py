@@ -10,9 +10,7 @@ from .command_line import Parser, fail
 from .errors import LearnedNothingError, TrainingDivergedError
 from .packages import MissingPackageError
 from .settings import RANDOM_INIT_LR, TINY_MODEL, DataError, random_init_warning
-from .standalone import train
 from .stop_signals import Interrupted
-from .synthetic import make_demo_dataset
 from .train_config import TrainConfig, flag
 
 # The demo: generated shapes, test domain "painting". A random-init model learns from scratch, so it
@@ -86,6 +84,10 @@ def main(args):
         config.check()
     except DataError as error:
         return fail(command, error)
+
+    # PIL, for the data; torch and open_clip come once the run's inputs are checked (standalone.train)
+    from .standalone import train
+    from .synthetic import make_demo_dataset
 
     try:
         if command == "demo":
