@@ -8,8 +8,8 @@ from .files import claim_output_dir
 from .folders import scan_domain_folders
 from .run_files import RunFiles
 from .settings import DataError, check_device
-from .train_config import TrainConfig
 from .stop_signals import Interrupted, StopSignals
+from .train_config import TrainConfig
 
 
 def train(config: TrainConfig, log=print, prepare_data=None):
@@ -27,6 +27,8 @@ def train(config: TrainConfig, log=print, prepare_data=None):
     config.check()
     check_device(config.device)
     main = distributed.is_main()
+    if not main:
+        log = _quiet
     files = RunFiles(config.output_dir)
     with claim_output_dir(files.dir) if main else contextlib.nullcontext(), StopSignals() as signals:
         files.check_start(config)
@@ -46,7 +48,7 @@ def train(config: TrainConfig, log=print, prepare_data=None):
 
         created_group = distributed.init_from_env(config.device)
         try:
-            return TrainingRun(config, files, dataset, train_domains, signals, log if main else _quiet).run()
+            return TrainingRun(config, files, dataset, train_domains, signals, log).run()
         except Interrupted as stop:
             if stop.kept is None:
                 stop.kept = (f"{files.checkpoint} is as it was; continue with the same command and --resume"
