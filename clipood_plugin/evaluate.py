@@ -8,10 +8,10 @@ import torch
 
 from .backbone import MissingPackageError, export_metadata_path
 from .command_line import fail
-from .evaluation import evaluate, evaluation_loader, mean_accuracy
+from .evaluation import evaluate, evaluation_loader
 from .files import write_json
 from .folders import scan_domain_folders
-from .results_table import format_table
+from .results_table import format_table, mean_accuracy
 from .saved_model import load_learner
 from .settings import DataError, check_device, check_settings
 from .wise_ft import saved_model_pretrained_weights, wise_ft_accuracy

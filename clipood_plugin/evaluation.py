@@ -1,4 +1,4 @@
-"""Accuracy over evaluation loaders: of a training run (standalone.py), of WiSE-FT's interpolations
+"""Accuracy over evaluation loaders: of a training run (training_run.py), of WiSE-FT's interpolations
 (wise_ft.py) and of a saved model (`clipood evaluate`)."""
 import math
 
@@ -29,9 +29,3 @@ def evaluate(learner, eval_loaders, averaged, skipped, batches_of=iter):
     counts = distributed.all_reduce_sum(counts.to(learner.device)).cpu()
     return {name: 100.0 * correct / total if total else math.nan
             for name, (correct, total) in zip(eval_loaders, counts.tolist())}
-
-
-def mean_accuracy(accuracy, domains=None):
-    """The mean of {domain: accuracy} over ``domains`` (all of them by default)."""
-    domains = list(accuracy) if domains is None else domains
-    return sum(accuracy[d] for d in domains) / len(domains)

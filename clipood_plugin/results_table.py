@@ -81,6 +81,12 @@ class Cell:
                 f"({self.runs}/{self.expected})" if self.runs is not None and self.runs < self.expected else "")
 
 
+def mean_accuracy(accuracy, domains=None):
+    """The mean of {domain: accuracy} over ``domains`` (all of them by default)."""
+    domains = list(accuracy) if domains is None else domains
+    return sum(accuracy[d] for d in domains) / len(domains)
+
+
 def complete_means(columns):
     """{run: mean over the columns} for the runs that have a finite value in every column; each column is
     {run: value}. A run missing anywhere is left out (its cell then shows it), never averaged over less."""

@@ -8,7 +8,7 @@ from typing import Optional
 from .files import save_tensors
 from .settings import ChangedSettingsError, DataError, changed_settings
 from .train_config import TrainConfig, flag
-from .write_guard import check_run_outputs
+from .write_guard import RUN_FILES, check_run_outputs
 
 
 @dataclasses.dataclass
@@ -66,10 +66,7 @@ class RunFiles:
 
     def __init__(self, output_dir):
         self.dir = Path(output_dir)
-        self.checkpoint = self.dir / "checkpoint.pt"
-        self.results = self.dir / "results.json"
-        self.plot = self.dir / "results.png"
-        self.model = self.dir / "model.pt"
+        self.results, self.model, self.checkpoint, self.plot = (self.dir / name for name in RUN_FILES)
         self.tensorboard = self.dir / "tensorboard"  # scalars, when tensorboard is installed
 
     def check_start(self, config):
@@ -89,8 +86,8 @@ class RunFiles:
                             "it, or choose another --output-dir")
 
     def clear(self):
-        for path in (self.checkpoint, self.results, self.plot, self.model):
-            path.unlink(missing_ok=True)
+        for name in RUN_FILES:
+            (self.dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.tensorboard, ignore_errors=True)
 
     def save_checkpoint(self, config, learner, state, dataset):

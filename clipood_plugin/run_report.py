@@ -1,11 +1,11 @@
 """The report of a finished `clipood train` run: results.json (written and read here), the text table it
 prints and its plot (results.png). Reading needs neither torch nor matplotlib (`clipood figure5` reads runs
-where they may be absent): what computes means imports evaluation, and so torch, when it runs."""
+where they may be absent)."""
 import dataclasses
 import json
 
 from .files import save_atomic, write_json
-from .results_table import UnusableRun, checked_accuracy, format_table
+from .results_table import UnusableRun, checked_accuracy, format_table, mean_accuracy
 from .settings import AVERAGED_MODEL_NAMES
 
 FAILED = "failed"  # the key of results.json that marks a failed run, with the reason
@@ -14,8 +14,6 @@ FAILED = "failed"  # the key of results.json that marks a failed run, with the r
 def run_results(config, class_names, train_domains, state, model_file):
     """The results of a finished run (``state``: its RunState) as results.json holds them; SWAD's window and the
     WiSE-FT curve are added where the run has them."""
-    from .evaluation import mean_accuracy  # here: evaluation needs torch, which reading results.json does not
-
     final = state.history[-1]
     return {
         "config": dataclasses.asdict(config), "class_names": class_names,
@@ -121,8 +119,6 @@ def results_figure(results):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .evaluation import mean_accuracy  # here: evaluation needs torch, which reading results.json does not
 
     test_domains = results["test_domains"]
     steps = [h["step"] for h in results["history"]]

@@ -12,9 +12,10 @@ from .backbone import WeightsUnavailableError
 from .batch_stream import training_batches
 from .data import split_holdout
 from .errors import LearnedNothingError
-from .evaluation import evaluate, evaluation_loader, mean_accuracy
+from .evaluation import evaluate, evaluation_loader
 from .files import save_tensors
 from .learner import LEARNER_SETTINGS, CLIPoodLearner
+from .results_table import mean_accuracy
 from .run_files import RunState
 from .run_report import FAILED, failed_results, plot_results, report, run_results, write_results
 from .scalars import ScalarLog

@@ -9,7 +9,7 @@ from pathlib import Path
 from .files import LOCK_FILE
 from .settings import DataError
 
-# the files `clipood train` keeps in its --output-dir
+# the files `clipood train` keeps in its --output-dir, in this order (run_files.RunFiles names them so)
 RUN_FILES = ("results.json", "model.pt", "checkpoint.pt", "results.png")
 # the key that names the command in the JSON it writes (`clipood evaluate --output`)
 WRITER_KEY = "written_by"
