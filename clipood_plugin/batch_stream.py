@@ -37,8 +37,8 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
         else:
             dataset, collate = EncodedImageList(items, on_device, unreadable), EncodedBatch.collate
         streams.append(iter(torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=workers,
-            pin_memory=device.type == "cuda" and on_device is not None,  # decoded images: pinned once concatenated
+            # unpinned: decoded images are pinned once concatenated, and nvJPEG does not read pinned JPEG bytes
+            dataset, batch_sampler=sampler, num_workers=workers, pin_memory=False,
             collate_fn=collate, worker_init_fn=ignore_stop_signals)))
     skipped = [] if skipped is None else skipped
     if on_device is None:

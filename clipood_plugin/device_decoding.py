@@ -1,13 +1,14 @@
-"""JPEG decoding and augmentation on the training device (nvJPEG on CUDA), in batches.
+"""JPEG decoding and augmentation on the training device (nvJPEG on CUDA), a whole batch at a time.
 
 On a fast GPU the CPU cannot decode and crop JPEGs as fast as CLIPood trains. Here the torchvision
-training transform (RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize: the paper's
-augmentation) is split in two: the data loader processes read the file bytes and draw the random crop and
-flip exactly as the transform would (same generator calls, so the same seed gives the same crop), and the
-device decodes the whole batch at once and does the pixel work. Files that are not plain RGB or grayscale
-JPEGs (PNG, CMYK JPEG, ...) are decoded by PIL in the loader process, as on the CPU path, and so are JPEGs
-whose data does not end with the end-of-image marker (a truncated file: PIL then finds it unreadable, and
-the ImageList's policy for unreadable images applies, as on the CPU path).
+training transform (RandomResizedCrop, RandomHorizontalFlip, then ToTensor and Normalize or PILToTensor: the
+paper's augmentation) is split in two: the data loader processes read the file bytes and draw the random crop
+and flip exactly as the transform would (same generator calls, so the same seed gives the same crop), and the
+device decodes the whole batch in one call and crops, resizes, flips and normalizes it as one batch
+(clipood_plugin.crop_resize), on a CUDA stream of its own one batch ahead of the training step. Files that are
+not plain RGB or grayscale baseline JPEGs (PNG, CMYK or progressive JPEG, ...) are decoded by PIL in the loader
+process, as on the CPU path, and so are JPEGs whose data does not end with the end-of-image marker (a truncated
+file: PIL then finds it unreadable, and the ImageList's policy for unreadable images applies, as on the CPU path).
 """
 import collections
 import concurrent.futures
@@ -15,9 +16,9 @@ import warnings
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torchvision import transforms
 
+from .crop_resize import crop_resize_flip, padded
 from .data import ImageList, open_image, rgb_image
 
 _INTERPOLATION_MODES = {transforms.InterpolationMode.BICUBIC: "bicubic",
@@ -25,7 +26,9 @@ _INTERPOLATION_MODES = {transforms.InterpolationMode.BICUBIC: "bicubic",
                         transforms.InterpolationMode.NEAREST: "nearest"}
 _DEVICE_JPEG_MODES = ("RGB", "L")
 _JPEG_END = b"\xff\xd9"  # the end-of-image marker
-_SUPPORTED_STEPS = ("RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize")  # in this order
+# the transforms it runs: a crop, an optional flip, then float pixels (ToTensor, optional Normalize) or 8-bit ones
+_SUPPORTED_STEPS = ("RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize", "PILToTensor")
+_SUPPORTED_ENDINGS = (("ToTensor",), ("ToTensor", "Normalize"), ("PILToTensor",))
 
 
 class EncodedBatch(NamedTuple):
@@ -61,10 +64,13 @@ def device_augmentation(decode, transform, device):
     """Where training images are decoded: the DeviceAugmentation that finishes ``transform`` on ``device``, or
     None for the loader processes (PIL). "auto" decodes on a CUDA device when ``transform`` is one it runs
     (faster end to end there: 641 against 515 images/s for ViT-B-16 at batch 36 on an H200,
-    docs/benchmarks.md), else in the loaders; "device" insists, raising ValueError for a transform it cannot run."""
+    docs/benchmarks.md), else in the loaders; "device" insists, raising ValueError for a transform it cannot run.
+    A ``transform`` that is already a DeviceAugmentation is used as it is."""
     device = torch.device(device)
     if decode == "cpu" or (decode == "auto" and device.type != "cuda"):
         return None
+    if isinstance(transform, DeviceAugmentation):
+        return transform
     try:
         return DeviceAugmentation(transform)
     except ValueError:
@@ -75,27 +81,29 @@ def device_augmentation(decode, transform, device):
 
 class DeviceAugmentation:
     """A torchvision training transform, run as: ``draw`` (loader process, per image) then ``__call__``
-    (device, per batch). Accepts RandomResizedCrop, then optionally RandomHorizontalFlip, then ToTensor and
-    optionally Normalize; anything else raises ValueError naming what is not supported."""
+    (device, per batch). Accepts RandomResizedCrop (antialiased bicubic or bilinear, or nearest), then
+    optionally RandomHorizontalFlip, then ToTensor and optionally Normalize (float32 out) or PILToTensor (uint8
+    out); anything else raises ValueError naming what is not supported."""
 
     def __init__(self, transform):
         _check_decoder()
         steps = list(transform.transforms) if isinstance(transform, transforms.Compose) else [transform]
         kinds = [type(step).__name__ for step in steps]
-        if kinds != [k for k in _SUPPORTED_STEPS if k in kinds] or not {"RandomResizedCrop", "ToTensor"} <= set(kinds):
-            raise ValueError(f"decoding on the device supports the transform {', '.join(_SUPPORTED_STEPS)} (flip and "
-                             f"normalize optional); this one is {kinds}: decode on the CPU instead, or drop the "
-                             "other augmentations")
+        flip = kinds[1:2] == ["RandomHorizontalFlip"]
+        if kinds[:1] != ["RandomResizedCrop"] or tuple(kinds[1 + flip:]) not in _SUPPORTED_ENDINGS:
+            raise ValueError("decoding on the device supports the transform RandomResizedCrop, RandomHorizontalFlip "
+                             "(optional), then ToTensor and Normalize (optional) or PILToTensor; this one is "
+                             f"{kinds}: decode on the CPU instead, or drop the other augmentations")
         crop = steps[0]
-        if crop.interpolation not in _INTERPOLATION_MODES:
-            raise ValueError(f"decoding on the device supports {sorted(m.value for m in _INTERPOLATION_MODES)} "
-                             f"interpolation, not {crop.interpolation.value}: decode on the CPU instead")
-        self.crop = crop
-        self.size = tuple(crop.size)  # (height, width)
-        self.mode = _INTERPOLATION_MODES[crop.interpolation]
-        self.antialias = bool(crop.antialias) and self.mode != "nearest"
-        self.flip_p = steps[1].p if "RandomHorizontalFlip" in kinds else None
-        normalize = steps[-1] if "Normalize" in kinds else None
+        mode = _INTERPOLATION_MODES.get(crop.interpolation)
+        if mode is None or (mode != "nearest" and not crop.antialias):
+            raise ValueError("decoding on the device supports antialiased bicubic or bilinear, or nearest "
+                             f"interpolation, not {crop.interpolation.value}{'' if crop.antialias else ' without antialias'}:"
+                             " decode on the CPU instead")
+        self.crop, self.mode, self.size = crop, mode, tuple(crop.size)  # size: (height, width)
+        self.flip_p = steps[1].p if flip else None
+        self.eight_bit = kinds[-1] == "PILToTensor"
+        normalize = steps[-1] if kinds[-1] == "Normalize" else None
         mean = torch.tensor(normalize.mean if normalize else (0.0, 0.0, 0.0), dtype=torch.float32)
         std = torch.tensor(normalize.std if normalize else (1.0, 1.0, 1.0), dtype=torch.float32)
         # ToTensor then Normalize in one affine map of the 0-255 pixels, (shift, scale) per device: copied
@@ -111,24 +119,32 @@ class DeviceAugmentation:
         return box, flip
 
     def __call__(self, batch: EncodedBatch, device):
-        """Decode, crop, resize, flip and normalize a batch on ``device``: float32 [B, 3, H, W]."""
+        """Decode a batch on ``device`` and ``augment`` it."""
         device = torch.device(device)
         pixels = list(batch.payloads)
         jpegs = [i for i, encoded in enumerate(batch.encoded) if encoded]
         for i, image in zip(jpegs, self._decode([pixels[i] for i in jpegs], [batch.paths[i] for i in jpegs], device)):
             pixels[i] = image
-        crops = []
-        for image, (top, left, height, width) in zip(pixels, batch.boxes.tolist()):
-            crop = image.to(device, non_blocking=True)[None, :, top:top + height, left:left + width].float()
-            crops.append(F.interpolate(crop, size=self.size, mode=self.mode, antialias=self.antialias,
-                                       **({} if self.mode == "nearest" else {"align_corners": False})))
-        images = torch.cat(crops).clamp_(0, 255)  # bicubic overshoots; PIL's 8-bit result is clamped
-        flips = batch.flips.to(device, non_blocking=True).view(-1, 1, 1, 1)
-        images = torch.where(flips, images.flip(-1), images)
+        for i in (i for i, encoded in enumerate(batch.encoded) if not encoded):  # decoded by PIL in the loaders
+            pixels[i] = pixels[i].to(device, non_blocking=True)
+        return self.augment(pixels, batch.boxes, batch.flips)
+
+    def augment(self, images, boxes, flips):
+        """Crop, resize, flip and normalize decoded uint8 images [3, h, w] (a list, on one device) as one batch:
+        [B, 3, H, W] float32 normalized as the transform's Normalize, or uint8 for a transform ending in
+        PILToTensor. As many operations for any batch size."""
+        return self.finish(crop_resize_flip(padded(images), boxes, flips, self.size, self.mode))
+
+    def finish(self, resized):
+        """Resized pixels [B, 3, H, W] (float, 0-255 scale) as the transform's last steps leave them."""
+        device = resized.device
+        resized = resized.clamp_(0, 255)  # bicubic overshoots; PIL's 8-bit result is clamped
+        if self.eight_bit:
+            return resized.round_().to(torch.uint8)
         if device not in self._affine:
             self._affine[device] = tuple(t.to(device) for t in self._affine[torch.device("cpu")])
         shift, scale = self._affine[device]
-        return torch.addcmul(shift, images, scale)
+        return torch.addcmul(shift, resized, scale)
 
     def _decode(self, data, paths, device):
         if not data:
@@ -140,7 +156,7 @@ class DeviceAugmentation:
                 warnings.warn(f"decoding JPEGs on {device} failed ({error}); batches with such files are decoded "
                               "by PIL on the CPU", stacklevel=3)
                 self._warned = True
-            return [_decode_with_pil(d, path) for d, path in zip(data, paths)]
+            return [_decode_with_pil(d, path).to(device) for d, path in zip(data, paths)]
 
 
 def _check_decoder():
@@ -171,14 +187,14 @@ def _rgb_tensor(image):
 
 class EncodedImageList(ImageList):
     """An ImageList whose transform is a DeviceAugmentation: an item is ((payload, encoded, box, flip, path),
-    label, skipped). Plain RGB and grayscale JPEGs that end with the end-of-image marker stay encoded (the
-    file's bytes, decoded later on the device); other files are decoded here by PIL. Batch items with
+    label, skipped). Plain RGB and grayscale baseline JPEGs that end with the end-of-image marker stay encoded
+    (the file's bytes, decoded later on the device); other files are decoded here by PIL. Batch items with
     ``EncodedBatch.collate``."""
 
     def load(self, path):
         with open_image(path) as image:
             box, flip = self.transform.draw(image)
-            if image.format == "JPEG" and image.mode in _DEVICE_JPEG_MODES:
+            if image.format == "JPEG" and image.mode in _DEVICE_JPEG_MODES and not image.info.get("progressive"):
                 with open(path, "rb") as file:
                     data = file.read()
                 if data.endswith(_JPEG_END):
@@ -190,13 +206,34 @@ def decoded_ahead(batches, augmentation, device, depth=2):
     """(images on ``device``, labels) of each EncodedBatch of ``batches``, decoded by a thread up to ``depth``
     batches ahead, so that the host side of decoding (nvJPEG's CPU stages, kernel launches) overlaps the
     training step. ``batches`` is read in the calling thread: any random draws of a loader without worker
-    processes stay in their usual order. The thread uses its own current stream, the default one, so the
-    device runs its work in order with the training step's."""
+    processes stay in their usual order. On CUDA the thread queues its kernels on a stream of its own, so they
+    do not wait in line with the training step's; the step's stream waits for a batch's event before using
+    it, and the images are marked as used there (``record_stream``) so that their memory is not reused early."""
+    device = torch.device(device)
+    side_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def decode(batch):
+        if side_stream is None:
+            return augmentation(batch, device), None
+        with torch.cuda.stream(side_stream):
+            images = augmentation(batch, device)
+            done = torch.cuda.Event()
+            done.record(side_stream)
+        return images, done
+
+    def handed_over(future, labels):
+        images, done = future.result()
+        if done is not None:
+            step_stream = torch.cuda.current_stream(device)
+            step_stream.wait_event(done)
+            images.record_stream(step_stream)
+        return images, labels
+
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clipood-decoding") as decoder:
         pending = collections.deque()
         for batch in batches:
-            pending.append(decoder.submit(lambda b: (augmentation(b, device), b.labels), batch))
+            pending.append((decoder.submit(decode, batch), batch.labels))
             if len(pending) > depth:
-                yield pending.popleft().result()
+                yield handed_over(*pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield handed_over(*pending.popleft())

@@ -26,7 +26,8 @@ def leave_encoded(loader, decode, device):
         return loader, None
     items = [(datum.impath, datum.label) for datum in wrapper.data_source]
     encoded = loader_like(loader, dataset=EncodedImageList(items, augmentation), collate_fn=EncodedBatch.collate,
-                          batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last)
+                          batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last,
+                          pin_memory=False)  # nvJPEG does not read the JPEG bytes from pinned memory
     return encoded, augmentation
 
 
