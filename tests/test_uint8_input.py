@@ -82,6 +82,21 @@ def test_the_training_transform_emits_the_pixels_of_the_float_crop(make_learner)
     assert learner.preprocess_val(image).dtype == torch.float32  # open_clip's evaluation transform, unchanged
 
 
+def test_clipood_trains_cpu_batches_are_uint8(make_learner, tmp_path):
+    """``clipood train --decode cpu``: the loader processes' crops reach the learner as uint8 batches."""
+    from clipood_plugin.batch_stream import training_batches
+
+    learner = make_learner(zero_shot=True)
+    items = []
+    for i, image in enumerate(photos(8, 45)):
+        image.save(tmp_path / f"{i}.png")
+        items.append((str(tmp_path / f"{i}.png"), i % 4))
+    batches = training_batches([items[:4], items[4:]], learner.preprocess_train, 2, seed=0, workers=0,
+                               decode="cpu")
+    images, labels = next(batches)
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 32, 32) and labels.shape == (4,)
+
+
 def test_uint8_transform_replaces_only_a_closing_to_tensor_and_normalize():
     crop = [transforms.RandomResizedCrop(16), transforms.RandomHorizontalFlip()]
     image = photos(1, 30)[0]
