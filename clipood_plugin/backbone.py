@@ -275,9 +275,11 @@ def weights_image_input(model_name: str, pretrained=None, image_norm=AUTO) -> Im
 
 def input_transforms(image_input: ImageInput):
     """(training, evaluation) transforms of PIL images into a model's input: the paper's augmentation
-    (RandomResizedCrop scale 0.7-1 and a horizontal flip) at the input's size, interpolation and
-    normalization, and open_clip's own evaluation preprocessing of that input (resize by its resize_mode,
-    center crop, normalization), the transform open_clip.create_model_and_transforms returns for it."""
+    (RandomResizedCrop scale 0.7-1 and a horizontal flip) at the input's size and interpolation, as uint8
+    pixels [3, H, W] that the learner normalizes on its device (a quarter of the bytes to copy, and no
+    normalization on the CPU), and open_clip's own evaluation preprocessing of that input (resize by its
+    resize_mode, center crop, normalization), the transform open_clip.create_model_and_transforms returns for
+    it."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from torchvision import transforms
 
@@ -285,11 +287,24 @@ def input_transforms(image_input: ImageInput):
         transforms.RandomResizedCrop(image_input.size, scale=(0.7, 1.0),
                                      interpolation=transforms.InterpolationMode(image_input.interpolation)),
         transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(image_input.mean, image_input.std),
+        transforms.PILToTensor(),
     ])
     evaluation = image_transform_v2(PreprocessCfg(**image_input.preprocess_cfg), is_train=False)
     return training, evaluation
+
+
+def uint8_transform(transform):
+    """``transform`` (a torchvision Compose of PIL images) emitting uint8 pixels instead of floats: its closing
+    ToTensor, or ToTensor and Normalize, replaced by PILToTensor (the learner normalizes uint8 images with the
+    model's own statistics). None when it does anything else on tensors (cutout, noise, ...): it stays float."""
+    from torchvision import transforms
+
+    steps = list(getattr(transform, "transforms", ()))
+    if steps and isinstance(steps[-1], transforms.Normalize):
+        steps.pop()
+    if not steps or type(steps[-1]) is not transforms.ToTensor:
+        return None
+    return transforms.Compose([*steps[:-1], transforms.PILToTensor()])
 
 
 def load_clip(model_name="ViT-B-16", pretrained="openai", device=None, precision="fp32", image_norm=AUTO):
@@ -383,14 +398,15 @@ def image_size_of(image_encoder) -> int:
 
 
 class InputAdapter(torch.nn.Module):
-    """Maps images normalized with (source_mean, source_std) at any resolution to a model's input
-    (``image_input``) exactly; the source statistics default to the model's own.
+    """Maps images at any resolution to a model's input (``image_input``) exactly: uint8 pixels (0-255), or
+    floats normalized with (source_mean, source_std), which default to the model's own statistics.
 
     One- and two-channel images get their missing planes first (gray repeated; an empty third plane).
 
-    x_model = (x * source_std + source_mean - mean) / std is one per-channel affine map, then a resize to the
-    input's size with its interpolation (a no-op when sizes already match). The images come framed by the
-    front end's own pipeline (e.g. DomainBed's 224 x 224 crops): they are resized as they are, not cropped.
+    x_model = (x * source_std + source_mean - mean) / std for floats, x / (255 std) - mean / std for uint8 pixels
+    (the source statistics do not apply to them), is one per-channel affine map, then a resize to the input's
+    size with its interpolation (a no-op when sizes already match). The images come framed by the front end's
+    own pipeline (e.g. DomainBed's 224 x 224 crops): they are resized as they are, not cropped.
     """
 
     def __init__(self, image_input: ImageInput, source_mean=None, source_std=None):
@@ -402,6 +418,8 @@ class InputAdapter(torch.nn.Module):
         self.identity_norm = bool(torch.equal(source_mean, mean) and torch.equal(source_std, std))
         self.register_buffer("scale", (source_std / std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", ((source_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_scale", (1 / (255 * std)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images):
         if images.ndim != 4 or images.shape[1] not in (1, 2, 3):
@@ -410,7 +428,9 @@ class InputAdapter(torch.nn.Module):
             images = images.expand(-1, 3, -1, -1)
         elif images.shape[1] == 2:  # two color planes (e.g. ColoredMNIST): an empty third one
             images = torch.cat([images, torch.zeros_like(images[:, :1])], dim=1)
-        if not self.identity_norm:
+        if images.dtype == torch.uint8:
+            images = torch.addcmul(self.pixel_shift, images, self.pixel_scale)
+        elif not self.identity_norm:
             images = torch.addcmul(self.shift, images, self.scale)
         if images.shape[-2:] != self.size:
             images = F.interpolate(images, size=self.size, mode=self.mode, align_corners=False, antialias=True)

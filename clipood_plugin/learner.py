@@ -23,7 +23,7 @@ from .training_step import TrainingStep, autocast, clip_storage, input_dtype, re
 # CLIPoodLearner's keyword settings besides class_names and total_steps, and their defaults (the table's)
 LEARNER_SETTINGS = tuple(name for name in learner_names(CONFIG, ARGUMENT) if name not in ("class_names", "total_steps"))
 LEARNER_DEFAULTS = defaults(LEARNER_SETTINGS)
-IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+IMAGE_DTYPES = (torch.uint8, torch.float32, torch.float16, torch.bfloat16)
 
 
 def _compile_mode(choice, device, ranks):
@@ -66,8 +66,10 @@ class CLIPoodLearner:
     The model's input (``image_input``: size, normalization, resize) is the weights' own where they describe it
     (an open_clip tag, a `clipood export` file), else the one ``image_norm`` names ("auto": OpenAI's; see
     clipood_plugin.image_input); ``preprocess_train``/``preprocess_val`` make it from PIL images. Images given
-    to ``update``/``predict`` may use another normalization (``input_mean``/``input_std``; default: the
-    model's own) and resolution; they are mapped to the model's input exactly.
+    to ``update``/``predict`` are uint8 pixels (0-255; ``preprocess_train``'s crops), normalized on the device
+    with the model's own statistics, or floats in another normalization (``input_mean``/``input_std``, which
+    apply to floats only; default: the model's own), at any resolution; they are mapped to the model's input
+    exactly.
 
     Under torch.distributed (a process group of several ranks, e.g. from torchrun) ``update`` trains
     data-parallel: each rank passes its share of the global batch, DDP averages the gradients (weighted
@@ -172,8 +174,9 @@ class CLIPoodLearner:
         return self.averager.module if self.averager is not None else self.model
 
     def update(self, images, labels):
-        """One optimizer step on a batch; returns loss, acc (training batch), lr, bma_weight (floats) and
-        skipped, the number of steps so far whose loss or gradients were not finite.
+        """One optimizer step on a batch (``images``: uint8 pixels or normalized floats [B, C (1-3), H, W], see
+        the class doc); returns loss, acc (training batch), lr, bma_weight (floats) and skipped, the number of
+        steps so far whose loss or gradients were not finite.
 
         Such a step changes no weight (see TrainingStep); TrainingDivergedError ends a run in which
         ``max_consecutive_skips`` steps in a row were skipped, and LearnedNothingError (one of them) a run
@@ -294,13 +297,16 @@ class CLIPoodLearner:
             return module(self._encoder_input(images))
 
     def _encoder_input(self, images):
-        """Images on the device, mapped to CLIP's input, in the dtype the encoder takes them in."""
-        images = self.input_adapter(images.to(self.device, torch.float32, non_blocking=True))
+        """Images on the device, mapped to CLIP's input, in the dtype the encoder takes them in. uint8 pixels are
+        copied as they are (one byte per channel) and normalized there."""
+        dtype = torch.uint8 if images.dtype == torch.uint8 else torch.float32
+        images = self.input_adapter(images.to(self.device, dtype, non_blocking=True))
         return images.to(input_dtype(self.precision))
 
     @torch.no_grad()
     def predict(self, images, averaged=True):
         """Logits [B, C] against the current class names; from the averaged model unless averaged=False.
+        ``images``: uint8 pixels or normalized floats [B, C (1-3), H, W] (see the class doc).
 
         They are open_clip's: ``logit_scale * cosine(image, class text) + logit_bias``, where the bias is that of
         SigLIP's models (sigmoid(logits) are their per-class probabilities) and 0 for CLIP's (softmax(logits))."""
@@ -363,15 +369,17 @@ class CLIPoodLearner:
 
 
 def _check_images(images):
-    """Raise ValueError, saying what is expected, unless ``images`` is a non-empty float batch [B, C, H, W]."""
-    expected = ("images must be a float tensor [batch, channels (1-3), height, width] normalized with the learner's "
-                "input_mean/input_std (e.g. by its preprocess_val)")
+    """Raise ValueError, saying what is expected, unless ``images`` is a non-empty uint8 or float batch
+    [B, C, H, W]."""
+    expected = ("images must be a tensor [batch, channels (1-3), height, width] of uint8 pixels (0-255, e.g. from "
+                "the learner's preprocess_train) or of floats normalized with the learner's input_mean/input_std "
+                "(e.g. by its preprocess_val)")
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"{expected}; got a {type(images).__name__}")
     if images.dtype not in IMAGE_DTYPES:
-        hint = "; for 8-bit pixels: images.float() / 255, then normalize" if images.dtype == torch.uint8 else \
-            "; convert with images.float()" if images.is_floating_point() else ""
-        raise ValueError(f"{expected}; got {images.dtype}, not float32, float16 or bfloat16{hint}")
+        hint = "; convert with images.float()" if images.is_floating_point() else \
+            "; for pixels of 0-255: images.to(torch.uint8)"
+        raise ValueError(f"{expected}; got {images.dtype}, not uint8, float32, float16 or bfloat16{hint}")
     if images.ndim != 4 or images.shape[1] not in (1, 2, 3):
         raise ValueError(f"{expected}; got shape {list(images.shape)}")
     if not images.numel():

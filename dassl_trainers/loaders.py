@@ -1,6 +1,9 @@
 """Rebuilding Dassl's training loader with another sampling or dataset, everything else kept."""
+import copy
+
 from torch.utils.data import DataLoader
 
+from clipood_plugin.backbone import uint8_transform
 from clipood_plugin.device_decoding import EncodedBatch, EncodedImageList, decoded_ahead, device_augmentation
 
 
@@ -10,6 +13,20 @@ def loader_like(loader, **changes):
     settings = dict(dataset=loader.dataset, num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                     pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
     return DataLoader(**{**settings, **changes})
+
+
+def with_uint8_images(loader):
+    """Dassl's training loader with its images as uint8 pixels, which the learner normalizes on its device (a
+    quarter of the bytes to copy): the transform's closing ToTensor[, Normalize] becomes PILToTensor. A
+    transform that works on the tensors after ToTensor (cutout, gaussian_noise, instance_norm) keeps its floats."""
+    wrapper = loader.dataset  # Dassl's DatasetWrapper
+    transform = uint8_transform(wrapper.transform)
+    if transform is None:
+        return loader
+    wrapper = copy.copy(wrapper)
+    wrapper.transform = transform
+    return loader_like(loader, dataset=wrapper, batch_size=loader.batch_size, sampler=loader.sampler,
+                       drop_last=loader.drop_last)
 
 
 def leave_encoded(loader, decode, device):

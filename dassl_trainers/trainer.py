@@ -15,7 +15,7 @@ from .checkpoint import ResumableLearner
 from .config import RUN_SETTINGS, apply_per_dataset_settings, check_cross_settings, config_key, core_settings
 from .distributed import decorrelate_rng, quiet_unless_main, split_over_ranks
 from .iterations import fixed_length_epoch
-from .loaders import DecodedOnDevice, leave_encoded
+from .loaders import DecodedOnDevice, leave_encoded, with_uint8_images
 from .open_classes import OPEN_CLASS_RATIO, BaseNewEvaluator, check_labels_contiguous, keep_base
 
 MODEL_NAME = "clipood"  # checkpoints: OUTPUT_DIR/clipood/model.pth.tar-<epoch>
@@ -104,8 +104,8 @@ class CLIPood(TrainerX):
             raise ValueError(f"{self.cfg.DATASET.NAME} is one of Dassl's datasets, which ignore "
                              "DATASET.SUBSAMPLE_CLASSES; for base/new classes on it set "
                              "TRAINER.CLIPOOD.OPEN_CLASSES True and DATASET.SUBSAMPLE_CLASSES all")
-        self.train_loader_x, on_device = leave_encoded(self.train_loader_x, self.cfg.TRAINER.CLIPOOD.DECODE,
-                                                       self.device)
+        self.train_loader_x, on_device = leave_encoded(with_uint8_images(self.train_loader_x),
+                                                       self.cfg.TRAINER.CLIPOOD.DECODE, self.device)
         check_cross_settings(self.cfg, held_out=self.val_loader is not None)
         iterations = self.cfg.TRAINER.CLIPOOD.ITERS_PER_EPOCH
         if iterations > 0:

@@ -40,8 +40,9 @@ DESCRIPTIONS = {
     "CLIPZeroShot": "Zero-shot CLIP: never trains (run it with --steps 1).",
 }
 # DomainBed's MNIST variants (1 or 2 channels) are ToTensor images in [0, 1]; every other dataset is
-# ImageNet-normalized, or normalized as the model's input with clip_transforms "clipood" or "model" (None: the
-# model's own). The learner maps each exactly onto the model's normalization and resolution.
+# ImageNet-normalized, or with clip_transforms "clipood" or "model" uint8 training crops and evaluation images
+# normalized as the model's input (None: the model's own). The learner maps each exactly onto the model's
+# normalization and resolution.
 UNIT_RANGE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 

@@ -10,10 +10,11 @@ exists, so registration wraps the constructor of every class in ``domainbed.data
   environment the authors' pipeline (training environments with ``data_augmentation``:
   RandomResizedCrop(scale 0.7-1) + horizontal flip; others: Resize + CenterCrop; bilinear), as their edit of
   DomainBed's datasets.py did, at the model's size and normalization (theirs: 224 and OpenAI's, the input of
-  their ViT-B/16); ``"model"`` gives the model's own input: the paper's augmentation at its size,
-  interpolation and normalization for training, open_clip's preprocessing of the weights for the others
-  (``clipood_plugin.backbone.input_transforms``). The model's input is found from the hparams (clip_model,
-  clip_pretrained, clip_image_norm) without building the model.
+  their ViT-B/16); ``"model"`` gives the model's own input: the paper's augmentation at its size and
+  interpolation for training, open_clip's preprocessing of the weights for the others
+  (``clipood_plugin.backbone.input_transforms``). With both, training crops are uint8 pixels that the learner
+  normalizes on its device; the others are normalized floats. The model's input is found from the hparams
+  (clip_model, clip_pretrained, clip_image_norm) without building the model.
 - ``open_class_ratio`` > 0 (in the wild): each training environment keeps its base-class images only
   (label < ``num_base_classes``), so DomainBed's split and loaders, built afterwards, hold base classes
   only and every batch has ``batch_size`` of them. Test environments keep every class.
@@ -52,8 +53,8 @@ DEFAULT_SETTINGS = data_settings({})
 
 def authors_transforms(image_input):
     """(training, evaluation) transforms of the authors' pipeline at the size and normalization of the model's
-    input: the paper's augmentation (backbone.input_transforms) with torchvision's default bilinear
-    interpolation, and Resize + CenterCrop."""
+    input: the paper's augmentation (backbone.input_transforms: uint8 crops) with torchvision's default bilinear
+    interpolation, and Resize + CenterCrop (normalized floats)."""
     import dataclasses
 
     from torchvision import transforms

@@ -50,8 +50,9 @@ def test_clipood_transforms_are_the_authors_pipeline(domainbed, pacs_root):
     dataset = pacs(domainbed, pacs_root, clip_transforms="clipood")
     test_env, train_env = dataset.datasets[0], dataset.datasets[1]
     evaluation = pipeline(transforms.Resize(224), transforms.CenterCrop(224), mean=CLIP_MEAN, std=CLIP_STD)
-    training = pipeline(transforms.RandomResizedCrop(224, scale=(0.7, 1.0)), transforms.RandomHorizontalFlip(),
-                        mean=CLIP_MEAN, std=CLIP_STD)
+    # training crops are uint8 pixels, normalized by the learner on its device
+    training = transforms.Compose([transforms.RandomResizedCrop(224, scale=(0.7, 1.0)),
+                                   transforms.RandomHorizontalFlip(), transforms.PILToTensor()])
     for index in (0, 5):
         assert torch.equal(test_env[index][0], evaluation(open_image(test_env, index)))
         for seed in range(3):  # same random crop and flip draws on both sides

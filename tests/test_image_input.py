@@ -35,12 +35,15 @@ def normalized(pixels, mean, std):
     return (pixels - torch.tensor(mean).view(-1, 3, 1, 1)) / torch.tensor(std).view(-1, 3, 1, 1)
 
 
-def full_image(preprocess_train, image):
-    """The training transform with its random parts fixed: the crop is the whole image, no flip."""
-    fixed = copy.deepcopy(preprocess_train)
+def full_image(learner, image):
+    """The model's input from the learner's training transform with its random parts fixed (the crop is the
+    whole image, no flip): its uint8 pixels normalized with the model's statistics."""
+    fixed = copy.deepcopy(learner.preprocess_train)
     crop, flip = fixed.transforms[0], fixed.transforms[1]
     crop.scale, crop.ratio, flip.p = (1.0, 1.0), (image.width / image.height,) * 2, 0.0
-    return fixed(image)
+    pixels = fixed(image)
+    assert pixels.dtype == torch.uint8
+    return normalized(pixels.float() / 255, learner.image_input.mean, learner.image_input.std)[0]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def test_clipood_train_tensors_are_open_clips_preprocessing_of_the_tag(open_clip
     expected = open_clip_val(image)
     assert learner.image_input == ImageInput(SIZE, HALF, HALF, "bilinear", "squash")
     assert torch.equal(learner.preprocess_val(image), expected)
-    assert torch.allclose(full_image(learner.preprocess_train, image), expected, atol=1e-6)
+    assert torch.allclose(full_image(learner, image), expected, atol=1e-6)
     # squashed, not cropped: the written-out reference
     squashed = transforms.functional.pil_to_tensor(image.resize((384, 384), Image.BILINEAR)).float() / 255
     assert torch.allclose(expected, normalized(squashed, HALF, HALF)[0], atol=1e-6)

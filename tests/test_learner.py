@@ -345,7 +345,7 @@ def test_a_bare_string_is_not_a_list_of_class_names(make_learner):
 
 
 BAD_IMAGES = [
-    (torch.zeros(6, 3, 32, 32, dtype=torch.uint8), r"got torch.uint8, .*images.float\(\) / 255"),
+    (torch.zeros(6, 3, 32, 32, dtype=torch.int64), r"got torch.int64, .*images.to\(torch.uint8\)"),
     (torch.zeros(6, 3, 32, 32, dtype=torch.float64), r"got torch.float64, .*images.float\(\)"),
     (torch.zeros(0, 3, 32, 32), "at least one image"),
     (torch.zeros(6, 32, 32), r"got shape \[6, 32, 32\]"),
@@ -356,7 +356,7 @@ BAD_IMAGES = [
 
 def test_images_of_the_wrong_kind_say_what_is_expected(make_learner):
     learner = make_learner()
-    expected = r"images must be a float tensor \[batch, channels \(1-3\), height, width\] normalized"
+    expected = r"images must be a tensor \[batch, channels \(1-3\), height, width\] of uint8 pixels"
     labels = torch.zeros(6, dtype=torch.long)
     for images, message in BAD_IMAGES:
         for call in (lambda: learner.update(images, labels), lambda: learner.predict(images)):

@@ -132,7 +132,7 @@ def test_training_and_evaluation_tensors_are_open_clips_preprocess_of_the_tag(fa
     image = photo(50, 50)
     expected = open_clip_val(image)
     assert torch.equal(learner.preprocess_val(image), expected)
-    assert torch.allclose(full_image(learner.preprocess_train, image), expected, atol=1e-6)
+    assert torch.allclose(full_image(learner, image), expected, atol=1e-6)
     pixels = transforms.functional.to_tensor(image).unsqueeze(0)
     from_imagenet = InputAdapter(learner.image_input, IMAGENET_MEAN, IMAGENET_STD)(normalized(pixels, IMAGENET_MEAN,
                                                                                               IMAGENET_STD))
