@@ -1,34 +1,76 @@
-"""End-to-end benchmark: a `clipood train`-style loop reading JPEG files, against the pure step rate.
+"""End-to-end benchmark: a `clipood train`-style loop reading JPEG files, against the pure step rate, and the
+CPU cost of each front end's image loading.
 
-    python bench/end_to_end.py --device cuda --model ViT-B-16 --batch 36 --workers 4
-    python bench/end_to_end.py --device cpu --model clipood-tiny --batch 6 --steps 3 --workers 1
+    python bench/end_to_end.py --device cuda --model ViT-B-16 --batch 36 --workers 4 --decode cpu per-image device
+    python bench/end_to_end.py --device cpu --model clipood-tiny --batch 6 --steps 3 --workers 1 --loader-cpu
 
 Generates JPEG files in the DomainBed layout ROOT/<domain>/<class>/<image>.jpg (or reads --data-dir),
 then with one learner:
-1. step_only: ``learner.update`` on one batch preloaded on the device (the pure step rate);
-2. end_to_end: the training loop of ``clipood train`` (clipood_plugin.batch_stream.training_batches): per
-   training domain a DataLoader with ``--workers`` processes decoding and augmenting the files, batches of
-   ``batch / domains`` per domain concatenated, then ``learner.update``. ``data_wait_share`` is the share of the loop's time
-   spent waiting for the next batch; ``update`` ends with a host sync (``loss.item()``), so on a GPU that
-   is the time the GPU idles waiting for data. ``--decode device`` decodes and augments on the device
-   instead, in a thread one batch ahead (what it has not finished when the step wants it counts as waiting).
-Prints one JSON line per phase and one with their ratio.
+1. step_only: ``learner.update`` on one batch preloaded on the device (the pure step rate, the upper bound of a
+   loop that decodes nothing);
+2. end_to_end, once per ``--decode`` choice: the training loop of ``clipood train``
+   (clipood_plugin.batch_stream.training_batches): per training domain a DataLoader with ``--workers`` processes,
+   batches of ``batch / domains`` per domain concatenated, then ``learner.update``. ``cpu``: the loader processes
+   decode and augment with PIL (``--decode cpu``); ``device``: they only read the files, and the device decodes
+   the batch in one call and crops, resizes, flips and normalizes it as one batch on a stream of its own
+   (``--decode device``); ``per-image``: the same, but each crop resized alone as before the batched path.
+   ``data_wait_share`` is the share of the loop's time spent waiting for the next batch; ``update`` ends with a
+   host sync (``loss.item()``), so on a GPU that is the time the GPU idles waiting for data. The ratio line
+   divides by the step rate of the same learner, so of the same compile mode.
+With ``--loader-cpu``, first, without a learner: images per CPU-second of the image loading of each front end
+(`clipood train --decode cpu`, DomainBed with clip_transforms clipood, the Dassl trainer when Dassl is
+installed), in this process on one thread, for its float pipeline (ToTensor, Normalize) and for the uint8 one it
+runs now, on the same images with the same crops.
+Prints one JSON line per measurement, then the table of them on stderr.
 """
 import argparse
+import contextlib
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
-from torchvision import transforms
+from torchvision import datasets, transforms
 
-from bench_utils import emit, log, resolve_device, synchronize, timed
+import bench_utils
+from bench_utils import log, resolve_device, synchronize, timed
 from clipood_plugin import CLIPoodLearner, IMAGENET_MEAN, IMAGENET_STD
-from clipood_plugin.data import scan_domain_folders
-from clipood_plugin.settings import DECODE_CHOICES
+from clipood_plugin.backbone import input_transforms, uint8_transform
 from clipood_plugin.batch_stream import training_batches
+from clipood_plugin.data import ImageList, scan_domain_folders
+from clipood_plugin.device_decoding import DeviceAugmentation
+from clipood_plugin.image_input import IMAGE_NORMS
+from clipood_plugin.settings import DECODE_CHOICES
+from domainbed_adapter.data import authors_transforms
+
+PER_IMAGE = "per-image"
+RECORDS = []  # what this run emitted, for the closing table
+
+
+def emit(record):
+    RECORDS.append(record)
+    bench_utils.emit(record)
+
+
+def table(records):
+    """The run's measurements as one markdown table."""
+    rows = ["| measurement | images/s | data wait share | ratio |", "| --- | --- | --- | --- |"]
+    for r in records:
+        if r["variant"] == "loader_cpu":
+            rows.append(f"| {r['front_end']}, {r['pixels']} (per CPU-second) | {r['img_per_cpu_s']} | | |")
+        elif r["variant"] == "loader_cpu/uint8_over_float32":
+            rows.append(f"| {r['front_end']}: uint8 / float32 | | | {r['ratio']} |")
+        elif r["variant"] == "step_only":
+            rows.append(f"| step alone ({r['model']}, batch {r['batch']}, compile {r['compile']}) | {r['img_per_s']} | | |")
+        elif r["variant"] == "end_to_end":
+            rows.append(f"| end to end, decode {r['decode']} | {r['img_per_s']} | {r['data_wait_share']} | |")
+        else:
+            rows.append(f"| end to end, decode {r['decode']} / step alone | | | {r['img_per_s_ratio']} |")
+    return "\n".join(rows)
 
 
 def make_jpeg_dataset(root, domains, classes, images_per_class, size, seed=0):
@@ -58,21 +100,115 @@ def domainbed_transform(image_size):
     ])
 
 
+class PerImageAugmentation(DeviceAugmentation):
+    """The device path before it was batched: each crop cast and resized alone (F.interpolate), for comparison."""
+
+    def augment(self, images, boxes, flips):
+        crops = []
+        for image, (top, left, height, width) in zip(images, boxes.tolist()):
+            crop = image[None, :, top:top + height, left:left + width].float()
+            crops.append(F.interpolate(crop, size=self.size, mode=self.mode, antialias=self.mode != "nearest",
+                                       **({} if self.mode == "nearest" else {"align_corners": False})))
+        resized = torch.cat(crops)
+        return self.finish(torch.where(flips.to(resized.device).view(-1, 1, 1, 1), resized.flip(-1), resized))
+
+
+def float_pixels(transform, mean, std):
+    """``transform`` (ending in PILToTensor) as it was before the uint8 inputs: ToTensor and Normalize at the end."""
+    steps = list(transform.transforms)
+    assert type(steps[-1]).__name__ == "PILToTensor", steps
+    return transforms.Compose(steps[:-1] + [transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+
+def _dassl_transforms(size):
+    """(Dassl's float training transform for CoOp's configs, the uint8 one the CLIPood trainer runs), or None
+    without Dassl."""
+    try:
+        from dassl.config import get_cfg_default
+        from dassl.data.transforms import build_transform
+    except ImportError:
+        return None
+    cfg = get_cfg_default()
+    cfg.INPUT.SIZE, cfg.INPUT.INTERPOLATION = (size, size), "bicubic"
+    cfg.INPUT.TRANSFORMS = ["random_resized_crop", "random_flip", "normalize"]
+    cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = list(IMAGE_NORMS["openai"].mean), list(IMAGE_NORMS["openai"].std)
+    with contextlib.redirect_stdout(sys.stderr):  # Dassl lists the transform's steps; stdout holds JSON lines
+        dassl = build_transform(cfg, is_train=True)
+    return dassl, uint8_transform(dassl)
+
+
+def loader_cpu_rates(root, domains, args):
+    """Images per CPU-second of each front end's image loading (open, decode, augment, batch), float then uint8
+    pipeline, each item with the same seed in both."""
+    size = args.loader_size
+    image_input = IMAGE_NORMS["openai"].at((size, size))
+    mean, std = image_input.mean, image_input.std
+    clipood = input_transforms(image_input)[0]
+    domainbed = authors_transforms(image_input)[0]
+    pipelines = {"clipood train --decode cpu": (float_pixels(clipood, mean, std), clipood),
+                 "domainbed clip_transforms clipood": (float_pixels(domainbed, mean, std), domainbed)}
+    dassl = _dassl_transforms(size)
+    if dassl is None:
+        log("Dassl is not installed: its trainer's loading is not measured")
+    else:
+        pipelines["dassl trainer"] = dassl
+    samples = [sample for domain in domains for sample in scan_domain_folders(root).samples[domain]]
+    samples = samples[:args.loader_images]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker process
+    try:
+        for front_end, (before, after) in pipelines.items():
+            rates = {}
+            for pixels, transform in (("float32", before), ("uint8", after)):
+                # DomainBed reads ImageFolder items; the others an ImageList: the same work per image
+                dataset = ImageList(samples, transform)
+                if front_end.startswith("domainbed"):
+                    dataset = _SeededFolder(root, domains[0], transform)
+                start = time.process_time()
+                for first in range(0, len(samples) - args.batch + 1, args.batch):
+                    torch.stack([dataset[(i % len(dataset), 7919 * i)][0] for i in range(first, first + args.batch)])
+                images = (len(samples) // args.batch) * args.batch
+                rates[pixels] = images / (time.process_time() - start)
+                emit({"variant": "loader_cpu", "front_end": front_end, "pixels": pixels, "image_size": size,
+                      "images": images, "img_per_cpu_s": round(rates[pixels], 2)})
+            emit({"variant": "loader_cpu/uint8_over_float32", "front_end": front_end,
+                  "ratio": round(rates["uint8"] / rates["float32"], 3)})
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _SeededFolder(datasets.ImageFolder):
+    """A DomainBed environment (torchvision's ImageFolder, as DomainBed's MultipleEnvironmentImageFolder builds
+    it) whose item (index, seed) fixes the augmentation's random draws."""
+
+    def __init__(self, root, domain, transform):
+        super().__init__(str(Path(root) / domain), transform)
+
+    def __getitem__(self, index):
+        index, seed = index
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return super().__getitem__(index)
+
+
 def run(args, root, device, on_step=None):
-    """Both phases on the dataset at ``root``; ``on_step()`` (e.g. a profiler's step) after each loop step."""
+    """The phases on the dataset at ``root``; ``on_step()`` (e.g. a profiler's step) after each loop step."""
     dataset = scan_domain_folders(root)
     if len(dataset.domains) < args.domains:
         raise SystemExit(f"{root} has {len(dataset.domains)} domains, fewer than --domains {args.domains}")
     train_domains = dataset.domains[:args.domains]
+    if args.loader_cpu:
+        loader_cpu_rates(root, train_domains, args)
     per_domain = args.batch // args.domains
     domainbed = args.augmentation == "domainbed"
     norm = dict(input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD) if domainbed else {}
     torch.manual_seed(0)
     learner = CLIPoodLearner(model_name=args.model, pretrained=None, class_names=dataset.class_names,
-                             total_steps=2 * (args.warmup + args.steps), device=device, **norm)
+                             total_steps=len(args.decode) * (args.warmup + args.steps) + args.warmup + args.steps,
+                             device=device, **norm)
     transform = domainbed_transform(learner.image_size) if domainbed else learner.preprocess_train
     common = {"model": args.model, "device": device.type, "batch": per_domain * args.domains,
-              "steps": args.steps, "precision": learner.precision}
+              "steps": args.steps, "precision": learner.precision, "compile": learner.config["compile"]}
 
     # 1. the pure step rate, on a batch already on the device
     images = torch.randn(per_domain * args.domains, 3, learner.image_size, learner.image_size, device=device)
@@ -84,32 +220,37 @@ def run(args, root, device, on_step=None):
                  "step_ms": round(1e3 * step_seconds, 3)}
     emit(step_only)
 
-    # 2. the training loop of `clipood train`, from the files
-    start = time.perf_counter()
-    batches = training_batches([dataset.samples[d] for d in train_domains], transform, per_domain, seed=0,
-                               workers=args.workers, decode=args.decode, device=device)
-    wait = 0.0
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:  # workers are up and the first batches done: time from here
-            startup_seconds = time.perf_counter() - start
-            synchronize(device)
-            start, wait = time.perf_counter(), 0.0
-        before = time.perf_counter()
-        images, labels = next(batches)
-        wait += time.perf_counter() - before
-        learner.update(images, labels)
-        if on_step is not None:
-            on_step()
-    synchronize(device)
-    seconds = (time.perf_counter() - start) / args.steps
-    end_to_end = {"variant": "end_to_end", **common, "img_per_s": round(len(images) / seconds, 2),
-                  "step_ms": round(1e3 * seconds, 3), "data_wait_share": round(wait / (seconds * args.steps), 4),
-                  "workers_per_domain": args.workers, "loader_processes": args.workers * args.domains,
-                  "augmentation": args.augmentation, "decode": args.decode, "warmup_s": round(startup_seconds, 3),
-                  "images_in_data": sum(len(dataset.samples[d]) for d in train_domains)}
-    emit(end_to_end)
-    emit({"variant": "end_to_end/step_only", **common,
-          "img_per_s_ratio": round(end_to_end["img_per_s"] / step_only["img_per_s"], 3)})
+    # 2. the training loop of `clipood train`, from the files, per decode choice
+    for decode in args.decode:
+        loop_transform = PerImageAugmentation(transform) if decode == PER_IMAGE else transform
+        start = time.perf_counter()
+        batches = training_batches([dataset.samples[d] for d in train_domains], loop_transform, per_domain, seed=0,
+                                   workers=args.workers, decode="device" if decode == PER_IMAGE else decode,
+                                   device=device)
+        wait = 0.0
+        for step in range(args.warmup + args.steps):
+            if step == args.warmup:  # workers are up and the first batches done: time from here
+                startup_seconds = time.perf_counter() - start
+                synchronize(device)
+                start, wait = time.perf_counter(), 0.0
+            before = time.perf_counter()
+            images, labels = next(batches)
+            wait += time.perf_counter() - before
+            learner.update(images, labels)
+            if on_step is not None:
+                on_step()
+        synchronize(device)
+        batches.close()
+        seconds = (time.perf_counter() - start) / args.steps
+        end_to_end = {"variant": "end_to_end", **common, "img_per_s": round(len(images) / seconds, 2),
+                      "step_ms": round(1e3 * seconds, 3), "data_wait_share": round(wait / (seconds * args.steps), 4),
+                      "workers_per_domain": args.workers, "loader_processes": args.workers * args.domains,
+                      "augmentation": args.augmentation, "decode": decode, "images_dtype": str(images.dtype),
+                      "warmup_s": round(startup_seconds, 3),
+                      "images_in_data": sum(len(dataset.samples[d]) for d in train_domains)}
+        emit(end_to_end)
+        emit({"variant": "end_to_end/step_only", **common, "decode": decode,
+              "img_per_s_ratio": round(end_to_end["img_per_s"] / step_only["img_per_s"], 3)})
 
 
 def parse_args(argv=None):
@@ -125,10 +266,16 @@ def parse_args(argv=None):
     parser.add_argument("--augmentation", choices=("clipood", "domainbed"), default="clipood",
                         help="clipood: crop + flip (the paper, `clipood train`); domainbed: adds color jitter and "
                              "grayscale, ImageNet normalization (DomainBed's train.py)")
-    parser.add_argument("--decode", choices=DECODE_CHOICES, default="cpu",
-                        help="cpu: the loader processes decode and augment with PIL; device: they only read the "
-                             "files and the training device decodes (nvJPEG on CUDA) and augments each batch, as "
-                             "`clipood train --decode device`")
+    parser.add_argument("--decode", nargs="+", choices=(*DECODE_CHOICES, PER_IMAGE), default=["cpu"],
+                        help="one loop per choice: cpu: the loader processes decode and augment with PIL; device: "
+                             "they only read the files and the training device decodes (nvJPEG on CUDA) and augments "
+                             "each batch, as `clipood train --decode device`; per-image: device, each crop resized "
+                             "alone (the path before the batched one)")
+    parser.add_argument("--loader-cpu", action="store_true",
+                        help="first measure each front end's image loading in images per CPU-second, float32 against "
+                             "uint8 pipeline (no learner, no device)")
+    parser.add_argument("--loader-images", type=int, default=240, help="images per --loader-cpu measurement")
+    parser.add_argument("--loader-size", type=int, default=224, help="crop size of the --loader-cpu pipelines")
     parser.add_argument("--data-dir", help="an existing ROOT/<domain>/<class>/<image> dataset (e.g. PACS) to read "
                                            "instead of generated JPEGs; its first --domains domains are used")
     parser.add_argument("--classes", type=int, default=7, help="classes of the generated data")
@@ -137,11 +284,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.batch < args.domains or args.batch % args.domains:
         parser.error(f"--batch {args.batch} must be a positive multiple of --domains {args.domains}")
-    if args.decode == "device" and args.augmentation == "domainbed":
-        parser.error("--decode device runs the paper's augmentation only (crop, flip); DomainBed's adds color "
-                     "jitter and grayscale: use --decode cpu with --augmentation domainbed")
-    if args.steps < 1 or args.warmup < 1 or args.workers < 0:
-        parser.error("--steps and --warmup must be at least 1, --workers at least 0")
+    if args.augmentation == "domainbed" and set(args.decode) - {"cpu"}:
+        parser.error("--decode device and per-image run the paper's augmentation only (crop, flip); DomainBed's adds "
+                     "color jitter and grayscale: use --decode cpu with --augmentation domainbed")
+    if args.steps < 1 or args.warmup < 1 or args.workers < 0 or args.loader_images < args.batch:
+        parser.error("--steps and --warmup must be at least 1, --workers at least 0, --loader-images at least --batch")
     return args
 
 
@@ -150,11 +297,12 @@ def main(argv=None):
     device = resolve_device(args.device)
     if args.data_dir:
         run(args, args.data_dir, device)
-        return
-    with tempfile.TemporaryDirectory(prefix="clipood_bench_") as root:
-        log(f"writing {args.domains * args.classes * args.images_per_class} JPEGs of {args.image_size}px to {root}")
-        make_jpeg_dataset(root, args.domains, args.classes, args.images_per_class, args.image_size)
-        run(args, root, device)
+    else:
+        with tempfile.TemporaryDirectory(prefix="clipood_bench_") as root:
+            log(f"writing {args.domains * args.classes * args.images_per_class} JPEGs of {args.image_size}px to {root}")
+            make_jpeg_dataset(root, args.domains, args.classes, args.images_per_class, args.image_size)
+            run(args, root, device)
+    log(table(RECORDS))
 
 
 if __name__ == "__main__":

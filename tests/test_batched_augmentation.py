@@ -182,5 +182,5 @@ def test_a_progressive_jpeg_is_decoded_by_pil_in_the_loader(tmp_path):
                                DeviceAugmentation(transform))
     batch = EncodedBatch.collate([dataset[(0, 5)], dataset[(1, 5)]])
     assert batch.encoded == [False, True]
-    assert torch.equal(batch.payloads[0], torch.from_numpy(np.asarray(Image.open(io.BytesIO(
+    assert torch.equal(batch.payloads[0], torch.from_numpy(np.array(Image.open(io.BytesIO(
         (tmp_path / "progressive.jpg").read_bytes())).convert("RGB"))).permute(2, 0, 1))

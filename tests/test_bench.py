@@ -44,8 +44,22 @@ def test_end_to_end_reports_the_step_rate_the_loop_rate_and_the_data_wait(decode
     assert step_only["img_per_s"] > 0 and step_only["step_ms"] > 0
     assert end_to_end["img_per_s"] > 0 and end_to_end["step_ms"] > 0 and 0 < end_to_end["data_wait_share"] < 1
     assert end_to_end["loader_processes"] == 3 and end_to_end["images_in_data"] == 18
-    assert end_to_end["decode"] == decode
+    assert end_to_end["decode"] == decode and end_to_end["images_dtype"] == "torch.uint8"
     assert ratio["img_per_s_ratio"] > 0
+
+
+def test_end_to_end_measures_every_decode_path_and_each_front_ends_loader_cpu_cost_in_one_run():
+    lines = run_bench("end_to_end.py", "--batch", "6", "--steps", "1", "--warmup", "1", "--workers", "0",
+                      "--classes", "2", "--images-per-class", "3", "--image-size", "48", "--loader-cpu",
+                      "--loader-images", "12", "--loader-size", "32", "--decode", "cpu", "per-image", "device")
+    loaders = [r for r in lines if r["variant"] == "loader_cpu"]
+    front_ends = ["clipood train --decode cpu", "domainbed clip_transforms clipood", "dassl trainer"]
+    assert [(r["front_end"], r["pixels"]) for r in loaders] == [(f, p) for f in front_ends for p in ("float32", "uint8")]
+    assert all(r["img_per_cpu_s"] > 0 and r["images"] == 12 for r in loaders)
+    assert [r["front_end"] for r in lines if r["variant"] == "loader_cpu/uint8_over_float32"] == front_ends
+    assert [r["decode"] for r in lines if r["variant"] == "end_to_end"] == ["cpu", "per-image", "device"]
+    assert [r["decode"] for r in lines if r["variant"] == "end_to_end/step_only"] == ["cpu", "per-image", "device"]
+    assert sum(r["variant"] == "step_only" for r in lines) == 1
 
 
 # ----------------------------------------------------------------------------- bench/gpu_acceptance.py
