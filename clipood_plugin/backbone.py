@@ -397,6 +397,13 @@ def image_size_of(image_encoder) -> int:
     return size[0] if isinstance(size, (tuple, list)) else int(size)
 
 
+def pixel_normalization(mean, std):
+    """(shift, scale) [1, 3, 1, 1] of ToTensor then Normalize(mean, std) as one affine map of 0-255 pixels:
+    x / 255 normalized is x * scale + shift, one addcmul."""
+    mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+    return (-mean / std).view(1, 3, 1, 1), (1 / (255 * std)).view(1, 3, 1, 1)
+
+
 class InputAdapter(torch.nn.Module):
     """Maps images at any resolution to a model's input (``image_input``) exactly: uint8 pixels (0-255), or
     floats normalized with (source_mean, source_std), which default to the model's own statistics.
@@ -418,8 +425,9 @@ class InputAdapter(torch.nn.Module):
         self.identity_norm = bool(torch.equal(source_mean, mean) and torch.equal(source_std, std))
         self.register_buffer("scale", (source_std / std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", ((source_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_scale", (1 / (255 * std)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
+        pixel_shift, pixel_scale = pixel_normalization(mean, std)
+        self.register_buffer("pixel_scale", pixel_scale, persistent=False)
+        self.register_buffer("pixel_shift", pixel_shift, persistent=False)
 
     def forward(self, images):
         if images.ndim != 4 or images.shape[1] not in (1, 2, 3):

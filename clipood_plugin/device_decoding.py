@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torchvision import transforms
 
+from .backbone import pixel_normalization
 from .crop_resize import crop_resize_flip, padded
 from .data import ImageList, open_image, rgb_image
 
@@ -104,11 +105,10 @@ class DeviceAugmentation:
         self.flip_p = steps[1].p if flip else None
         self.eight_bit = kinds[-1] == "PILToTensor"
         normalize = steps[-1] if kinds[-1] == "Normalize" else None
-        mean = torch.tensor(normalize.mean if normalize else (0.0, 0.0, 0.0), dtype=torch.float32)
-        std = torch.tensor(normalize.std if normalize else (1.0, 1.0, 1.0), dtype=torch.float32)
         # ToTensor then Normalize in one affine map of the 0-255 pixels, (shift, scale) per device: copied
         # there once, since a copy from pageable memory would wait for the device's queued work every batch
-        self._affine = {torch.device("cpu"): ((-mean / std).view(1, 3, 1, 1), (1.0 / (255.0 * std)).view(1, 3, 1, 1))}
+        self._affine = {torch.device("cpu"): pixel_normalization(normalize.mean if normalize else (0.0, 0.0, 0.0),
+                                                                 normalize.std if normalize else (1.0, 1.0, 1.0))}
         self._warned = False
 
     def draw(self, image):
