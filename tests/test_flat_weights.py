@@ -12,6 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from clipood_plugin import BetaMovingAverage, learner as learner_module
 from clipood_plugin.flat_weights import flatten
+from test_learner import roundtrip
 
 
 def beta_density(x, b):
@@ -171,13 +172,6 @@ def test_load_state_dict_keeps_the_views(make_learner, batches):
     learner.load_state_dict(roundtrip(other.state_dict()))
     assert [t.data_ptr() for t in floats(learner.model) + floats(learner.averager.module)] == addresses
     assert_one_buffer(learner.model)
-
-
-def roundtrip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def saved_bytes(state):
