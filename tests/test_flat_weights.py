@@ -67,6 +67,20 @@ def test_the_trained_module_and_its_average_are_views_of_one_buffer_with_the_sam
     assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in learner.model.parameters())
 
 
+def test_authors_fp16_keeps_one_buffer_per_dtype_and_folds_over_them(make_learner, batches):
+    learner = make_learner(model_name="clipood-tiny-quickgelu", precision="authors-fp16", lr=1e-4)
+    for module in (learner.model, learner.averager.module):
+        by_dtype = {}
+        for tensor in floats(module):
+            by_dtype.setdefault(tensor.dtype, set()).add(tensor.untyped_storage().data_ptr())
+        assert set(by_dtype) == {torch.float16, torch.float32}  # CLIP's fp16 layers, its fp32 norms and embeddings
+        assert all(len(storages) == 1 for storages in by_dtype.values())
+    learner.update(*batches[0])
+    with CountedOps() as ops:
+        learner.averager.update(learner.model)
+    assert ("_foreach_div_", 2) in ops.calls and not [n for n, count in ops.calls if count and count > 2]
+
+
 def test_the_fold_is_one_lerp_over_the_buffer(make_learner, batches):
     learner = make_learner()
     learner.update(*batches[0])  # the first update finds the layout; later ones reuse it
