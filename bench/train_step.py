@@ -10,8 +10,8 @@ allocates new tensors for each. Both variants use random-init weights (the compu
 them), the same MMS loss, and the same preloaded batch already at the model's resolution.
 
 Prints one JSON line per (variant, batch), then one line of ratios per batch. ``bma_ms`` is the weight
-averaging alone, timed separately on the same weights: ours is ``BetaMovingAverage.update`` (one
-``torch._foreach_lerp_``), the reference's the Python loop.
+averaging alone, timed separately on the same weights: ours is ``BetaMovingAverage.update`` over the
+learner's trained module (one ``lerp_`` per flat buffer, docs/numerics.md), the reference's the Python loop.
 """
 import argparse
 import copy
@@ -92,9 +92,9 @@ def build(variant, model_name, total_steps, device, learner_kwargs):
     learner = CLIPoodLearner(model_name=model_name, pretrained=None, class_names=CLASS_NAMES,
                              total_steps=total_steps, lr=LR, weight_decay=WEIGHT_DECAY, margin=MARGIN, beta=BETA,
                              device=device, **learner_kwargs)
-    # a second averager on the live weights: timing the learner's own would put it out of step
-    bma = BetaMovingAverage(learner.image_encoder, total_steps, BETA)
-    return learner.update, lambda: bma.update(learner.image_encoder), {
+    # a second averager on the live weights, laid out flat as the learner's: timing its own would put it out of step
+    bma = BetaMovingAverage(learner.model, total_steps, BETA)
+    return learner.update, lambda: bma.update(learner.model), {
         "weights": "fp32", "precision": learner.precision, "image_size": learner.image_size}
 
 

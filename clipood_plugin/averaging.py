@@ -2,19 +2,23 @@
 and SWAD.
 
 Every averager keeps one frozen copy of the model, starting from the weights it is given (theta_0,
-the pretrained model), and folds each new set of weights in with one ``torch._foreach_lerp_`` over
-all floating-point parameters: ``avg += c_t * (theta_t - avg)``. Only ``c_t`` differs between them.
+the pretrained model), and folds each new set of weights in with a lerp over all floating-point weights:
+``avg += c_t * (theta_t - avg)``. Only ``c_t`` differs between them. The copy's weights are views into one
+flat buffer per dtype (flat_weights.py); a model laid out alike (the learner's) folds in with one ``lerp_``
+per buffer, any other with one ``torch._foreach_lerp_`` over the tensors.
 BMA can instead fold as the authors' code does (``authors_fold``), which differs from the lerp only in
 how fp16 weights round. SWAD also needs the validation loss of the current weights every few steps
 (``validation_due`` / ``record_validation_loss``) to find the window it averages.
 """
 import copy
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .flat_weights import FlatLayout, flatten, floating_tensors
 from .settings import AVERAGING_CHOICES, SETTINGS, SWAD_DEFAULTS
 
 
@@ -27,15 +31,17 @@ def beta_pdf(x, beta):
 class _WeightAverage:
     """One averaged copy of a model, updated in place after every optimizer step."""
 
+    # whether the fold may run over flat buffers; SWAD's segments are per-tensor lists
+    _folds_flat = True
+
     def __init__(self, model: nn.Module):
         self.module = copy.deepcopy(model)
         self.module.requires_grad_(False)
+        flatten(self.module)
         self.step = 0
-        self._avg_floats = self._floats(self.module)
-
-    @staticmethod
-    def _floats(model):
-        return [t for t in model.state_dict(keep_vars=True).values() if t.is_floating_point()]
+        self._avg_floats = floating_tensors(self.module)
+        self._avg_layout = FlatLayout.of(self._avg_floats)
+        self._source = None  # (weak reference to the latest model, its FlatLayout) when laid out as the average
 
     def _next_coefficient(self) -> float:
         """Advance to the next step and return its lerp coefficient c_t."""
@@ -45,14 +51,30 @@ class _WeightAverage:
     def update(self, model: nn.Module):
         """Fold the current weights of ``model`` into the average (call after each optimizer step)."""
         coefficient = self._next_coefficient()
-        current = self._floats(model)
-        if len(current) != len(self._avg_floats):
-            raise ValueError("update() got a model with a different set of tensors than the averaged one")
-        self._fold(current, coefficient)
+        self._fold(*self._aligned_weights(model), coefficient)
         return coefficient
 
-    def _fold(self, current, coefficient):
-        torch._foreach_lerp_(self._avg_floats, current, coefficient)
+    def _aligned_weights(self, model):
+        """(averaged, current): the flat buffers of both when ``model`` is laid out as the average, else the
+        tensors. The latest model's layout is kept, so a step of the same model costs no walk over its tensors."""
+        if self._source is not None and self._source[0]() is model and self._source[1].intact() \
+                and self._avg_layout is not None and self._avg_layout.intact():
+            return self._avg_layout.buffers, self._source[1].buffers
+        current = floating_tensors(model)
+        if len(current) != len(self._avg_floats):
+            raise ValueError("update() got a model with a different set of tensors than the averaged one")
+        self._source = None
+        if self._folds_flat:
+            if self._avg_layout is None or not self._avg_layout.intact():  # the copy was moved (module.to)
+                self._avg_layout = FlatLayout.of(self._avg_floats)
+            layout = FlatLayout.of(current)
+            if layout is not None and self._avg_layout is not None and layout.signature == self._avg_layout.signature:
+                self._source = (weakref.ref(model), layout)
+                return self._avg_layout.buffers, layout.buffers
+        return self._avg_floats, current
+
+    def _fold(self, averaged, current, coefficient):
+        _lerp_(averaged, current, coefficient)
 
     def _extra_state(self):
         return {}
@@ -108,12 +130,12 @@ class BetaMovingAverage(_WeightAverage):
         self.weight_sum += self.weight
         return self.weight / self.weight_sum
 
-    def _fold(self, current, coefficient):
+    def _fold(self, averaged, current, coefficient):
         if not self.authors_fold:
-            return super()._fold(current, coefficient)
+            return super()._fold(averaged, current, coefficient)
         # avg + r * theta, then / (1 + r): the authors' order, each foreach op rounding as their tensor op does
-        torch._foreach_add_(self._avg_floats, torch._foreach_mul(current, self._relative_weight))
-        torch._foreach_div_(self._avg_floats, 1 + self._relative_weight)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, self._relative_weight))
+        torch._foreach_div_(averaged, 1 + self._relative_weight)
 
     def _extra_state(self):
         return {"weight_sum": self.weight_sum, "total_steps": self.total_steps, "beta": self.beta}
@@ -225,7 +247,9 @@ class SWAD(_WeightAverage):
         self._segment_steps += 1
         return 1.0 / self._segment_steps
 
-    def _fold(self, current, coefficient):
+    _folds_flat = False
+
+    def _fold(self, averaged, current, coefficient):
         if not self.dead:  # after the window nothing more is averaged (the authors' loop stops there)
             torch._foreach_lerp_(self._segment, current, coefficient)
 
@@ -304,6 +328,16 @@ class SWAD(_WeightAverage):
         self.losses = [tuple(entry) for entry in state["losses"]]
         self.threshold, self.window_steps, self.dead = state["threshold"], state["window_steps"], state["dead"]
         self.window = None if state["window"] is None else tuple(state["window"])
+
+
+def _lerp_(averaged, current, weight):
+    """avg += weight * (theta - avg), pair by pair, in as few launches as there can be: over a few long tensors
+    (the flat buffers, one per dtype) one lerp kernel each, which a multi-tensor launch would split into
+    chunks; over many (a model's separate tensors) one multi-tensor launch. Both round the same."""
+    if len(averaged) > 2:
+        return torch._foreach_lerp_(averaged, current, weight)
+    for average, theta in zip(averaged, current):
+        average.lerp_(theta, weight)
 
 
 def build_averager(kind, model, total_steps, beta=SETTINGS["beta"].default, ema_decay=SETTINGS["ema_decay"].default,

@@ -13,6 +13,7 @@ from .backbone import InputAdapter, image_size_of, load_clip, resolve_architectu
 from .checkpoint_format import (BUILD_KEYS, CHECKPOINT_FORMAT, INFERENCE_KEYS, LATER_TRAJECTORY_KEYS,  # noqa: F401
                                 TRAINING_HPARAMS, TRAJECTORY_KEYS, UNRECORDED_IMAGE_NORM, check_loadable, check_tensors,
                                 describe, inference_state)
+from .flat_weights import flatten
 from .heads import LinearHeadClassifier
 from .image_input import ImageInput
 from .loss import margin_metric_softmax
@@ -126,6 +127,9 @@ class CLIPoodLearner:
         self._train_encoder, self._ranks = self.model, 1  # what update() runs forward and backward
         self._compiled_encoder = None
         if not zero_shot:
+            # views into one buffer per dtype, before DDP, the optimizer and the averager take the tensors: BMA's
+            # fold is then one kernel per buffer (flat_weights.py)
+            flatten(self.model)
             # DDP first: it broadcasts rank 0's weights, which the averager then copies as theta_0
             self._train_encoder = distributed.data_parallel(self.model, self.device)
             if self._train_encoder is not self.model:
