@@ -19,12 +19,13 @@ then with one learner:
    divides by the step rate of the same learner, so of the same compile mode.
 With ``--loader-cpu``, first, without a learner: images per CPU-second of the image loading of each front end
 (`clipood train --decode cpu`, DomainBed with clip_transforms clipood, the Dassl trainer when Dassl is
-installed), in this process on one thread, for its float pipeline (ToTensor, Normalize) and for the uint8 one it
-runs now, on the same images with the same crops.
+installed), in this process on one thread, for its float pipeline (PIL's crop and resize, ToTensor, Normalize)
+and for the uint8 one it runs now, on the same images with the same crops; medians of rounds that take turns.
 Prints one JSON line per measurement, then the table of them on stderr.
 """
 import argparse
 import contextlib
+import statistics
 import sys
 import tempfile
 import time
@@ -42,10 +43,11 @@ from clipood_plugin import CLIPoodLearner, IMAGENET_MEAN, IMAGENET_STD
 from clipood_plugin.backbone import input_transforms, uint8_transform
 from clipood_plugin.batch_stream import training_batches
 from clipood_plugin.data import ImageList, scan_domain_folders
+from clipood_plugin.image_files import image_list
 from clipood_plugin.device_decoding import DeviceAugmentation
 from clipood_plugin.image_input import IMAGE_NORMS
 from clipood_plugin.settings import DECODE_CHOICES
-from domainbed_adapter.data import authors_transforms
+from domainbed_adapter.data import authors_transforms, use_transform
 
 PER_IMAGE = "per-image"
 RECORDS = []  # what this run emitted, for the closing table
@@ -114,10 +116,12 @@ class PerImageAugmentation(DeviceAugmentation):
 
 
 def float_pixels(transform, mean, std):
-    """``transform`` (ending in PILToTensor) as it was before the uint8 inputs: ToTensor and Normalize at the end."""
-    steps = list(transform.transforms)
-    assert type(steps[-1]).__name__ == "PILToTensor", steps
-    return transforms.Compose(steps[:-1] + [transforms.ToTensor(), transforms.Normalize(mean, std)])
+    """The PIL pipeline of ``transform`` (``backbone.crop_and_flip_pixels``) as it was before the uint8 inputs:
+    RandomResizedCrop and flip on the PIL image, then ToTensor and Normalize."""
+    _, crop, flip = transform.transforms
+    return transforms.Compose([
+        transforms.RandomResizedCrop(crop.size, crop.scale, crop.ratio, crop.interpolation, antialias=True),
+        transforms.RandomHorizontalFlip(flip.p), transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
 def _dassl_transforms(size):
@@ -138,8 +142,8 @@ def _dassl_transforms(size):
 
 
 def loader_cpu_rates(root, domains, args):
-    """Images per CPU-second of each front end's image loading (open, decode, augment, batch), float then uint8
-    pipeline, each item with the same seed in both."""
+    """Images per CPU-second of each front end's image loading (open, decode, augment, batch), its float pipeline
+    against its uint8 one, each item with the same seed in both; the median of ``--loader-rounds`` rounds."""
     size = args.loader_size
     image_input = IMAGE_NORMS["openai"].at((size, size))
     mean, std = image_input.mean, image_input.std
@@ -154,40 +158,52 @@ def loader_cpu_rates(root, domains, args):
         pipelines["dassl trainer"] = dassl
     samples = [sample for domain in domains for sample in scan_domain_folders(root).samples[domain]]
     samples = samples[:args.loader_images]
+    rates = {(front_end, pixels): [] for front_end in pipelines for pixels in ("float32", "uint8")}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker process
     try:
-        for front_end, (before, after) in pipelines.items():
-            rates = {}
-            for pixels, transform in (("float32", before), ("uint8", after)):
-                # DomainBed reads ImageFolder items; the others an ImageList: the same work per image
-                dataset = ImageList(samples, transform)
-                if front_end.startswith("domainbed"):
-                    dataset = _SeededFolder(root, domains[0], transform)
-                start = time.process_time()
-                for first in range(0, len(samples) - args.batch + 1, args.batch):
-                    torch.stack([dataset[(i % len(dataset), 7919 * i)][0] for i in range(first, first + args.batch)])
-                images = (len(samples) // args.batch) * args.batch
-                rates[pixels] = images / (time.process_time() - start)
-                emit({"variant": "loader_cpu", "front_end": front_end, "pixels": pixels, "image_size": size,
-                      "images": images, "img_per_cpu_s": round(rates[pixels], 2)})
-            emit({"variant": "loader_cpu/uint8_over_float32", "front_end": front_end,
-                  "ratio": round(rates["uint8"] / rates["float32"], 3)})
+        for _ in range(args.loader_rounds):  # rounds of every case in turn: the load of a shared machine hits all
+            for front_end, (before, after) in pipelines.items():
+                for pixels, transform in (("float32", before), ("uint8", after)):
+                    rates[front_end, pixels].append(_loading_rate(front_end, transform, samples, root, domains, args))
     finally:
         torch.set_num_threads(threads)
+    images = (len(samples) // args.batch) * args.batch
+    for front_end in pipelines:
+        median = {pixels: statistics.median(rates[front_end, pixels]) for pixels in ("float32", "uint8")}
+        for pixels in ("float32", "uint8"):
+            emit({"variant": "loader_cpu", "front_end": front_end, "pixels": pixels, "image_size": args.loader_size,
+                  "images": images, "rounds": args.loader_rounds, "img_per_cpu_s": round(median[pixels], 2)})
+        emit({"variant": "loader_cpu/uint8_over_float32", "front_end": front_end,
+              "ratio": round(median["uint8"] / median["float32"], 3)})
+
+
+def _loading_rate(front_end, transform, samples, root, domains, args):
+    """Images per CPU-second of this process loading ``samples`` in batches as ``front_end`` does, each item with
+    a fixed seed: DomainBed through an ImageFolder environment given ``transform`` by the adapter, the others
+    through an ImageList (Dassl's DatasetWrapper does the same work: PIL reads the file, then the transform)."""
+    if front_end.startswith("domainbed"):
+        dataset = _SeededFolder(root, domains[0])
+        use_transform(dataset, transform)
+    else:
+        dataset = image_list(samples, transform) if front_end.startswith("clipood") else ImageList(samples, transform)
+    start = time.process_time()
+    for first in range(0, len(samples) - args.batch + 1, args.batch):
+        torch.stack([dataset[(i % len(dataset), 7919 * i)][0] for i in range(first, first + args.batch)])
+    return (len(samples) // args.batch) * args.batch / (time.process_time() - start)
 
 
 class _SeededFolder(datasets.ImageFolder):
     """A DomainBed environment (torchvision's ImageFolder, as DomainBed's MultipleEnvironmentImageFolder builds
     it) whose item (index, seed) fixes the augmentation's random draws."""
 
-    def __init__(self, root, domain, transform):
-        super().__init__(str(Path(root) / domain), transform)
+    def __init__(self, root, domain):
+        super().__init__(str(Path(root) / domain))
 
     def __getitem__(self, index):
         index, seed = index
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # as ImageList seeds its items
             return super().__getitem__(index)
 
 
@@ -276,6 +292,7 @@ def parse_args(argv=None):
                              "uint8 pipeline (no learner, no device)")
     parser.add_argument("--loader-images", type=int, default=240, help="images per --loader-cpu measurement")
     parser.add_argument("--loader-size", type=int, default=224, help="crop size of the --loader-cpu pipelines")
+    parser.add_argument("--loader-rounds", type=int, default=5, help="--loader-cpu rounds; each figure is their median")
     parser.add_argument("--data-dir", help="an existing ROOT/<domain>/<class>/<image> dataset (e.g. PACS) to read "
                                            "instead of generated JPEGs; its first --domains domains are used")
     parser.add_argument("--classes", type=int, default=7, help="classes of the generated data")

@@ -6,6 +6,7 @@ import torch
 
 from .data import ImageList, StepBatchSampler, ignore_stop_signals
 from .device_decoding import EncodedBatch, EncodedImageList, decoded_ahead, device_augmentation
+from .image_files import image_list
 from .settings import DECODE_CHOICES, DataError
 
 
@@ -16,8 +17,9 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
 
     ``decode="device"`` decodes and augments the JPEGs on ``device`` in one batch per step
     (clipood_plugin.device_decoding; the loader processes only read files and draw the crops), and the
-    images come back on ``device``; with "cpu" the loader processes do it all with PIL; "auto" is "device" on
-    CUDA where the transform allows, else "cpu".
+    images come back on ``device``; with "cpu" the loader processes do it all (a transform that takes uint8
+    pixels, as ``preprocess_train``, gets them from image_files.read_pixels, others get PIL images); "auto" is
+    "device" on CUDA where the transform allows, else "cpu".
 
     With a list ``skipped``, an image that cannot be read is replaced by the next readable one of its
     domain (ImageList "replace": the batches stay a function of the seed and the step) and its
@@ -33,7 +35,7 @@ def training_batches(items_per_domain, transform, batch_size, seed, workers, sta
         sampler = StepBatchSampler(len(items), batch_size, seed * 1000 + i, start_step, rank, world_size,
                                    domain=domains and domains[i])  # ``domains``: their names, for messages
         if on_device is None:
-            dataset, collate = ImageList(items, transform, unreadable), ImageList.collate
+            dataset, collate = image_list(items, transform, unreadable), ImageList.collate
         else:
             dataset, collate = EncodedImageList(items, on_device, unreadable), EncodedBatch.collate
         streams.append(iter(torch.utils.data.DataLoader(

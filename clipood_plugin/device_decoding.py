@@ -6,9 +6,8 @@ paper's augmentation) is split in two: the data loader processes read the file b
 and flip exactly as the transform would (same generator calls, so the same seed gives the same crop), and the
 device decodes the whole batch in one call and crops, resizes, flips and normalizes it as one batch
 (clipood_plugin.crop_resize), on a CUDA stream of its own one batch ahead of the training step. Files that are
-not plain RGB or grayscale baseline JPEGs (PNG, CMYK or progressive JPEG, ...) are decoded by PIL in the loader
-process, as on the CPU path, and so are JPEGs whose data does not end with the end-of-image marker (a truncated
-file: PIL then finds it unreadable, and the ImageList's policy for unreadable images applies, as on the CPU path).
+not plain JPEGs (clipood_plugin.image_files: PNG, CMYK or progressive JPEG, a truncated file) are decoded by PIL
+in the loader process, as on the CPU path.
 """
 import collections
 import concurrent.futures
@@ -20,15 +19,12 @@ from torchvision import transforms
 
 from .backbone import pixel_normalization
 from .crop_resize import crop_resize_flip, padded
-from .data import ImageList, open_image, rgb_image
+from . import image_files
+from .data import ImageList, open_image
 
 _INTERPOLATION_MODES = {transforms.InterpolationMode.BICUBIC: "bicubic",
                         transforms.InterpolationMode.BILINEAR: "bilinear",
                         transforms.InterpolationMode.NEAREST: "nearest"}
-_DEVICE_JPEG_MODES = ("RGB", "L")
-_JPEG_END = b"\xff\xd9"  # the end-of-image marker
-# the transforms it runs: a crop, an optional flip, then float pixels (ToTensor, optional Normalize) or 8-bit ones
-_SUPPORTED_STEPS = ("RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize", "PILToTensor")
 _SUPPORTED_ENDINGS = (("ToTensor",), ("ToTensor", "Normalize"), ("PILToTensor",))
 
 
@@ -84,17 +80,22 @@ class DeviceAugmentation:
     """A torchvision training transform, run as: ``draw`` (loader process, per image) then ``__call__``
     (device, per batch). Accepts RandomResizedCrop (antialiased bicubic or bilinear, or nearest), then
     optionally RandomHorizontalFlip, then ToTensor and optionally Normalize (float32 out) or PILToTensor (uint8
-    out); anything else raises ValueError naming what is not supported."""
+    out); or PILToTensor first, then the crop and flip (uint8 out: ``backbone.crop_and_flip_pixels``). Anything
+    else raises ValueError naming what is not supported."""
 
     def __init__(self, transform):
         _check_decoder()
-        steps = list(transform.transforms) if isinstance(transform, transforms.Compose) else [transform]
+        steps = list(getattr(transform, "transforms", [transform]))
         kinds = [type(step).__name__ for step in steps]
+        pixels_first = kinds[:1] == ["PILToTensor"]
+        steps, kinds = steps[pixels_first:], kinds[pixels_first:]
         flip = kinds[1:2] == ["RandomHorizontalFlip"]
-        if kinds[:1] != ["RandomResizedCrop"] or tuple(kinds[1 + flip:]) not in _SUPPORTED_ENDINGS:
+        ending = tuple(kinds[1 + flip:])
+        if kinds[:1] != ["RandomResizedCrop"] or (ending != () if pixels_first else ending not in _SUPPORTED_ENDINGS):
             raise ValueError("decoding on the device supports the transform RandomResizedCrop, RandomHorizontalFlip "
                              "(optional), then ToTensor and Normalize (optional) or PILToTensor; this one is "
-                             f"{kinds}: decode on the CPU instead, or drop the other augmentations")
+                             f"{['PILToTensor'] * pixels_first + kinds}: decode on the CPU instead, or drop the other "
+                             "augmentations")
         crop = steps[0]
         mode = _INTERPOLATION_MODES.get(crop.interpolation)
         if mode is None or (mode != "nearest" and not crop.antialias):
@@ -103,7 +104,7 @@ class DeviceAugmentation:
                              " decode on the CPU instead")
         self.crop, self.mode, self.size = crop, mode, tuple(crop.size)  # size: (height, width)
         self.flip_p = steps[1].p if flip else None
-        self.eight_bit = kinds[-1] == "PILToTensor"
+        self.eight_bit = pixels_first or kinds[-1] == "PILToTensor"
         normalize = steps[-1] if kinds[-1] == "Normalize" else None
         # ToTensor then Normalize in one affine map of the 0-255 pixels, (shift, scale) per device: copied
         # there once, since a copy from pageable memory would wait for the device's queued work every batch
@@ -150,13 +151,13 @@ class DeviceAugmentation:
         if not data:
             return []
         try:
-            return _decode_jpeg(data, device)
+            return image_files.decode_jpeg(data, device)
         except RuntimeError as error:  # a JPEG variant the device decoder rejects: PIL, as on the CPU path
             if not self._warned:
                 warnings.warn(f"decoding JPEGs on {device} failed ({error}); batches with such files are decoded "
                               "by PIL on the CPU", stacklevel=3)
                 self._warned = True
-            return [_decode_with_pil(d, path).to(device) for d, path in zip(data, paths)]
+            return [image_files.decode_with_pil(d, path).to(device) for d, path in zip(data, paths)]
 
 
 def _check_decoder():
@@ -169,37 +170,18 @@ def _check_decoder():
                          "install such a torchvision, or decode on the CPU")
 
 
-def _decode_jpeg(data, device):
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs in favour of TorchCodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torchvision.io import ImageReadMode, decode_jpeg
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-
-
-def _decode_with_pil(data, path):
-    with open_image(path, data.numpy().tobytes()) as image:
-        return _rgb_tensor(image)
-
-
-def _rgb_tensor(image):
-    return transforms.functional.pil_to_tensor(rgb_image(image))
-
-
 class EncodedImageList(ImageList):
     """An ImageList whose transform is a DeviceAugmentation: an item is ((payload, encoded, box, flip, path),
-    label, skipped). Plain RGB and grayscale baseline JPEGs that end with the end-of-image marker stay encoded
-    (the file's bytes, decoded later on the device); other files are decoded here by PIL. Batch items with
-    ``EncodedBatch.collate``."""
+    label, skipped). Plain JPEGs (image_files.plain_jpeg_bytes) stay encoded (the file's bytes, decoded later on
+    the device); other files are decoded here by PIL. Batch items with ``EncodedBatch.collate``."""
 
     def load(self, path):
         with open_image(path) as image:
             box, flip = self.transform.draw(image)
-            if image.format == "JPEG" and image.mode in _DEVICE_JPEG_MODES and not image.info.get("progressive"):
-                with open(path, "rb") as file:
-                    data = file.read()
-                if data.endswith(_JPEG_END):
-                    return torch.frombuffer(bytearray(data), dtype=torch.uint8), True, box, flip, path
-            return _rgb_tensor(image), False, box, flip, path
+            data = image_files.plain_jpeg_bytes(image, path)
+            if data is not None:
+                return data, True, box, flip, path
+            return image_files.rgb_tensor(image), False, box, flip, path
 
 
 def decoded_ahead(batches, augmentation, device, depth=2):

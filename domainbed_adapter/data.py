@@ -13,7 +13,8 @@ exists, so registration wraps the constructor of every class in ``domainbed.data
   their ViT-B/16); ``"model"`` gives the model's own input: the paper's augmentation at its size and
   interpolation for training, open_clip's preprocessing of the weights for the others
   (``clipood_plugin.backbone.input_transforms``). With both, training crops are uint8 pixels that the learner
-  normalizes on its device; the others are normalized floats. The model's input is found from the hparams
+  normalizes on its device, cropped by torch from the file's pixels (JPEGs decoded by torchvision: the
+  environment's ``loader`` is ``clipood_plugin.image_files.read_pixels``); the others are normalized floats. The model's input is found from the hparams
   (clip_model, clip_pretrained, clip_image_norm) without building the model.
 - ``open_class_ratio`` > 0 (in the wild): each training environment keeps its base-class images only
   (label < ``num_base_classes``), so DomainBed's split and loaders, built afterwards, hold base classes
@@ -120,6 +121,16 @@ def fit_workers_to_cpus(dataset):
     dataset.N_WORKERS = min(dataset.N_WORKERS, usable_cpus())
 
 
+def use_transform(environment, transform):
+    """Give a DomainBed environment ``transform``; an ImageFolder (with a ``loader``) whose transform takes uint8
+    pixels also gets its files decoded straight to them (``clipood_plugin.image_files.read_pixels``)."""
+    from clipood_plugin.image_files import read_pixels, reads_pixels
+
+    environment.transform = transform
+    if reads_pixels(transform) and hasattr(environment, "loader"):
+        environment.loader = read_pixels
+
+
 def prepare_dataset(dataset, test_envs, hparams):
     """Apply ``clip_transforms`` and ``open_class_ratio`` to a DomainBed dataset just built (see module doc).
     In a train.py run of a CLIP algorithm its hparams are checked first: train.py builds its loaders (from
@@ -141,7 +152,7 @@ def prepare_dataset(dataset, test_envs, hparams):
         training, evaluation = (authors_transforms if choice == "clipood" else input_transforms)(model_input(hparams))
         augment = hparams["data_augmentation"]
         for i, environment in enumerate(dataset.datasets):
-            environment.transform = training if augment and i in train_envs else evaluation
+            use_transform(environment, training if augment and i in train_envs else evaluation)
     if ratio:
         num_base = num_base_classes(dataset.num_classes, ratio)
         for i in train_envs:

@@ -184,3 +184,24 @@ def test_a_progressive_jpeg_is_decoded_by_pil_in_the_loader(tmp_path):
     assert batch.encoded == [False, True]
     assert torch.equal(batch.payloads[0], torch.from_numpy(np.array(Image.open(io.BytesIO(
         (tmp_path / "progressive.jpg").read_bytes())).convert("RGB"))).permute(2, 0, 1))
+
+
+def test_the_loader_and_the_device_give_the_same_uint8_crops(tmp_path):
+    """`clipood train`'s training transform (backbone.crop_and_flip_pixels, uint8) decoded in the loaders and on
+    the device: the same crops and flips, pixels within PIL's bounds of each other."""
+    from clipood_plugin.backbone import crop_and_flip_pixels
+    from clipood_plugin.batch_stream import training_batches
+
+    items = []
+    for i, image in enumerate(_photos(SIZES)):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path, quality=90)
+        items.append((str(path), i % 2))
+    transform = crop_and_flip_pixels((32, 32), (0.7, 1.0), (3 / 4, 4 / 3), transforms.InterpolationMode.BICUBIC, 0.5)
+    streams = [training_batches([items[:3], items[3:]], transform, 2, seed=5, workers=0, decode=decode, device="cpu")
+               for decode in ("cpu", "device")]
+    for _ in range(3):
+        (loader_images, loader_labels), (device_images, device_labels) = next(streams[0]), next(streams[1])
+        assert loader_images.dtype == device_images.dtype == torch.uint8 and torch.equal(loader_labels, device_labels)
+        difference = (loader_images.float() - device_images.float()).abs()
+        assert difference.max() <= 3 and difference.mean() <= 0.3

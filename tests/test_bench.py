@@ -51,7 +51,7 @@ def test_end_to_end_reports_the_step_rate_the_loop_rate_and_the_data_wait(decode
 def test_end_to_end_measures_every_decode_path_and_each_front_ends_loader_cpu_cost_in_one_run():
     lines = run_bench("end_to_end.py", "--batch", "6", "--steps", "1", "--warmup", "1", "--workers", "0",
                       "--classes", "2", "--images-per-class", "3", "--image-size", "48", "--loader-cpu",
-                      "--loader-images", "12", "--loader-size", "32", "--decode", "cpu", "per-image", "device")
+                      "--loader-images", "12", "--loader-size", "32", "--loader-rounds", "2", "--decode", "cpu", "per-image", "device")
     loaders = [r for r in lines if r["variant"] == "loader_cpu"]
     front_ends = ["clipood train --decode cpu", "domainbed clip_transforms clipood", "dassl trainer"]
     assert [(r["front_end"], r["pixels"]) for r in loaders] == [(f, p) for f in front_ends for p in ("float32", "uint8")]

@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision import transforms
 
 from clipood_plugin import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from clipood_plugin import device_decoding
+from clipood_plugin import device_decoding, image_files
 from clipood_plugin.data import DataError, ImageList
 from clipood_plugin.device_decoding import DeviceAugmentation, EncodedBatch, EncodedImageList
 from clipood_plugin.batch_stream import training_batches
@@ -88,7 +88,7 @@ def test_a_jpeg_the_device_decoder_rejects_is_decoded_by_pil(images, monkeypatch
     indices = _seeded_indices(images)
     batch = EncodedBatch.collate([EncodedImageList(images, augmentation)[i] for i in indices])
     expected = augmentation(batch, "cpu")
-    monkeypatch.setattr(device_decoding, "_decode_jpeg", _rejecting_decoder)
+    monkeypatch.setattr(image_files, "decode_jpeg", _rejecting_decoder)
     with pytest.warns(UserWarning, match="unsupported sampling"):
         assert torch.equal(augmentation(batch, "cpu"), expected)
 

@@ -59,7 +59,9 @@ def test_clipood_transforms_are_the_authors_pipeline(domainbed, pacs_root):
             torch.manual_seed(seed)
             augmented = train_env[index][0]
             torch.manual_seed(seed)
-            assert torch.equal(augmented, training(open_image(train_env, index)))
+            # torch's 8-bit resize of the crop (issue 26's bounds against PIL's: max 3, mean 0.3 of 255 levels)
+            difference = (augmented.float() - training(open_image(train_env, index)).float()).abs()
+            assert augmented.dtype == torch.uint8 and difference.max() <= 3 and difference.mean() <= 0.3
 
 
 def test_without_data_augmentation_training_environments_get_the_test_pipeline(domainbed, pacs_root):

@@ -39,11 +39,21 @@ def full_image(learner, image):
     """The model's input from the learner's training transform with its random parts fixed (the crop is the
     whole image, no flip): its uint8 pixels normalized with the model's statistics."""
     fixed = copy.deepcopy(learner.preprocess_train)
-    crop, flip = fixed.transforms[0], fixed.transforms[1]
-    crop.scale, crop.ratio, flip.p = (1.0, 1.0), (image.width / image.height,) * 2, 0.0
+    to_pixels, crop, flip = fixed.transforms  # the v2 crop precomputes its log ratios: built anew, whole image
+    fixed.transforms[1] = type(crop)(crop.size, scale=(1.0, 1.0), ratio=(image.width / image.height,) * 2,
+                                     interpolation=crop.interpolation, antialias=crop.antialias)
+    flip.p = 0.0
     pixels = fixed(image)
     assert pixels.dtype == torch.uint8
     return normalized(pixels.float() / 255, learner.image_input.mean, learner.image_input.std)[0]
+
+
+def within_pil_levels(learner, image, expected):
+    """Whether ``full_image`` is ``expected`` (open_clip's normalized tensor, resized by PIL) in 0-255 levels: torch's
+    8-bit resize rounds differently from PIL's, by a level or two at a few pixels (issue 26: max 3, mean 0.3)."""
+    std = torch.tensor(learner.image_input.std).view(3, 1, 1)
+    levels = (full_image(learner, image) - expected).abs() * std * 255
+    return levels.max() <= 3 and levels.mean() <= 0.3
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +113,7 @@ def test_clipood_train_tensors_are_open_clips_preprocessing_of_the_tag(open_clip
     expected = open_clip_val(image)
     assert learner.image_input == ImageInput(SIZE, HALF, HALF, "bilinear", "squash")
     assert torch.equal(learner.preprocess_val(image), expected)
-    assert torch.allclose(full_image(learner, image), expected, atol=1e-6)
+    assert within_pil_levels(learner, image, expected)
     # squashed, not cropped: the written-out reference
     squashed = transforms.functional.pil_to_tensor(image.resize((384, 384), Image.BILINEAR)).float() / 255
     assert torch.allclose(expected, normalized(squashed, HALF, HALF)[0], atol=1e-6)

@@ -65,6 +65,13 @@ def test_a_grayscale_uint8_batch_is_its_gray_repeated_in_three_channels(make_lea
     assert torch.isfinite(torch.tensor(learner.update(pixels, torch.tensor([0, 1, 2, 3]))["loss"]))
 
 
+def within_pil_levels(pixels, floats):
+    """uint8 pixels against torchvision's PIL transform's ToTensor floats of the same crop: torch's 8-bit resize
+    rounds differently from PIL's, by a level or two at a few pixels (issue 26's bounds: max 3, mean 0.3)."""
+    difference = (pixels.float() - floats * 255).abs()
+    return pixels.dtype == torch.uint8 and difference.max() <= 3 and difference.mean() <= 0.3
+
+
 def test_the_training_transform_emits_the_pixels_of_the_float_crop(make_learner):
     """preprocess_train is the paper's augmentation as uint8: for the same torch seed, the crop and flip of
     RandomResizedCrop(scale 0.7-1, the model's interpolation) + flip + ToTensor, at 8 bits."""
@@ -77,8 +84,8 @@ def test_the_training_transform_emits_the_pixels_of_the_float_crop(make_learner)
         pixels = learner.preprocess_train(image)
         torch.manual_seed(seed)
         expected = floats(image)
-        assert pixels.dtype == torch.uint8 and pixels.shape == (3, 32, 32)
-        assert torch.equal(pixels, (expected * 255).round().to(torch.uint8))
+        assert pixels.shape == (3, 32, 32) and within_pil_levels(pixels, expected)
+        assert not within_pil_levels(pixels.flip(-1), expected)  # the same flip, not only similar pixels
     assert learner.preprocess_val(image).dtype == torch.float32  # open_clip's evaluation transform, unchanged
 
 
@@ -99,15 +106,22 @@ def test_clipood_trains_cpu_batches_are_uint8(make_learner, tmp_path):
 
 def test_uint8_transform_replaces_only_a_closing_to_tensor_and_normalize():
     crop = [transforms.RandomResizedCrop(16), transforms.RandomHorizontalFlip()]
+    jitter = [transforms.RandomResizedCrop(16), transforms.ColorJitter(0.3)]
     image = photos(1, 30)[0]
     for ending in ([transforms.ToTensor()], [transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)]):
-        rewritten = uint8_transform(transforms.Compose([*crop, *ending]))
-        assert [type(step) for step in rewritten.transforms] == [*map(type, crop), transforms.PILToTensor]
-        torch.manual_seed(0)
-        pixels = rewritten(image)
-        torch.manual_seed(0)
-        floats = transforms.Compose([*crop, transforms.ToTensor()])(image)
-        assert torch.equal(pixels, (floats * 255).round().to(torch.uint8))
+        for steps in (crop, crop[:1], jitter):
+            rewritten = uint8_transform(transforms.Compose([*steps, *ending]))
+            torch.manual_seed(0)
+            pixels = rewritten(image)
+            torch.manual_seed(0)
+            floats = transforms.Compose([*steps, transforms.ToTensor()])(image)
+            if steps is jitter:  # other PIL work: the PIL steps, then their pixels as they are
+                assert [type(step) for step in rewritten.transforms] == [*map(type, steps), transforms.PILToTensor]
+                assert torch.equal(pixels, (floats * 255).round().to(torch.uint8))
+            else:  # the paper's crop and flip: on the uint8 tensor
+                assert [type(step).__name__ for step in rewritten.transforms] == \
+                    ["PILToTensor", *(type(step).__name__ for step in steps)]
+                assert within_pil_levels(pixels, floats)
     tensor_work = transforms.Lambda(lambda x: x * 0.5)  # e.g. Dassl's cutout or gaussian noise
     for steps in ([*crop, transforms.ToTensor(), tensor_work],
                   [*crop, transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD), tensor_work],
