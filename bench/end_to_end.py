@@ -40,7 +40,7 @@ from torchvision import datasets, transforms
 import bench_utils
 from bench_utils import log, resolve_device, synchronize, timed
 from clipood_plugin import CLIPoodLearner, IMAGENET_MEAN, IMAGENET_STD
-from clipood_plugin.backbone import input_transforms, uint8_transform
+from clipood_plugin.image_transforms import input_transforms, uint8_transform
 from clipood_plugin.batch_stream import training_batches
 from clipood_plugin.data import ImageList, scan_domain_folders
 from clipood_plugin.image_files import image_list
@@ -116,7 +116,7 @@ class PerImageAugmentation(DeviceAugmentation):
 
 
 def float_pixels(transform, mean, std):
-    """The PIL pipeline of ``transform`` (``backbone.crop_and_flip_pixels``) as it was before the uint8 inputs:
+    """The PIL pipeline of ``transform`` (``image_transforms.crop_and_flip_pixels``) as it was before the uint8 inputs:
     RandomResizedCrop and flip on the PIL image, then ToTensor and Normalize."""
     _, crop, flip = transform.transforms
     return transforms.Compose([

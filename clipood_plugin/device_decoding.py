@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torchvision import transforms
 
-from .backbone import pixel_normalization
+from .image_transforms import pixel_normalization
 from .crop_resize import crop_resize_flip, padded
 from . import image_files
 from .data import ImageList, open_image
@@ -80,7 +80,7 @@ class DeviceAugmentation:
     """A torchvision training transform, run as: ``draw`` (loader process, per image) then ``__call__``
     (device, per batch). Accepts RandomResizedCrop (antialiased bicubic or bilinear, or nearest), then
     optionally RandomHorizontalFlip, then ToTensor and optionally Normalize (float32 out) or PILToTensor (uint8
-    out); or PILToTensor first, then the crop and flip (uint8 out: ``backbone.crop_and_flip_pixels``). Anything
+    out); or PILToTensor first, then the crop and flip (uint8 out: ``image_transforms.crop_and_flip_pixels``). Anything
     else raises ValueError naming what is not supported."""
 
     def __init__(self, transform):

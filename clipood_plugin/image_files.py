@@ -57,7 +57,7 @@ def read_pixels(path):
 
 
 def reads_pixels(transform):
-    """Whether ``transform`` turns a PIL image into a tensor before anything else (``backbone.crop_and_flip_pixels``),
+    """Whether ``transform`` turns a PIL image into a tensor before anything else (``image_transforms.crop_and_flip_pixels``),
     so that it can take the decoded pixels of ``read_pixels`` instead (same result, a faster decoder)."""
     steps = getattr(transform, "transforms", None)
     return bool(steps) and type(steps[0]).__name__ == "PILToTensor" and type(steps[0]).__module__.startswith(

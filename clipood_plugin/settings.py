@@ -326,7 +326,7 @@ TABLE = [
             help="images per training domain per step"),
     Setting("decode", "where training images are decoded", _choice(DECODE_CHOICES), "auto", flag="decode",
             config_key="TRAINER.CLIPOOD.DECODE",
-            help="where training JPEGs are decoded and augmented: cpu (PIL in the loader processes), device (in "
+            help="where training JPEGs are decoded and augmented: cpu (in the loader processes), device (in "
                  "batch on the training device, nvJPEG on CUDA), auto (device on CUDA, else cpu)"),
     Setting("holdout_fraction", "the share of each training domain kept for validation",
             _number(0, 1, high_open=True), 0.2, TRAJECTORY, flag="holdout_fraction",

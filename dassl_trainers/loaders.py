@@ -3,7 +3,7 @@ import copy
 
 from torch.utils.data import DataLoader
 
-from clipood_plugin.backbone import uint8_transform
+from clipood_plugin.image_transforms import uint8_transform
 from clipood_plugin.device_decoding import EncodedBatch, EncodedImageList, decoded_ahead, device_augmentation
 
 

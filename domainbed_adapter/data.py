@@ -12,7 +12,7 @@ exists, so registration wraps the constructor of every class in ``domainbed.data
   DomainBed's datasets.py did, at the model's size and normalization (theirs: 224 and OpenAI's, the input of
   their ViT-B/16); ``"model"`` gives the model's own input: the paper's augmentation at its size and
   interpolation for training, open_clip's preprocessing of the weights for the others
-  (``clipood_plugin.backbone.input_transforms``). With both, training crops are uint8 pixels that the learner
+  (``clipood_plugin.image_transforms.input_transforms``). With both, training crops are uint8 pixels that the learner
   normalizes on its device, cropped by torch from the file's pixels (JPEGs decoded by torchvision: the
   environment's ``loader`` is ``clipood_plugin.image_files.read_pixels``); the others are normalized floats. The model's input is found from the hparams
   (clip_model, clip_pretrained, clip_image_norm) without building the model.
@@ -54,13 +54,13 @@ DEFAULT_SETTINGS = data_settings({})
 
 def authors_transforms(image_input):
     """(training, evaluation) transforms of the authors' pipeline at the size and normalization of the model's
-    input: the paper's augmentation (backbone.input_transforms: uint8 crops) with torchvision's default bilinear
+    input: the paper's augmentation (image_transforms.input_transforms: uint8 crops) with torchvision's default bilinear
     interpolation, and Resize + CenterCrop (normalized floats)."""
     import dataclasses
 
     from torchvision import transforms
 
-    from clipood_plugin.backbone import input_transforms
+    from clipood_plugin.image_transforms import input_transforms
 
     training, _ = input_transforms(dataclasses.replace(image_input, interpolation="bilinear"))
     evaluation = transforms.Compose([transforms.Resize(image_input.size[0]), transforms.CenterCrop(image_input.size),
@@ -147,7 +147,7 @@ def prepare_dataset(dataset, test_envs, hparams):
             raise ValueError(f"clip_transforms {choice!r} replaces the image transforms of each environment, but the "
                              f"environments {lacking} of {type(dataset).__name__} have none (tensors or nested "
                              "datasets): use clip_transforms 'domainbed' for this dataset")
-        from clipood_plugin.backbone import input_transforms
+        from clipood_plugin.image_transforms import input_transforms
 
         training, evaluation = (authors_transforms if choice == "clipood" else input_transforms)(model_input(hparams))
         augment = hparams["data_augmentation"]

@@ -187,9 +187,9 @@ def test_a_progressive_jpeg_is_decoded_by_pil_in_the_loader(tmp_path):
 
 
 def test_the_loader_and_the_device_give_the_same_uint8_crops(tmp_path):
-    """`clipood train`'s training transform (backbone.crop_and_flip_pixels, uint8) decoded in the loaders and on
+    """`clipood train`'s training transform (image_transforms.crop_and_flip_pixels, uint8) decoded in the loaders and on
     the device: the same crops and flips, pixels within PIL's bounds of each other."""
-    from clipood_plugin.backbone import crop_and_flip_pixels
+    from clipood_plugin.image_transforms import crop_and_flip_pixels
     from clipood_plugin.batch_stream import training_batches
 
     items = []

@@ -14,9 +14,10 @@ import torch
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def run_bench(script, *args):
+def run_bench(script, *args, model="clipood-tiny"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(BENCH / script), "--device", "cpu", "--model", "clipood-tiny", *args],
+    result = subprocess.run([sys.executable, str(BENCH / script), "--device", "cpu",
+                             *(["--model", model] if model else []), *args],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in result.stdout.splitlines()]
@@ -60,6 +61,14 @@ def test_end_to_end_measures_every_decode_path_and_each_front_ends_loader_cpu_co
     assert [r["decode"] for r in lines if r["variant"] == "end_to_end"] == ["cpu", "per-image", "device"]
     assert [r["decode"] for r in lines if r["variant"] == "end_to_end/step_only"] == ["cpu", "per-image", "device"]
     assert sum(r["variant"] == "step_only" for r in lines) == 1
+
+
+def test_batched_input_times_both_device_augmentations_and_says_how_far_apart_they_are():
+    lines = run_bench("batched_input.py", "--batch", "2", "3", "--size", "32", "--repeats", "1", model=None)
+    assert [r["batch"] for r in lines] == [2, 3]
+    for line in lines:
+        assert all(line[key] > 0 for key in ("decode_ms", "batched_ms", "per_image_ms"))
+        assert 0 <= line["mean_levels_apart"] <= line["max_levels_apart"] <= 1e-3
 
 
 # ----------------------------------------------------------------------------- bench/gpu_acceptance.py

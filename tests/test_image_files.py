@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from clipood_plugin.backbone import crop_and_flip_pixels
+from clipood_plugin.image_transforms import crop_and_flip_pixels
 from clipood_plugin.data import DataError, ImageList
 from clipood_plugin.image_files import PixelImageList, read_pixels, reads_pixels
 

@@ -151,7 +151,7 @@ def test_domainbed_inputs_are_mapped_to_the_tags_input(open_clip_val, pe_core_hu
     # clip_transforms "clipood": the authors' geometry at the tag's input; "model": open_clip's own preprocessing,
     # which the algorithm's adapter (source statistics None: the model's own) leaves as it is
     from clipood_plugin import InputAdapter
-    from clipood_plugin.backbone import input_transforms
+    from clipood_plugin.image_transforms import input_transforms
     from domainbed_adapter.algorithms import input_normalization
 
     image_input = model_input(hparams)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from clipood_plugin.backbone import uint8_transform
+from clipood_plugin.image_transforms import uint8_transform
 from test_dassl_integration import data_root  # noqa: F401 (a fixture: tiny PACS in Dassl's layout, the weights)
 
 # written out here rather than imported: the test's own formulation
