@@ -53,6 +53,25 @@ def resize_weights(start, length, out_size, in_size, mode):
     return weights / weights.sum(-1, keepdim=True)
 
 
+# the most elements of one zero-padded float batch: a batch whose largest image would pad past it (one photo of
+# 4000 x 3000 pads every image of the batch to that size) is cut into consecutive parts that stay under it
+MAX_PADDED_ELEMENTS = 1 << 26  # 256 MiB of float32
+
+
+def crop_resize_flip_images(images, boxes, flips, size, mode):
+    """``crop_resize_flip`` of a list of [C, h, w] images (one device, any sizes): one padded batch, or a few
+    consecutive ones where padding them all to the largest would exceed MAX_PADDED_ELEMENTS."""
+    parts, start, height, width = [], 0, 0, 0
+    for end, image in enumerate(images):
+        height, width = max(height, image.shape[-2]), max(width, image.shape[-1])
+        if end > start and (end + 1 - start) * image.shape[0] * height * width > MAX_PADDED_ELEMENTS:
+            parts.append((start, end))
+            start, height, width = end, image.shape[-2], image.shape[-1]
+    parts.append((start, len(images)))
+    resized = [crop_resize_flip(padded(images[i:j]), boxes[i:j], flips[i:j], size, mode) for i, j in parts]
+    return resized[0] if len(resized) == 1 else torch.cat(resized)
+
+
 def padded(images):
     """A list of [C, h, w] images (one device, any sizes) as one float32 batch [B, C, max h, max w], zero-padded
     at the bottom and right, in two kernels."""

@@ -18,7 +18,7 @@ import torch
 from torchvision import transforms
 
 from .image_transforms import pixel_normalization
-from .crop_resize import crop_resize_flip, padded
+from .crop_resize import crop_resize_flip_images
 from . import image_files
 from .data import ImageList, open_image
 
@@ -134,7 +134,7 @@ class DeviceAugmentation:
         """Crop, resize, flip and normalize decoded uint8 images [3, h, w] (a list, on one device) as one batch:
         [B, 3, H, W] float32 normalized as the transform's Normalize, or uint8 for a transform ending in
         PILToTensor. As many operations for any batch size."""
-        return self.finish(crop_resize_flip(padded(images), boxes, flips, self.size, self.mode))
+        return self.finish(crop_resize_flip_images(images, boxes, flips, self.size, self.mode))
 
     def finish(self, resized):
         """Resized pixels [B, 3, H, W] (float, 0-255 scale) as the transform's last steps leave them."""

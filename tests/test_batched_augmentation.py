@@ -205,3 +205,16 @@ def test_the_loader_and_the_device_give_the_same_uint8_crops(tmp_path):
         assert loader_images.dtype == device_images.dtype == torch.uint8 and torch.equal(loader_labels, device_labels)
         difference = (loader_images.float() - device_images.float()).abs()
         assert difference.max() <= 3 and difference.mean() <= 0.3
+
+
+def test_a_batch_that_would_pad_past_the_limit_is_resized_in_parts_with_the_same_result(monkeypatch):
+    from clipood_plugin import crop_resize
+
+    images, boxes = _photos(SIZES), _boxes(SIZES)
+    whole = crop_resize.crop_resize_flip_images(images, boxes, FLIPS, (32, 32), "bicubic")
+    monkeypatch.setattr(crop_resize, "MAX_PADDED_ELEMENTS", 3 * 130 * 200)  # two images of these sizes at most
+    calls = []
+    monkeypatch.setattr(crop_resize, "padded", lambda part: calls.append(len(part)) or padded(part))
+    parts = crop_resize.crop_resize_flip_images(images, boxes, FLIPS, (32, 32), "bicubic")
+    assert torch.allclose(parts, whole, atol=1e-4)  # other padding: the same sums, perhaps in another order
+    assert len(calls) > 1 and sum(calls) == len(images) and max(calls) <= 2
