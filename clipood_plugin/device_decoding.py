@@ -59,7 +59,7 @@ class EncodedBatch(NamedTuple):
 
 def device_augmentation(decode, transform, device):
     """Where training images are decoded: the DeviceAugmentation that finishes ``transform`` on ``device``, or
-    None for the loader processes (PIL). "auto" decodes on a CUDA device when ``transform`` is one it runs
+    None for the loader processes (the CPU path). "auto" decodes on a CUDA device when ``transform`` is one it runs
     (faster end to end there: 641 against 515 images/s for ViT-B-16 at batch 36 on an H200,
     docs/benchmarks.md), else in the loaders; "device" insists, raising ValueError for a transform it cannot run.
     A ``transform`` that is already a DeviceAugmentation is used as it is."""

@@ -17,8 +17,9 @@ def loader_like(loader, **changes):
 
 def with_uint8_images(loader):
     """Dassl's training loader with its images as uint8 pixels, which the learner normalizes on its device (a
-    quarter of the bytes to copy): the transform's closing ToTensor[, Normalize] becomes PILToTensor. A
-    transform that works on the tensors after ToTensor (cutout, gaussian_noise, instance_norm) keeps its floats."""
+    quarter of the bytes to copy): the transform's uint8 form (clipood_plugin.image_transforms.uint8_transform:
+    a crop and flip alone run on the uint8 tensor, other PIL steps end in PILToTensor). A transform that works
+    on the tensors after ToTensor (cutout, gaussian_noise, instance_norm) keeps its floats."""
     wrapper = loader.dataset  # Dassl's DatasetWrapper
     transform = uint8_transform(wrapper.transform)
     if transform is None:
