@@ -5,7 +5,8 @@ PIL's filters) is separable: output row i is a weighted sum of input rows, with 
 i, the input length and the output length. So crop + resize of image b is ``rows[b] @ image[b] @ cols[b].T``,
 where ``rows[b]`` [out_h, H] holds the vertical weights of its crop box (zero outside the box) and ``cols[b]``
 [out_w, W] the horizontal ones, reversed for a flipped image. Images zero-padded into one batch [B, C, H, W]
-then take the same few kernels whatever the batch size, with no per-image Python. The weights are those of
+then take the same few kernels whatever the batch size (the host only reads each image's shape, to bound the
+padding). The weights are those of
 ATen's ``_compute_indices_min_size_weights_aa`` (UpSampleKernel.cpp), computed densely.
 """
 import warnings
