@@ -6,8 +6,8 @@ i, the input length and the output length. So crop + resize of image b is ``rows
 where ``rows[b]`` [out_h, H] holds the vertical weights of its crop box (zero outside the box) and ``cols[b]``
 [out_w, W] the horizontal ones, reversed for a flipped image. Images zero-padded into one batch [B, C, H, W]
 then take the same few kernels whatever the batch size (the host only reads each image's shape, to bound the
-padding). The weights are those of
-ATen's ``_compute_indices_min_size_weights_aa`` (UpSampleKernel.cpp), computed densely.
+padding). The weights are those of ATen's ``_compute_indices_min_size_weights_aa`` (UpSampleKernel.cpp),
+computed densely.
 """
 import warnings
 
